@@ -1,0 +1,63 @@
+# Weft's developer entry points. `make run` starts a local stack and runs a demo
+# workflow; `make test` runs every test against a real broker. Both install what
+# they need (scripts/setup.sh, scripts/broker.sh install) on first use.
+#
+# CARGO_TARGET_DIR is honoured when set (CI keeps it outside the clone); otherwise
+# cargo's default (./target) is used. One dev profile serves binaries, tests and
+# benchmarks, so RocksDB and librdkafka are built once.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+BENCH_ARGS ?=
+
+.PHONY: help setup build run stop status test lint fmt bench clean-data
+
+help:
+	@echo "make run         start broker + orchestrator + worker and run the demo workflow"
+	@echo "make stop        stop them"
+	@echo "make test        build everything and run all tests (starts its own brokers)"
+	@echo "make lint        rustfmt check and clippy -D warnings"
+	@echo "make fmt         format the code"
+	@echo "make bench       run weft-bench (BENCH_ARGS=... for its options)"
+	@echo "make setup       install build prerequisites and the Tansu broker"
+	@echo "make build       build binaries and tests"
+	@echo "make clean-data  stop everything and delete .weft/ (broker data, projections, logs)"
+
+setup:
+	scripts/setup.sh
+	scripts/broker.sh install
+
+build:
+	$(CARGO) build --workspace --bins --tests
+
+run: setup
+	scripts/broker.sh start
+	$(CARGO) build --workspace --bins
+	scripts/dev.sh start
+	scripts/dev.sh demo
+
+stop:
+	scripts/dev.sh stop
+	scripts/broker.sh stop
+
+status:
+	-scripts/broker.sh status
+	-scripts/dev.sh status
+
+test: setup
+	$(CARGO) build --workspace --bins
+	scripts/test.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: setup
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -p weft-integration-tests --bin weft-bench -- $(BENCH_ARGS)
+
+clean-data: stop
+	rm -rf .weft

@@ -1,0 +1,51 @@
+//! One module per subcommand. [`run`] dispatches a parsed [`Cli`]; commands
+//! write their normal output to the given writer and return errors whose
+//! `Display` (with `{:#}`) is a single line for `error: ...`.
+
+pub mod def;
+pub mod get;
+pub mod history;
+pub mod start;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::api::Client;
+use crate::cli::{Cli, Command, DefCommand};
+
+/// Run one command against the API named by `cli.api`, printing to stdout.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let client = Client::new(&cli.api)?;
+    let mut out = std::io::stdout().lock();
+    let out: &mut dyn Write = &mut out;
+    match cli.command {
+        Command::Def(DefCommand::Apply { file }) => def::apply(&client, &file, out).await?,
+        Command::Def(DefCommand::Get {
+            workflow_type,
+            version,
+        }) => def::get(&client, &workflow_type, version, out).await?,
+        Command::Start(args) => return start::run(&client, &args, out).await,
+        Command::Get(args) => get::run(&client, &args, out).await?,
+        Command::History(args) => history::run(&client, &args, out).await?,
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `e` is stdout going away (`weft history ... | head`), which is not worth reporting.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Pretty-print a JSON value followed by a newline.
+pub(crate) fn write_json(out: &mut dyn Write, value: &Value) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

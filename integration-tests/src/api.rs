@@ -1,0 +1,163 @@
+//! A small client of the orchestrator's HTTP API for tests: every call returns
+//! the response body as `serde_json::Value`, and a non-2xx answer is an error
+//! carrying the status and body. [`ApiClient::send`] gives the raw status for
+//! tests of bad requests.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A client of one orchestrator's API (`http://127.0.0.1:<port>`).
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A raw answer: status and body (JSON if it parses, else a JSON string).
+#[derive(Clone, Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ApiClient {
+    /// A client for `base_url` (no trailing slash), with a 30 s request timeout.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("building an HTTP client");
+        Self {
+            base: base_url.into().trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request with an optional body (and its content type) and returns
+    /// status and body whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<ApiResponse> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some((content_type, body)) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the body of {method} {url}"))?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(ApiResponse { status, body })
+    }
+
+    /// Like [`send`](Self::send), but a non-2xx status is an error.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<Value> {
+        let what = format!("{method} {}{path}", self.base);
+        let resp = self.send(method, path, body).await?;
+        if !resp.status.is_success() {
+            bail!("{what} answered {}: {}", resp.status, resp.body);
+        }
+        Ok(resp.body)
+    }
+
+    /// `POST /v1/definitions` with a YAML (or JSON) definition.
+    pub async fn register_definition(&self, yaml: &str) -> Result<Value> {
+        self.call(
+            Method::POST,
+            "/v1/definitions",
+            Some(("application/yaml", yaml.to_string())),
+        )
+        .await
+    }
+
+    /// `GET /v1/definitions/{type}`: the latest version.
+    pub async fn definition(&self, workflow_type: &str) -> Result<Value> {
+        self.call(
+            Method::GET,
+            &format!("/v1/definitions/{workflow_type}"),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/workflows/{type}` with `{"input": input, "idempotency_key": key}`.
+    pub async fn start(
+        &self,
+        workflow_type: &str,
+        input: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value> {
+        let mut body = json!({ "input": input });
+        if let Some(key) = idempotency_key {
+            body["idempotency_key"] = Value::String(key.to_string());
+        }
+        self.call(
+            Method::POST,
+            &format!("/v1/workflows/{workflow_type}"),
+            Some(("application/json", body.to_string())),
+        )
+        .await
+    }
+
+    /// `GET /v1/workflows/{type}/{id}`.
+    pub async fn get(&self, workflow_type: &str, id: &str) -> Result<Value> {
+        self.call(
+            Method::GET,
+            &format!("/v1/workflows/{workflow_type}/{id}"),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/workflows/{type}/{id}/events`.
+    pub async fn events(&self, workflow_type: &str, id: &str) -> Result<Value> {
+        self.call(
+            Method::GET,
+            &format!("/v1/workflows/{workflow_type}/{id}/events"),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /readyz` answered 200.
+    pub async fn is_ready(&self) -> bool {
+        self.send(Method::GET, "/readyz", None)
+            .await
+            .is_ok_and(|r| r.status == StatusCode::OK)
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> Result<String> {
+        match self.call(Method::GET, "/metrics", None).await? {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+}

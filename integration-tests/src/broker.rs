@@ -1,0 +1,200 @@
+//! A real Kafka-compatible broker for one test: Tansu on a free loopback port,
+//! storing its data in a SQLite file in a temporary directory (so it survives a
+//! broker restart within the test), killed when dropped.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tempfile::TempDir;
+
+use crate::paths::{free_port, tansu_bin};
+use crate::process::{Process, ProcessSpec};
+
+/// How long a broker may take to answer after it is started.
+pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Tansu broker. Dropping it kills the process and deletes its data
+/// (kept, and its path printed, if the test is panicking).
+#[derive(Debug)]
+pub struct Broker {
+    // Field order matters: the process is killed before its directory is removed.
+    process: Process,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it answers a
+    /// metadata request. Retries with another port if the first one was taken
+    /// between picking and binding it.
+    ///
+    /// Panics if the Tansu binary is missing (run `make setup`).
+    pub async fn start() -> Result<Self> {
+        let bin = tansu_bin();
+        let mut last_err = None;
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("weft-broker-")
+                .tempdir()
+                .context("creating broker temp dir")?;
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let spec = ProcessSpec::new("broker", &bin)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                // The path is relative to the broker's working directory.
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .env(
+                    "RUST_LOG",
+                    std::env::var("WEFT_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .current_dir(dir.path());
+            let process = Process::spawn(spec, dir.path())?;
+            let mut broker = Broker { process, port, dir };
+            match broker.wait_ready(BROKER_READY_TIMEOUT).await {
+                Ok(()) => return Ok(broker),
+                // It exited: most likely the port was taken meanwhile, so try another one.
+                Err(e) if !broker.process.is_running() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("the broker did not start")))
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers` and `--bootstrap`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the SQLite file and the broker's log.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    pub fn process_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Kills the broker with SIGKILL (its data stays).
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Starts the broker again on the same port and data, and waits until it answers.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.restart()?;
+        self.wait_ready(BROKER_READY_TIMEOUT).await
+    }
+
+    /// Waits until the broker accepts TCP connections and answers a metadata
+    /// request, or fails (with the log tail) if it exits or `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let mut last = String::from("not tried yet");
+        loop {
+            if let Some(status) = self.process.try_exit_status() {
+                bail!(
+                    "the broker exited ({status}) while starting\n{}",
+                    self.process.log_tail(40)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the broker on {addr} did not answer within {timeout:?} (last: {last})\n{}",
+                    self.process.log_tail(40)
+                );
+            }
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Err(e) => last = format!("connect: {e}"),
+                Ok(_) => {
+                    let bootstrap = self.bootstrap();
+                    match tokio::task::spawn_blocking(move || fetch_broker_count(&bootstrap))
+                        .await?
+                    {
+                        Ok(n) if n > 0 => return Ok(()),
+                        Ok(_) => last = "metadata lists no brokers".into(),
+                        Err(e) => last = format!("metadata: {e:#}"),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client configuration for this broker: `bootstrap.servers`, and
+    /// `fetch.wait.max.ms=10` (Tansu's fetch long-poll does not wake on new data).
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(&self.bootstrap())
+    }
+
+    /// Creates a topic with `partitions` partitions (an existing one is left alone).
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        create_topic(&self.bootstrap(), name, partitions).await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!("broker data and log kept in {}", self.dir.path().display());
+        }
+    }
+}
+
+/// A client configuration for `bootstrap`, with `fetch.wait.max.ms=10`.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("fetch.wait.max.ms", "10")
+        .set_log_level(RDKafkaLogLevel::Error);
+    cfg
+}
+
+/// Creates `name` with `partitions` partitions and replication factor 1 on
+/// `bootstrap`; an existing topic is left alone (Tansu does not create topics
+/// on first use).
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin
+        .create_topics([&topic], &opts)
+        .await
+        .context("CreateTopics")?
+    {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Fetches cluster metadata once (blocking) and returns how many brokers it lists.
+fn fetch_broker_count(bootstrap: &str) -> Result<usize> {
+    let consumer: BaseConsumer = client_config(bootstrap).create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(3))?;
+    Ok(md.brokers().len())
+}

@@ -1,0 +1,29 @@
+//! The harness every Weft integration test uses: real binaries against a real
+//! broker, all on loopback, all in temporary directories.
+//!
+//! - [`Broker`]: a Tansu broker on a free port with SQLite storage, killed on drop.
+//! - [`Process`]: one child process with a log file; `kill9()`, `terminate()`, `restart()`.
+//! - [`TestCluster`]: a broker, N orchestrators and M workers, ready when `start` returns;
+//!   [`ApiClient`] talks to an orchestrator's HTTP API.
+//! - [`wait_until`] / [`wait_for`]: poll a condition with a deadline (tests never
+//!   assert by sleeping).
+//! - [`bench_support`]: raw broker round trips for the broker test and `weft-bench`.
+//!
+//! Prerequisites: `make setup` (installs Tansu into `~/.cache/weft`, or set
+//! `WEFT_TANSU_BIN`) and `cargo build --workspace --bins` (the binaries are taken
+//! from the test executable's target directory, or `WEFT_TEST_BIN_DIR`). `make test`
+//! does both.
+
+pub mod api;
+pub mod bench_support;
+pub mod broker;
+pub mod cluster;
+pub mod paths;
+pub mod process;
+pub mod wait;
+
+pub use api::{ApiClient, ApiResponse};
+pub use broker::Broker;
+pub use cluster::{ClusterOptions, Node, NodeKind, TestCluster};
+pub use process::{Process, ProcessSpec};
+pub use wait::{wait_for, wait_until};

@@ -1,0 +1,203 @@
+//! The events consumer: one consumer-group member over the events topics of
+//! every registered workflow type. Its rebalance callback seeks each assigned
+//! partition to the offset stored with the projection (the group's committed
+//! offsets are not the source of truth); the loop routes records to one
+//! [`Partition`] task per owned partition, re-subscribes when a new type is
+//! registered, and retires partition tasks on revocation before a later
+//! assignment of the same partition may start.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use weft_shared::config::KafkaSettings;
+use weft_shared::kafka::{client_config, Role};
+use weft_shared::topics::TopicKind;
+
+use crate::partition::{Partition, Shared};
+use crate::store::Store;
+
+type Tp = (String, i32);
+
+enum RebalanceEvent {
+    Assigned(Vec<Tp>),
+    Revoked(Vec<Tp>),
+}
+
+/// Rebalance callback context: seeks to stored offsets and reports changes.
+struct Ctx {
+    store: Store,
+    events: mpsc::UnboundedSender<RebalanceEvent>,
+    owned: Arc<Mutex<HashSet<Tp>>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let parts: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for (topic, p) in &parts {
+                    let offset = match self.store.offset(topic, *p) {
+                        Ok(Some(o)) => Offset::Offset(o),
+                        Ok(None) => Offset::Beginning,
+                        Err(e) => {
+                            tracing::error!(%topic, partition = p, error = %e, "cannot read stored offset; replaying from the beginning");
+                            Offset::Beginning
+                        }
+                    };
+                    let _ = tpl.set_partition_offset(topic, *p, offset);
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                self.owned.lock().expect("owned lock").extend(parts.iter().cloned());
+                let _ = self.events.send(RebalanceEvent::Assigned(parts));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                {
+                    let mut owned = self.owned.lock().expect("owned lock");
+                    for tp in &parts {
+                        owned.remove(tp);
+                    }
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+                let _ = self.events.send(RebalanceEvent::Revoked(parts));
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// Runs the events consumer until `shutdown` resolves.
+pub async fn run(
+    shared: Shared,
+    kafka: KafkaSettings,
+    group_id: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> crate::Result<()> {
+    let (tx, mut rebalances) = mpsc::unbounded_channel();
+    let owned = Arc::new(Mutex::new(HashSet::new()));
+    let ctx = Ctx { store: shared.store.clone(), events: tx, owned: owned.clone() };
+    let mut cfg = client_config(&kafka, Role::Consumer);
+    cfg.set("group.id", &group_id);
+    let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
+    let watermarks: Arc<BaseConsumer> = Arc::new(client_config(&kafka, Role::Consumer).set("group.id", "weft-watermarks").create()?);
+    let mut types = shared.registry.watch_types();
+    let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
+    tokio::pin!(shutdown);
+    subscribe(&consumer, &shared)?;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = types.changed() => {
+                if changed.is_ok() {
+                    subscribe(&consumer, &shared)?;
+                }
+            }
+            Some(ev) = rebalances.recv() => match ev {
+                RebalanceEvent::Assigned(parts) => {
+                    for tp in parts {
+                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, tp);
+                    }
+                }
+                RebalanceEvent::Revoked(parts) => {
+                    for tp in parts {
+                        senders.remove(&tp);
+                    }
+                }
+            },
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    let tp = (m.topic().to_owned(), m.partition());
+                    if !owned.lock().expect("owned lock").contains(&tp) {
+                        continue;
+                    }
+                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, tp.clone());
+                    if let Some(s) = senders.get(&tp) {
+                        if s.send(m.detach()).await.is_err() {
+                            senders.remove(&tp);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "events consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+        shared.metrics.partitions_owned.set(senders.len() as i64);
+    }
+    senders.clear();
+    for (_, h) in handles {
+        let _ = h.await;
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+fn subscribe(consumer: &StreamConsumer<Ctx>, shared: &Shared) -> crate::Result<()> {
+    let catalog = shared.registry.catalog();
+    let topics: Vec<String> = catalog.types().map(|t| shared.topics.events(t)).collect();
+    if topics.is_empty() {
+        shared.status.set_subscribed();
+        return Ok(());
+    }
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    shared.status.set_subscribed();
+    tracing::info!(topics = ?topics, "subscribed to events topics");
+    Ok(())
+}
+
+/// Starts the processor of `tp` unless one is running; a new processor first
+/// waits for the previous one of the same partition to finish.
+fn ensure_task(
+    shared: &Shared,
+    watermarks: &Arc<BaseConsumer>,
+    senders: &mut HashMap<Tp, mpsc::Sender<OwnedMessage>>,
+    handles: &mut HashMap<Tp, JoinHandle<()>>,
+    tp: Tp,
+) {
+    if senders.contains_key(&tp) {
+        return;
+    }
+    let Some((ty, TopicKind::Events)) = shared.topics.parse(&tp.0).map(|(t, k)| (t.to_owned(), k)) else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(10_000);
+    senders.insert(tp.clone(), tx);
+    let previous = handles.remove(&tp);
+    let shared = shared.clone();
+    let watermarks = watermarks.clone();
+    let (topic, partition) = tp.clone();
+    let handle = tokio::spawn(async move {
+        if let Some(prev) = previous {
+            let _ = prev.await;
+        }
+        let high = {
+            let (w, t) = (watermarks.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || w.fetch_watermarks(&t, partition, Duration::from_secs(30)))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|(_, high)| high)
+                .unwrap_or(0)
+        };
+        match Partition::open(shared, topic.clone(), partition, ty, high) {
+            Ok(p) => p.run(rx).await,
+            Err(e) => tracing::error!(%topic, partition, error = %e, "cannot open partition"),
+        }
+    });
+    handles.insert(tp, handle);
+}

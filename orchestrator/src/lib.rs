@@ -1,0 +1,105 @@
+//! The Weft orchestrator: owns partitions of the events topics, folds them
+//! into RocksDB projections with the pure decider from `weft-shared`, publishes
+//! decisions and task dispatches through a transactional outbox, and serves the
+//! HTTP API. [`run`] starts all of it; the binary only parses arguments.
+
+pub mod api;
+pub mod definitions;
+pub mod engine;
+pub mod metrics;
+pub mod partition;
+pub mod publisher;
+pub mod status;
+pub mod store;
+
+use std::sync::Arc;
+
+use rdkafka::producer::FutureProducer;
+use weft_shared::config::WeftConfig;
+use weft_shared::kafka::{self, client_config, Role};
+use weft_shared::telemetry::node_id_or_default;
+use weft_shared::Topics;
+
+/// Orchestrator errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Definitions(#[from] definitions::Error),
+    #[error("cannot serve http on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Runs the orchestrator until `shutdown` resolves.
+pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let node_id = node_id_or_default(&config.orchestrator.node_id, "orchestrator");
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let data_dir = config.orchestrator.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
+    let store = store::Store::open(&data_dir.join("projections"))?;
+    kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;
+    let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
+    let registry = definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
+    let status = Arc::new(status::Status::default());
+    let metrics = Arc::new(metrics::Metrics::new());
+
+    let app = api::router(api::AppState {
+        registry: registry.clone(),
+        store: store.clone(),
+        producer: producer.clone(),
+        topics: topics.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        node_id: node_id.clone(),
+    });
+    let addr = config.orchestrator.http_addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Http { addr: addr.clone(), source })?;
+    tracing::info!(%addr, node_id = %node_id, "http api listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let follower = tokio::spawn(registry.clone().follow(loaded_tx));
+    let _ = loaded_rx.await;
+    tracing::info!(types = registry.catalog().types().count(), "definitions loaded");
+
+    let shared = partition::Shared {
+        store,
+        registry,
+        producer,
+        topics,
+        metrics,
+        status,
+        batch_max: config.orchestrator.batch_max,
+    };
+    let mut engine_stop = stop_rx;
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = engine::run(shared, config.kafka.clone(), config.orchestrator.group_id.clone(), async move {
+        let _ = engine_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    follower.abort();
+    let _ = http.await;
+    tracing::info!("orchestrator stopped");
+    result
+}

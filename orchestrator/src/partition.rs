@@ -1,0 +1,379 @@
+//! One source partition of an events topic, owned by this orchestrator: it
+//! folds batches of records into the projection with the pure decider and
+//! publishes what was decided through the outbox.
+//!
+//! Two watermarks govern it. The *stored offset* (in RocksDB, written with the
+//! projection) says how far the projection has folded. The *replay end* (the
+//! partition's high watermark when this owner took it) says how far earlier
+//! owners may already have published decisions. Below the replay end, derived
+//! records are held in the outbox and struck off as their copies show up in the
+//! topic (or, for dispatches, as their attempt shows progress); at the replay
+//! end whatever is left is published. Above it, decisions are published as they
+//! are made. So a restart, a rebalance and a rebuild from an empty data directory
+//! all converge on the same projection without publishing any decision twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::mpsc;
+use weft_shared::avro::AvroRecord;
+use weft_shared::fsm::{decide, meta, Outcome};
+use weft_shared::ids::InstanceId;
+use weft_shared::kafka::header_map;
+use weft_shared::topics::headers as h;
+use weft_shared::{Topics, WorkflowEvent, WorkflowEventType as T};
+
+use crate::definitions::Registry;
+use crate::metrics::Metrics;
+use crate::publisher::publish_all;
+use crate::status::Status;
+use crate::store::{OutboxKind, OutboxRecord, Store};
+
+/// Everything a partition processor needs.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Status>,
+    pub batch_max: usize,
+}
+
+/// The outbox of one partition, mirrored in memory.
+#[derive(Default)]
+struct Outbox {
+    records: BTreeMap<u64, OutboxRecord>,
+    by_ident: HashMap<String, u64>,
+    next_seq: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, r: OutboxRecord) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_ident.insert(r.ident.clone(), seq);
+        self.records.insert(seq, r);
+        seq
+    }
+
+    fn remove(&mut self, ident: &str) -> Option<u64> {
+        let seq = self.by_ident.remove(ident)?;
+        self.records.remove(&seq);
+        Some(seq)
+    }
+}
+
+/// A partition processor.
+pub struct Partition {
+    shared: Shared,
+    topic: String,
+    partition: i32,
+    workflow_type: String,
+    outbox: Outbox,
+    live: bool,
+    replay_end: i64,
+}
+
+/// Per-batch working set.
+#[derive(Default)]
+struct Pending {
+    states: HashMap<InstanceId, Option<weft_shared::fsm::InstanceState>>,
+    seen: HashSet<(InstanceId, String)>,
+    events: Vec<WorkflowEvent>,
+    added: Vec<u64>,
+    removed: Vec<u64>,
+}
+
+impl Partition {
+    /// Loads the partition's outbox; `replay_end` is the high watermark at takeover.
+    pub fn open(shared: Shared, topic: String, partition: i32, workflow_type: String, replay_end: i64) -> crate::Result<Self> {
+        let mut outbox = Outbox::default();
+        for (seq, r) in shared.store.outbox(&topic, partition)? {
+            outbox.by_ident.insert(r.ident.clone(), seq);
+            outbox.records.insert(seq, r);
+            outbox.next_seq = seq + 1;
+        }
+        let start = shared.store.offset(&topic, partition)?.unwrap_or(0);
+        let live = start >= replay_end;
+        Ok(Self { shared, topic, partition, workflow_type, outbox, live, replay_end })
+    }
+
+    /// Processes records until the channel closes (the partition was revoked).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<OwnedMessage>) {
+        let scope = format!("{}/{}", self.topic, self.partition);
+        self.shared.status.set_live(&scope, self.live);
+        if self.live {
+            self.flush_all().await;
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, replay_end = self.replay_end, live = self.live, "partition assigned");
+        loop {
+            let first = if self.live {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        // Nothing more below the replay end arrived: what is missing does not exist.
+                        self.go_live(&scope).await;
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < self.shared.batch_max {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let last_offset = batch.last().map(|m| m.offset()).unwrap_or(0);
+            let started = Instant::now();
+            let added = loop {
+                match self.apply_batch(&batch) {
+                    Ok(added) => break added,
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "applying batch failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            if self.live {
+                self.flush(&added).await;
+            } else if last_offset + 1 >= self.replay_end {
+                self.go_live(&scope).await;
+            }
+            self.shared.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        self.shared.status.remove(&scope);
+        tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
+    }
+
+    async fn go_live(&mut self, scope: &str) {
+        if self.live {
+            return;
+        }
+        self.live = true;
+        tracing::info!(topic = %self.topic, partition = self.partition, pending = self.outbox.records.len(), "replay complete; partition live");
+        self.flush_all().await;
+        self.shared.status.set_live(scope, true);
+    }
+
+    /// Folds a batch into the projection; returns the outbox entries it added.
+    fn apply_batch(&mut self, batch: &[OwnedMessage]) -> crate::Result<Vec<u64>> {
+        let catalog = self.shared.registry.catalog();
+        let mut p = Pending::default();
+        for msg in batch {
+            self.apply_one(msg, &catalog, &mut p)?;
+        }
+        let store = &self.shared.store;
+        let mut wb = store.batch();
+        for (_, state) in p.states.iter() {
+            if let Some(s) = state {
+                wb.put_instance(s);
+            }
+        }
+        for seq in &p.added {
+            if let Some(r) = self.outbox.records.get(seq) {
+                wb.put_outbox(&self.topic, self.partition, *seq, r);
+            }
+        }
+        for seq in &p.removed {
+            wb.delete_outbox(&self.topic, self.partition, *seq);
+        }
+        if let Some(last) = batch.last() {
+            wb.set_offset(&self.topic, self.partition, last.offset() + 1);
+        }
+        for e in &p.events {
+            wb.put_event(e);
+        }
+        wb.commit()?;
+        Ok(p.added)
+    }
+
+    fn apply_one(&mut self, msg: &OwnedMessage, catalog: &crate::definitions::Catalog, p: &mut Pending) -> crate::Result<()> {
+        let m = self.shared.metrics.clone();
+        let Some(payload) = msg.payload() else {
+            self.dead_letter(msg, "record has no value".into(), p);
+            return Ok(());
+        };
+        let event = match WorkflowEvent::decode(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                self.dead_letter(msg, format!("undecodable event: {e}"), p);
+                return Ok(());
+            }
+        };
+        if event.workflow_type != self.workflow_type {
+            let reason = format!("event of workflow type '{}' on the topic of '{}'", event.workflow_type, self.workflow_type);
+            self.dead_letter(msg, reason, p);
+            return Ok(());
+        }
+        let key_ok = msg.key().map(|k| k == event.instance_id.to_string().as_bytes()).unwrap_or(false);
+        if !key_ok {
+            self.dead_letter(msg, format!("record key must be the instance id {}", event.instance_id), p);
+            return Ok(());
+        }
+        let id = event.instance_id;
+        let dedup = (id, event.idempotency_key.clone());
+        if p.seen.contains(&dedup) || self.shared.store.seen(&self.workflow_type, id, &event.idempotency_key)? {
+            m.duplicates.inc();
+            if !self.live {
+                if let Some(seq) = self.outbox.remove(&event.idempotency_key) {
+                    p.removed.push(seq);
+                }
+            }
+            return Ok(());
+        }
+        if event.is_decision() {
+            // A decision this decider did not make (another engine version): it is not an input.
+            m.orphans.inc();
+            tracing::warn!(instance_id = %id, event_type = %event.event_type, key = %event.idempotency_key, "ignoring a decision record this orchestrator did not derive");
+            return Ok(());
+        }
+        let state = match p.states.get(&id) {
+            Some(s) => s.clone(),
+            None => self.shared.store.instance(&self.workflow_type, id)?,
+        };
+        let decision = decide(state.as_ref(), catalog, &event);
+        match &decision.outcome {
+            Outcome::Applied => m.applied.inc(),
+            Outcome::Stale { reason } => {
+                m.stale.inc();
+                tracing::debug!(instance_id = %id, event_type = %event.event_type, %reason, "stale event ignored");
+            }
+            Outcome::Rejected(why) => {
+                m.rejected.inc();
+                tracing::warn!(instance_id = %id, event_type = %event.event_type, reason = %why, "event rejected");
+                if decision.appended.is_empty() {
+                    self.dead_letter(msg, why.to_string(), p);
+                }
+            }
+        }
+        if decision.appended.is_empty() {
+            return Ok(());
+        }
+        let events_topic = self.shared.topics.events(&self.workflow_type);
+        let tasks_topic = self.shared.topics.tasks(&self.workflow_type);
+        let key = id.to_string().into_bytes();
+        for e in &decision.appended {
+            p.seen.insert((id, e.idempotency_key.clone()));
+            if e.is_decision() {
+                m.decisions.inc();
+                let seq = self.outbox.push(OutboxRecord {
+                    kind: OutboxKind::Event,
+                    ident: e.idempotency_key.clone(),
+                    topic: events_topic.clone(),
+                    key: key.clone(),
+                    payload: e.encode(),
+                    headers: vec![
+                        (h::EVENT_TYPE.into(), e.event_type.as_str().into()),
+                        (h::IDEMPOTENCY_KEY.into(), e.idempotency_key.clone()),
+                    ],
+                });
+                p.added.push(seq);
+                if matches!(e.event_type, T::WorkflowCompleted | T::WorkflowFailed | T::WorkflowCancelled) {
+                    m.finished(&self.workflow_type, e.event_type.as_str(), e.timestamp_ms, decision.state.as_ref());
+                }
+            }
+        }
+        for d in &decision.dispatches {
+            let seq = self.outbox.push(OutboxRecord {
+                kind: OutboxKind::Dispatch,
+                ident: d.attempt_key(),
+                topic: tasks_topic.clone(),
+                key: key.clone(),
+                payload: d.encode(),
+                headers: vec![(h::TRACEPARENT.into(), d.traceparent.clone()), (h::IDEMPOTENCY_KEY.into(), d.attempt_key())],
+            });
+            p.added.push(seq);
+            m.dispatches.inc();
+        }
+        if !self.live {
+            self.strike_obsolete_dispatches(&event, decision.state.as_ref(), p);
+        }
+        p.events.extend(decision.appended);
+        p.states.insert(id, decision.state);
+        Ok(())
+    }
+
+    /// During replay: a dispatch whose attempt has started, ended, or whose
+    /// workflow ended needs no publishing.
+    fn strike_obsolete_dispatches(&mut self, input: &WorkflowEvent, state: Option<&weft_shared::fsm::InstanceState>, p: &mut Pending) {
+        if let (Some(task), Some(attempt)) = (input.metadata.get(meta::TASK), input.metadata.get(meta::ATTEMPT)) {
+            if let Some(seq) = self.outbox.remove(&format!("{}:{task}:{attempt}", input.instance_id)) {
+                p.removed.push(seq);
+            }
+        }
+        if let Some(s) = state.filter(|s| s.state.is_terminal()) {
+            let prefix = format!("{}:", s.instance_id);
+            let idents: Vec<String> = self
+                .outbox
+                .records
+                .values()
+                .filter(|r| r.kind == OutboxKind::Dispatch && r.ident.starts_with(&prefix))
+                .map(|r| r.ident.clone())
+                .collect();
+            for ident in idents {
+                if let Some(seq) = self.outbox.remove(&ident) {
+                    p.removed.push(seq);
+                }
+            }
+        }
+    }
+
+    /// Sends a record that cannot be applied to the type's DLQ, with the reason.
+    fn dead_letter(&mut self, msg: &OwnedMessage, reason: String, p: &mut Pending) {
+        self.shared.metrics.dlq.inc();
+        let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+        tracing::warn!(source = %source, %reason, "record sent to the dlq");
+        let mut headers: Vec<(String, String)> = header_map(msg.headers()).into_iter().collect();
+        headers.push((h::DLQ_REASON.into(), reason));
+        headers.push((h::DLQ_SOURCE.into(), source.clone()));
+        let seq = self.outbox.push(OutboxRecord {
+            kind: OutboxKind::Dlq,
+            ident: format!("dlq:{source}"),
+            topic: self.shared.topics.dlq(&self.workflow_type),
+            key: msg.key().map(|k| k.to_vec()).unwrap_or_default(),
+            payload: msg.payload().map(|v| v.to_vec()).unwrap_or_default(),
+            headers,
+        });
+        p.added.push(seq);
+    }
+
+    async fn flush_all(&mut self) {
+        let seqs: Vec<u64> = self.outbox.records.keys().copied().collect();
+        self.flush(&seqs).await;
+    }
+
+    /// Publishes the given outbox entries, retrying until the broker took them
+    /// all, then deletes them from the outbox.
+    async fn flush(&mut self, seqs: &[u64]) {
+        let records: Vec<OutboxRecord> = seqs.iter().filter_map(|s| self.outbox.records.get(s).cloned()).collect();
+        if records.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = publish_all(&self.shared.producer, &records).await {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "publishing decisions failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let mut wb = self.shared.store.batch();
+        for seq in seqs {
+            if let Some(r) = self.outbox.records.remove(seq) {
+                self.outbox.by_ident.remove(&r.ident);
+                wb.delete_outbox(&self.topic, self.partition, *seq);
+            }
+        }
+        if let Err(e) = wb.commit() {
+            // The records stay in RocksDB and are published again after a restart: duplicates are dropped on apply.
+            tracing::error!(error = %e, "could not clear published outbox records");
+        }
+    }
+}

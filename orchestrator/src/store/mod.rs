@@ -1,0 +1,193 @@
+//! The orchestrator's RocksDB projections: instance states, each instance's
+//! history by sequence number, applied idempotency keys, the outbox of records
+//! waiting to be published, and per-partition offsets. Everything in it is
+//! derived from the topics; a partition's changes and its offset are written in
+//! one `WriteBatch`, so the projection is always exactly "the topic up to the
+//! stored offset".
+
+mod keys;
+mod outbox;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use weft_shared::avro::AvroRecord;
+use weft_shared::fsm::InstanceState;
+use weft_shared::ids::InstanceId;
+use weft_shared::WorkflowEvent;
+
+pub use keys::ALL_CFS;
+pub use outbox::{OutboxKind, OutboxRecord};
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("stored instance state is corrupt: {0}")]
+    CorruptState(String),
+    #[error("stored event is corrupt: {0}")]
+    CorruptEvent(#[from] weft_shared::avro::CodecError),
+    #[error(transparent)]
+    CorruptOutbox(#[from] outbox::CorruptOutbox),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Handle to the projection database (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = keys::ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    /// The state of one instance.
+    pub fn instance(&self, ty: &str, id: InstanceId) -> Result<Option<InstanceState>> {
+        let Some(bytes) = self.db.get_cf(self.cf(keys::CF_INSTANCES), keys::instance(ty, id))? else {
+            return Ok(None);
+        };
+        decode_state(&bytes).map(Some)
+    }
+
+    /// Whether `key` was already applied to the instance.
+    pub fn seen(&self, ty: &str, id: InstanceId, key: &str) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(keys::CF_IDEMPOTENCY), keys::idempotency(ty, id, key))?.is_some())
+    }
+
+    /// Events `from..=to` of an instance's history (at most `limit`).
+    pub fn events(&self, ty: &str, id: InstanceId, from: u64, to: Option<u64>, limit: usize) -> Result<Vec<WorkflowEvent>> {
+        let start = keys::event(ty, id, from.max(1));
+        let end = match to {
+            Some(to) => keys::event(ty, id, to.saturating_add(1)),
+            None => keys::prefix_end(&keys::instance(ty, id)),
+        };
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(keys::CF_EVENTS), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() || out.len() >= limit {
+                break;
+            }
+            out.push(WorkflowEvent::decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The next offset to consume from a partition, if any was stored.
+    pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let v = self.db.get_cf(self.cf(keys::CF_META), keys::offset(topic, partition))?;
+        Ok(v.and_then(|b| b.as_slice().try_into().ok()).map(i64::from_be_bytes))
+    }
+
+    /// The pending outbox records of a partition, in order.
+    pub fn outbox(&self, topic: &str, partition: i32) -> Result<Vec<(u64, OutboxRecord)>> {
+        let scope = keys::partition_scope(topic, partition);
+        let end = keys::prefix_end(&scope);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(keys::CF_OUTBOX), IteratorMode::From(&scope, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            let seq = u64::from_be_bytes(k[scope.len()..].try_into().map_err(|_| Error::CorruptState("outbox key".into()))?);
+            out.push((seq, OutboxRecord::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// A new batch of changes.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { store: self, wb: WriteBatch::default() }
+    }
+
+    /// A digest of the projection (instances, histories, idempotency keys) for
+    /// comparing a rebuilt projection with a live one.
+    pub fn digest(&self) -> Result<(u64, String)> {
+        let mut count = 0u64;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for cf in [keys::CF_INSTANCES, keys::CF_EVENTS, keys::CF_IDEMPOTENCY] {
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = item?;
+                count += 1;
+                for b in cf.as_bytes().iter().chain(k.iter()).chain([0u8].iter()).chain(v.iter()) {
+                    h ^= u64::from(*b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+        Ok((count, format!("{h:016x}")))
+    }
+}
+
+/// Changes to apply atomically.
+pub struct Batch<'a> {
+    store: &'a Store,
+    wb: WriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put_instance(&mut self, s: &InstanceState) {
+        let mut v = vec![keys::STATE_ENCODING_V1];
+        v.extend(serde_json::to_vec(s).expect("instance state serialises"));
+        self.wb.put_cf(self.store.cf(keys::CF_INSTANCES), keys::instance(&s.workflow_type, s.instance_id), v);
+    }
+
+    /// Appends a history event and marks its idempotency key applied.
+    pub fn put_event(&mut self, e: &WorkflowEvent) {
+        let (ty, id) = (&e.workflow_type, e.instance_id);
+        self.wb.put_cf(self.store.cf(keys::CF_EVENTS), keys::event(ty, id, e.sequence_number), e.encode());
+        self.wb.put_cf(
+            self.store.cf(keys::CF_IDEMPOTENCY),
+            keys::idempotency(ty, id, &e.idempotency_key),
+            e.sequence_number.to_be_bytes(),
+        );
+    }
+
+    pub fn put_outbox(&mut self, topic: &str, partition: i32, seq: u64, r: &OutboxRecord) {
+        self.wb.put_cf(self.store.cf(keys::CF_OUTBOX), keys::outbox(topic, partition, seq), r.encode());
+    }
+
+    pub fn delete_outbox(&mut self, topic: &str, partition: i32, seq: u64) {
+        self.wb.delete_cf(self.store.cf(keys::CF_OUTBOX), keys::outbox(topic, partition, seq));
+    }
+
+    pub fn set_offset(&mut self, topic: &str, partition: i32, next: i64) {
+        self.wb.put_cf(self.store.cf(keys::CF_META), keys::offset(topic, partition), next.to_be_bytes());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wb.is_empty()
+    }
+
+    /// Writes every change atomically.
+    pub fn commit(self) -> Result<()> {
+        self.store.db.write(self.wb)?;
+        Ok(())
+    }
+}
+
+fn decode_state(bytes: &[u8]) -> Result<InstanceState> {
+    match bytes.split_first() {
+        Some((&keys::STATE_ENCODING_V1, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| Error::CorruptState(e.to_string()))
+        }
+        _ => Err(Error::CorruptState("unknown state encoding version".into())),
+    }
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The local stack of `make run`: one weft-orchestrator and one weft-worker against the
+# development broker (scripts/broker.sh), built in the workspace's dev profile.
+#
+#   scripts/dev.sh start   (re)start orchestrator and worker, wait for their /readyz
+#   scripts/dev.sh demo    register examples/demo.yaml and run one demo workflow to completion
+#   scripts/dev.sh stop    stop worker and orchestrator
+#   scripts/dev.sh status  say what runs
+#
+# Files: .weft/{orchestrator,worker}.pid, .weft/logs/{orchestrator,worker}.log,
+# .weft/orchestrator/ (RocksDB projections; rebuilt from the topics if deleted).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+API_ADDR=${WEFT_DEV_API_ADDR:-127.0.0.1:8080}
+WORKER_ADDR=${WEFT_DEV_WORKER_ADDR:-127.0.0.1:9464}
+READY_SECONDS=${WEFT_DEV_READY_SECONDS:-120}
+BOOTSTRAP=127.0.0.1:$WEFT_BROKER_PORT
+LOGDIR=$WEFT_STATE_DIR/logs
+export WEFT_API=${WEFT_API:-http://$API_ADDR}
+
+bin_dir() {
+    local target
+    target=$(cargo_target_dir)
+    [[ -n $target ]] || die "could not find cargo's target directory"
+    printf '%s/debug\n' "$target"
+}
+
+need_bin() {
+    local path
+    path=$(bin_dir)/$1
+    [[ -x $path ]] || die "$path not found: run \`cargo build --workspace --bins\` (make run does)"
+    printf '%s\n' "$path"
+}
+
+# start_process NAME ARGS...: runs a binary in the background with its log and pid file.
+start_process() {
+    local name=$1 bin pidfile=$WEFT_STATE_DIR/$1.pid
+    shift
+    bin=$(need_bin "weft-$name")
+    if pid_alive "$pidfile"; then
+        log "$name already running; restarting it (to pick up a new build)"
+        stop_pidfile "$pidfile" "$name" 20
+    fi
+    mkdir -p "$LOGDIR"
+    log "starting weft-$name $* (log: $LOGDIR/$name.log)"
+    (
+        cd "$WEFT_ROOT"
+        exec "${WEFT_CLEAN_ENV[@]}" setsid "$bin" "$@" </dev/null >>"$LOGDIR/$name.log" 2>&1
+    ) &
+    echo $! >"$pidfile"
+}
+
+# wait_ready NAME ADDR: waits until http://ADDR/readyz answers 200 (both binaries serve it).
+wait_ready() {
+    local name=$1 url=http://$2/readyz deadline=$((SECONDS + READY_SECONDS)) other
+    log "waiting for $name: $url (up to ${READY_SECONDS}s)"
+    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+        for other in orchestrator worker; do
+            if ! pid_alive "$WEFT_STATE_DIR/$other.pid"; then
+                tail -n 40 "$LOGDIR/$other.log" >&2 || true
+                die "weft-$other exited; see $LOGDIR/$other.log"
+            fi
+        done
+        if ((SECONDS >= deadline)); then
+            tail -n 40 "$LOGDIR/$name.log" >&2 || true
+            die "weft-$name was not ready within ${READY_SECONDS}s; see $LOGDIR/$name.log"
+        fi
+        sleep 0.5
+    done
+    log "$name ready"
+}
+
+cmd_start() {
+    port_open "$WEFT_BROKER_PORT" || die "no broker on $BOOTSTRAP: run scripts/broker.sh start"
+    start_process orchestrator --bootstrap "$BOOTSTRAP" --http-addr "$API_ADDR" \
+        --data-dir "$WEFT_STATE_DIR/orchestrator"
+    start_process worker --bootstrap "$BOOTSTRAP" --http-addr "$WORKER_ADDR"
+    wait_ready orchestrator "$API_ADDR"
+    wait_ready worker "$WORKER_ADDR"
+}
+
+cmd_demo() {
+    local weft
+    weft=$(need_bin weft)
+    log "weft def apply examples/demo.yaml"
+    "${WEFT_CLEAN_ENV[@]}" "$weft" def apply "$WEFT_ROOT/examples/demo.yaml"
+    log "weft start demo --input '{\"customer\":\"ada\"}' --wait"
+    "${WEFT_CLEAN_ENV[@]}" "$weft" start demo --input '{"customer":"ada"}' --wait --timeout 5m
+    cat <<MSG
+
+Weft is running:
+  API           $WEFT_API   (try: curl $WEFT_API/v1/definitions/demo)
+  metrics       $WEFT_API/metrics, worker http://$WORKER_ADDR/metrics
+  broker        $BOOTSTRAP (Tansu, data in .weft/broker/)
+  logs          .weft/logs/orchestrator.log, .weft/logs/worker.log, .weft/logs/broker.log
+
+Look at the workflow above (its id is printed by \`weft start\`):
+  $weft get demo <id>
+  $weft history demo <id>
+Start another one:
+  $weft start demo --input '{"customer":"grace"}' --wait
+
+Stop everything with: make stop   (data stays in .weft/; \`make clean-data\` removes it)
+MSG
+}
+
+cmd_status() {
+    local name
+    for name in orchestrator worker; do
+        if pid_alive "$WEFT_STATE_DIR/$name.pid"; then
+            echo "$name running (pid $(<"$WEFT_STATE_DIR/$name.pid"))"
+        else
+            echo "$name not running"
+        fi
+    done
+}
+
+case ${1:-} in
+start) cmd_start ;;
+demo) cmd_demo ;;
+stop)
+    stop_pidfile "$WEFT_STATE_DIR/worker.pid" worker 30
+    stop_pidfile "$WEFT_STATE_DIR/orchestrator.pid" orchestrator 30
+    ;;
+status) cmd_status ;;
+*)
+    echo "usage: $0 start|demo|stop|status" >&2
+    exit 2
+    ;;
+esac

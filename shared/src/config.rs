@@ -1,0 +1,315 @@
+//! Layered configuration of the orchestrator and worker binaries. Layers, lowest
+//! precedence first: the embedded defaults (`shared/default.toml`), an optional
+//! TOML file, `WEFT_*` environment variables, and explicit overrides from
+//! command-line flags. Unknown keys are rejected in every layer, naming the key
+//! and the layer it came from; see [`load`].
+
+mod layers;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::string_enum;
+
+/// The embedded defaults: every configuration key with its default value.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Environment variables that start with `WEFT_` but are not configuration keys.
+pub const IGNORED_ENV: &[&str] = &[
+    "WEFT_CONFIG",
+    "WEFT_API",
+    "WEFT_CACHE_DIR",
+    "WEFT_TANSU_BIN",
+    "WEFT_LOG",
+];
+
+/// Prefixes of environment variables that are not configuration keys.
+pub const IGNORED_ENV_PREFIXES: &[&str] = &["WEFT_TEST_", "WEFT_BENCH_"];
+
+string_enum!(
+    /// Whether producers use Kafka transactions.
+    TransactionsMode {
+        Auto = "auto",
+        On = "on",
+        Off = "off",
+    }
+);
+
+string_enum!(
+    /// The format of log lines.
+    LogFormat {
+        Text = "text",
+        Json = "json",
+    }
+);
+
+/// The whole configuration of a Weft process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeftConfig {
+    /// Broker connection and topic layout.
+    pub kafka: KafkaSettings,
+    /// Settings of the orchestrator binary.
+    pub orchestrator: OrchestratorSettings,
+    /// Settings of the worker binary.
+    pub worker: WorkerSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The `[kafka]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Broker list (`host:port`, comma-separated).
+    pub bootstrap: String,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+    /// Partitions of topics Weft creates.
+    pub partitions: i32,
+    /// Replication factor of topics Weft creates (-1: the broker's default).
+    pub replication_factor: i32,
+    /// Kafka transactions for exactly-once output.
+    pub transactions: TransactionsMode,
+    /// `fetch.wait.max.ms` of consumers.
+    pub fetch_wait_max_ms: u32,
+    /// librdkafka properties passed as-is (`security.protocol`, `sasl.*`, `ssl.*`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The `[orchestrator]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSettings {
+    /// Node id; empty means derived from the host name at start-up.
+    pub node_id: String,
+    /// Directory of the local state store.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API, metrics and health endpoints.
+    pub http_addr: String,
+    /// Kafka consumer group of orchestrators.
+    pub group_id: String,
+    /// Most records processed per batch.
+    pub batch_max: usize,
+}
+
+/// The `[worker]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Node id; empty means derived from the host name at start-up.
+    pub node_id: String,
+    /// Kafka consumer group of workers.
+    pub group_id: String,
+    /// Tasks run at the same time.
+    pub concurrency: usize,
+    /// Workflow types served; empty means every type.
+    pub types: Vec<String>,
+    /// Whether the built-in `shell` handler may run commands.
+    pub enable_shell: bool,
+    /// Address of the metrics and health endpoints.
+    pub http_addr: String,
+    /// How long running tasks may take to finish on shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+/// The `[log]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Log filter: a level or `tracing` directives.
+    pub level: String,
+    /// Log line format.
+    pub format: LogFormat,
+}
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The embedded defaults.
+    Default,
+    /// A configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// An explicit override (a command-line flag).
+    Override,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("in the built-in defaults"),
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Env(var) => write!(f, "from {var}"),
+            Origin::Override => f.write_str("from the command line"),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("invalid TOML in {}: {message}", path.display())]
+    Toml { path: PathBuf, message: String },
+    /// A file or override names a key that does not exist.
+    #[error("unknown configuration key '{key}' {origin}")]
+    UnknownKey { key: String, origin: Origin },
+    /// A `WEFT_*` environment variable matches no key.
+    #[error("unknown environment variable {var} (no such configuration key)")]
+    UnknownEnv { var: String },
+    /// A `WEFT_*` environment variable's value is not UTF-8.
+    #[error("environment variable {var} is not valid UTF-8")]
+    NotUnicode { var: String },
+    /// A value does not fit its key's type.
+    #[error("invalid value '{value}' for {key} {origin}: {expected}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        origin: Origin,
+        expected: String,
+    },
+    /// The merged configuration breaks a rule (`kafka.partitions` ≥ 1, ...).
+    #[error("invalid configuration: {key} {message} (got '{value}' {origin})")]
+    Invalid {
+        key: String,
+        message: String,
+        value: String,
+        origin: Origin,
+    },
+}
+
+/// Loads the configuration: defaults, then `file`, then the `WEFT_*` entries of
+/// `env`, then `overrides` (`("kafka.bootstrap", "host:9092")`); later layers win.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[(String, String)],
+) -> Result<WeftConfig, ConfigError> {
+    let mut merged = layers::Merged::new()?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        merged.apply_file(table, path)?;
+    }
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("WEFT_"))
+        .collect();
+    env.sort();
+    for (var, value) in &env {
+        merged.apply_env(var, value)?;
+    }
+    for (key, value) in overrides {
+        merged.apply_override(key, value)?;
+    }
+    let config = merged.build()?;
+    config.check(|key| merged.origin(key))?;
+    Ok(config)
+}
+
+impl WeftConfig {
+    /// [`load`] with the process environment.
+    pub fn from_process(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with("WEFT_")) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| ConfigError::NotUnicode {
+                var: name.to_owned(),
+            })?;
+            env.push((name.to_owned(), value));
+        }
+        load(file, env, overrides)
+    }
+
+    /// The configuration as TOML (for `--dump-config`); loading it gives `self` back.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+
+    /// The rules no single value's type can express.
+    fn check(&self, origin: impl Fn(&str) -> Origin) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: &str, value: &dyn fmt::Display| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                message: message.to_owned(),
+                value: value.to_string(),
+                origin: origin(key),
+            })
+        };
+        let k = &self.kafka;
+        if k.bootstrap.trim().is_empty() {
+            return fail("kafka.bootstrap", "must not be empty", &k.bootstrap);
+        }
+        let prefix_ok = (1..=100).contains(&k.topic_prefix.len())
+            && k.topic_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !prefix_ok {
+            return fail(
+                "kafka.topic_prefix",
+                "must be 1-100 of [A-Za-z0-9._-]",
+                &k.topic_prefix,
+            );
+        }
+        if k.partitions < 1 {
+            return fail("kafka.partitions", "must be at least 1", &k.partitions);
+        }
+        if k.replication_factor < 1 && k.replication_factor != -1 {
+            return fail(
+                "kafka.replication_factor",
+                "must be at least 1 (or -1 for the broker's default)",
+                &k.replication_factor,
+            );
+        }
+        if self.orchestrator.batch_max < 1 {
+            return fail(
+                "orchestrator.batch_max",
+                "must be at least 1",
+                &self.orchestrator.batch_max,
+            );
+        }
+        if self.worker.concurrency < 1 {
+            return fail(
+                "worker.concurrency",
+                "must be at least 1",
+                &self.worker.concurrency,
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for WeftConfig {
+    /// The embedded defaults (a unit test checks they load).
+    fn default() -> Self {
+        load(None, Vec::new(), &[]).expect("the built-in defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests;

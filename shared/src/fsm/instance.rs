@@ -1,0 +1,77 @@
+//! The folded state of one workflow instance, as the decider and the
+//! projections see it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataMap;
+use crate::ids::{EventId, InstanceId};
+use crate::model::ErrorInfo;
+use crate::state::{TaskState, WorkflowState};
+
+/// Runtime state of one task of an instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRuntime {
+    pub state: TaskState,
+    /// The current attempt (1-based); 0 before the first dispatch.
+    pub attempt: u32,
+    /// The `task.scheduled` event of the current attempt.
+    pub scheduled_event_id: Option<EventId>,
+    pub output: Option<DataMap>,
+    pub error: Option<ErrorInfo>,
+    pub node_id: Option<String>,
+    pub scheduled_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl Default for TaskRuntime {
+    fn default() -> Self {
+        Self {
+            state: TaskState::Pending,
+            attempt: 0,
+            scheduled_event_id: None,
+            output: None,
+            error: None,
+            node_id: None,
+            scheduled_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+        }
+    }
+}
+
+/// Everything the decider knows about one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub workflow_type: String,
+    pub instance_id: InstanceId,
+    /// 0 until `workflow.started` pins the definition version.
+    pub definition_version: u32,
+    pub state: WorkflowState,
+    /// Sequence number of the last applied event.
+    pub last_seq: u64,
+    /// The `workflow.created` event: the root of every correlation chain.
+    pub created_event_id: EventId,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub input: DataMap,
+    /// Tasks that have left `pending`, by name.
+    pub tasks: BTreeMap<String, TaskRuntime>,
+    /// The error that ended the workflow, if it failed.
+    pub error: Option<ErrorInfo>,
+    pub error_history: Vec<ErrorInfo>,
+}
+
+impl InstanceState {
+    /// The runtime of task `name` (pending if it never left it).
+    pub fn task(&self, name: &str) -> TaskRuntime {
+        self.tasks.get(name).cloned().unwrap_or_default()
+    }
+
+    /// State of task `name`.
+    pub fn task_state(&self, name: &str) -> TaskState {
+        self.tasks.get(name).map(|t| t.state).unwrap_or(TaskState::Pending)
+    }
+}

@@ -1,0 +1,211 @@
+//! Tests of the decider: the diamond DAG end to end, retries, stale and
+//! rejected inputs, and a property test that random input sequences never
+//! panic and that the decided state always equals the fold of the history.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::data::{DataMap, WorkflowData};
+use crate::definition::WorkflowDefinition;
+use crate::event::{WorkflowEvent, WorkflowEventType as T};
+use crate::fsm::{decide, evolve, meta, DefinitionLookup, InstanceState, Outcome};
+use crate::ids::{EventId, InstanceId};
+use crate::model::{RetryConfiguration, TaskConfiguration};
+use crate::state::{TaskState, WorkflowState};
+
+pub(crate) struct Defs(pub Vec<WorkflowDefinition>);
+
+impl DefinitionLookup for Defs {
+    fn get(&self, ty: &str, version: u32) -> Option<&WorkflowDefinition> {
+        self.0.iter().find(|d| d.workflow_type == ty && d.version == version)
+    }
+    fn latest_at(&self, ty: &str, at_ms: i64) -> Option<&WorkflowDefinition> {
+        self.0.iter().filter(|d| d.workflow_type == ty && d.registered_at_ms <= at_ms).max_by_key(|d| d.version)
+    }
+}
+
+fn diamond(max_attempts: u32) -> Defs {
+    let retry = RetryConfiguration { max_attempts, base_delay_ms: 10, ..Default::default() };
+    let mut tasks = vec![
+        TaskConfiguration::new("a", "noop"),
+        TaskConfiguration::new("b", "noop").after("a"),
+        TaskConfiguration::new("c", "noop").after("a"),
+        TaskConfiguration::new("d", "noop").after("b").after("c"),
+    ];
+    for t in &mut tasks {
+        t.retry_config = retry.clone();
+    }
+    Defs(vec![WorkflowDefinition::new("diamond", tasks)])
+}
+
+/// An engine-less test driver: decides inputs and keeps the history.
+struct Driver {
+    defs: Defs,
+    state: Option<InstanceState>,
+    history: Vec<WorkflowEvent>,
+    id: InstanceId,
+    ts: i64,
+}
+
+impl Driver {
+    fn new(defs: Defs) -> Self {
+        Self { defs, state: None, history: Vec::new(), id: InstanceId::derived(&[b"t"]), ts: 1_000 }
+    }
+
+    fn input(&mut self, ty: T, task: Option<(&str, u32)>, data: DataMap) -> Outcome {
+        self.ts += 1;
+        let mut e = WorkflowEvent::new(ty, "diamond", self.id, format!("k{}", self.ts), self.ts);
+        e.event_id = EventId::derived(&[b"input", &self.ts.to_be_bytes()]);
+        e.data = data;
+        if let Some((name, attempt)) = task {
+            e.metadata.insert(meta::TASK.into(), name.into());
+            e.metadata.insert(meta::ATTEMPT.into(), attempt.to_string());
+        }
+        let d = decide(self.state.as_ref(), &self.defs, &e);
+        if let Some(s) = &d.state {
+            self.state = Some(s.clone());
+        }
+        self.history.extend(d.appended.iter().cloned());
+        d.outcome
+    }
+
+    fn run_task(&mut self, name: &str, attempt: u32) {
+        assert_eq!(self.input(T::TaskStarted, Some((name, attempt)), DataMap::new()), Outcome::Applied);
+        let mut out = DataMap::new();
+        out.insert("by".into(), name.into());
+        assert_eq!(self.input(T::TaskCompleted, Some((name, attempt)), out), Outcome::Applied);
+    }
+
+    fn fail_task(&mut self, name: &str, attempt: u32) -> Outcome {
+        let mut data = DataMap::new();
+        data.insert("error_type".into(), "boom".into());
+        data.insert("message".into(), "it broke".into());
+        data.insert("retryable".into(), WorkflowData::Bool(true));
+        self.input(T::TaskFailed, Some((name, attempt)), data)
+    }
+
+    fn types(&self) -> Vec<&str> {
+        self.history.iter().map(|e| e.event_type.as_str()).collect()
+    }
+
+    fn wf(&self) -> &InstanceState {
+        self.state.as_ref().unwrap()
+    }
+}
+
+fn fold(history: &[WorkflowEvent]) -> InstanceState {
+    history.iter().fold(None, |s, e| Some(evolve(s, e).unwrap())).unwrap()
+}
+
+#[test]
+fn diamond_runs_to_completion_with_gapless_causal_history() {
+    let mut d = Driver::new(diamond(1));
+    assert_eq!(d.input(T::WorkflowCreated, None, DataMap::new()), Outcome::Applied);
+    assert_eq!(d.types(), ["workflow.created", "workflow.started", "task.scheduled"]);
+    d.run_task("a", 1);
+    assert_eq!(d.wf().task_state("b"), TaskState::Scheduled);
+    assert_eq!(d.wf().task_state("c"), TaskState::Scheduled);
+    d.run_task("b", 1);
+    assert_eq!(d.wf().task_state("d"), TaskState::Pending);
+    d.run_task("c", 1);
+    assert_eq!(d.wf().task_state("d"), TaskState::Scheduled);
+    d.run_task("d", 1);
+    assert_eq!(d.wf().state, WorkflowState::Completed);
+    assert_eq!(d.history.last().unwrap().event_type, T::WorkflowCompleted);
+    for (i, e) in d.history.iter().enumerate() {
+        assert_eq!(e.sequence_number, i as u64 + 1);
+        if e.is_decision() {
+            let cause = e.causation_id.expect("decisions have a cause");
+            let pos = d.history.iter().position(|c| c.event_id == cause).expect("cause in history");
+            assert!(pos < i);
+            assert!(!d.history[pos].is_decision(), "decisions are caused by inputs");
+        }
+    }
+    assert_eq!(&fold(&d.history), d.wf());
+    // d's dispatch carries b's and c's output
+    assert_eq!(d.history.iter().filter(|e| e.event_type == T::DependencyResolved).count(), 3);
+}
+
+#[test]
+fn failed_task_is_retried_then_fails_the_workflow() {
+    let mut d = Driver::new(diamond(2));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    assert_eq!(d.fail_task("a", 1), Outcome::Applied);
+    assert_eq!(d.wf().state, WorkflowState::Retrying);
+    assert_eq!(d.wf().task("a").attempt, 2);
+    assert_eq!(d.wf().task_state("a"), TaskState::Scheduled);
+    // the late result of attempt 1 is stale
+    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()), Outcome::Stale { .. }));
+    assert_eq!(d.input(T::TaskStarted, Some(("a", 2)), DataMap::new()), Outcome::Applied);
+    assert_eq!(d.wf().state, WorkflowState::Running);
+    assert_eq!(d.fail_task("a", 2), Outcome::Applied);
+    assert_eq!(d.wf().state, WorkflowState::Failed);
+    for t in ["b", "c", "d"] {
+        assert_eq!(d.wf().task_state(t), TaskState::Skipped);
+    }
+    assert!(d.wf().error.as_ref().unwrap().message.contains("after 2 attempt(s)"));
+    assert_eq!(&fold(&d.history), d.wf());
+    // results after the end are stale
+    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 2)), DataMap::new()), Outcome::Stale { .. }));
+}
+
+#[test]
+fn unknown_instance_and_unknown_type_and_bad_inputs() {
+    let mut d = Driver::new(diamond(1));
+    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()), Outcome::Rejected(_)));
+    assert!(d.history.is_empty(), "nothing to record against for an unknown instance");
+
+    let mut d = Driver::new(Defs(vec![]));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    assert_eq!(d.wf().state, WorkflowState::Failed);
+    assert_eq!(d.types(), ["workflow.created", "error.occurred", "workflow.failed"]);
+
+    let mut d = Driver::new(diamond(1));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    assert!(matches!(d.input(T::TaskScheduled, Some(("a", 1)), DataMap::new()), Outcome::Rejected(_)));
+    assert!(matches!(d.input(T::TaskCompleted, Some(("zz", 1)), DataMap::new()), Outcome::Rejected(_)));
+    assert!(matches!(d.input(T::WorkflowCreated, None, DataMap::new()), Outcome::Rejected(_)));
+    assert_eq!(d.history.iter().filter(|e| e.event_type == T::ErrorOccurred).count(), 3);
+    assert_eq!(&fold(&d.history), d.wf());
+}
+
+#[test]
+fn cancel_closes_open_tasks() {
+    let mut d = Driver::new(diamond(1));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    d.input(T::WorkflowCancelled, None, DataMap::new());
+    assert_eq!(d.wf().state, WorkflowState::Cancelled);
+    assert_eq!(d.wf().task_state("a"), TaskState::Cancelled);
+    assert_eq!(d.wf().task_state("d"), TaskState::Skipped);
+    assert!(matches!(d.input(T::WorkflowCancelled, None, DataMap::new()), Outcome::Stale { .. }));
+}
+
+fn arb_input() -> impl Strategy<Value = (usize, usize, u32, bool)> {
+    (0usize..6, 0usize..4, 0u32..4, any::<bool>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_inputs_never_panic_and_fold_deterministically(inputs in prop::collection::vec(arb_input(), 0..60)) {
+        let types = [T::WorkflowCreated, T::TaskStarted, T::TaskCompleted, T::TaskFailed, T::WorkflowCancelled, T::DependencyResolved];
+        let names = ["a", "b", "c", "d"];
+        let mut d1 = Driver::new(diamond(3));
+        let mut d2 = Driver::new(diamond(3));
+        for (ty, task, attempt, retryable) in inputs {
+            let mut data: DataMap = BTreeMap::new();
+            data.insert("retryable".into(), WorkflowData::Bool(retryable));
+            let o1 = d1.input(types[ty], Some((names[task], attempt)), data.clone());
+            let o2 = d2.input(types[ty], Some((names[task], attempt)), data);
+            prop_assert_eq!(o1, o2);
+        }
+        prop_assert_eq!(&d1.history, &d2.history);
+        if let Some(s) = &d1.state {
+            prop_assert_eq!(&fold(&d1.history), s);
+            for (i, e) in d1.history.iter().enumerate() {
+                prop_assert_eq!(e.sequence_number, i as u64 + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Topic naming: every topic name Weft uses comes from here, so the prefix and
+//! the per-type layout are decided in one place.
+
+/// Names of Weft's topics under one prefix (default `weft`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new("weft")
+    }
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every event of every instance of `workflow_type`: the source of truth.
+    pub fn events(&self, workflow_type: &str) -> String {
+        format!("{}.{workflow_type}.events", self.prefix)
+    }
+
+    /// Task dispatch records of `workflow_type`.
+    pub fn tasks(&self, workflow_type: &str) -> String {
+        format!("{}.{workflow_type}.tasks", self.prefix)
+    }
+
+    /// Latest snapshot per instance (compacted).
+    pub fn snapshots(&self, workflow_type: &str) -> String {
+        format!("{}.{workflow_type}.snapshots", self.prefix)
+    }
+
+    /// Records that could not be decoded or applied, with the reason in headers.
+    pub fn dlq(&self, workflow_type: &str) -> String {
+        format!("{}.{workflow_type}.dlq", self.prefix)
+    }
+
+    /// Every version of every definition (compacted, keyed `<type>@<version>`).
+    pub fn definitions(&self) -> String {
+        format!("{}.definitions", self.prefix)
+    }
+
+    /// The node registry (compacted, keyed by node id).
+    pub fn nodes(&self) -> String {
+        format!("{}.nodes", self.prefix)
+    }
+
+    /// The workflow type of a per-type topic name, and which kind it is.
+    pub fn parse<'t>(&self, topic: &'t str) -> Option<(&'t str, TopicKind)> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let (ty, kind) = rest.rsplit_once('.')?;
+        let kind = match kind {
+            "events" => TopicKind::Events,
+            "tasks" => TopicKind::Tasks,
+            "snapshots" => TopicKind::Snapshots,
+            "dlq" => TopicKind::Dlq,
+            _ => return None,
+        };
+        (!ty.is_empty() && !ty.contains('.')).then_some((ty, kind))
+    }
+}
+
+/// The kinds of per-type topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicKind {
+    Events,
+    Tasks,
+    Snapshots,
+    Dlq,
+}
+
+/// Kafka record headers Weft writes.
+pub mod headers {
+    /// The event type of an event record (`workflow.created`, …).
+    pub const EVENT_TYPE: &str = "weft-event-type";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The record's idempotency key.
+    pub const IDEMPOTENCY_KEY: &str = "weft-idempotency-key";
+    /// Why a record went to the DLQ.
+    pub const DLQ_REASON: &str = "weft-dlq-reason";
+    /// Where a DLQ record came from: `topic/partition/offset`.
+    pub const DLQ_SOURCE: &str = "weft-dlq-source";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_parse() {
+        let t = Topics::default();
+        assert_eq!(t.events("orders"), "weft.orders.events");
+        assert_eq!(t.parse("weft.orders.events"), Some(("orders", TopicKind::Events)));
+        assert_eq!(t.parse("weft.orders.tasks"), Some(("orders", TopicKind::Tasks)));
+        assert_eq!(t.parse("weft.definitions"), None);
+        assert_eq!(t.parse("other.orders.events"), None);
+    }
+}

@@ -1,0 +1,66 @@
+//! The built-in task kinds every `weft-worker` offers: `noop`, `sleep`,
+//! `http`, `shell` (only with `worker.enable_shell`) and `fail` (for testing
+//! failure paths). Built-ins read their settings from the task `parameters`
+//! only — never from workflow input, so input cannot pick a URL or a command.
+
+mod fail;
+mod http;
+mod noop;
+mod shell;
+mod sleep;
+
+use std::sync::Arc;
+
+pub use fail::Fail;
+pub use http::Http;
+pub use noop::Noop;
+pub use shell::Shell;
+pub use sleep::Sleep;
+
+use crate::handler::Registry;
+
+/// The handler names of the built-in kinds.
+pub const NAMES: &[&str] = &["noop", "sleep", "http", "shell", "fail"];
+
+/// Largest body or stream kept in an output (bytes); longer ones are cut.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Registers every built-in kind that has no handler of the same name yet.
+pub fn register(registry: &mut Registry, enable_shell: bool) {
+    registry.insert_if_absent("noop", Arc::new(Noop));
+    registry.insert_if_absent("sleep", Arc::new(Sleep));
+    registry.insert_if_absent("http", Arc::new(Http::new()));
+    registry.insert_if_absent("shell", Arc::new(Shell { enabled: enable_shell }));
+    registry.insert_if_absent("fail", Arc::new(Fail));
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate_utf8("héllo".into(), 2), "h");
+        assert_eq!(truncate_utf8("abc".into(), 10), "abc");
+    }
+
+    #[test]
+    fn register_keeps_user_handlers() {
+        let mut r = Registry::default();
+        r.insert("noop", Arc::new(Sleep));
+        register(&mut r, false);
+        assert_eq!(r.names(), ["fail", "http", "noop", "shell", "sleep"]);
+    }
+}

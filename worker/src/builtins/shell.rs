@@ -1,0 +1,128 @@
+//! The `shell` kind: runs the `command` parameter with `sh -c`, the task input
+//! (workflow input overlaid with parameters) as JSON in `WEFT_INPUT`. Output
+//! `{exit_code, stdout, stderr}` (trimmed, cut at 64 KiB); a non-zero exit is
+//! terminal `shell_exit_<code>`. Disabled unless `worker.enable_shell` is set
+//! (terminal `shell_disabled`), because it runs whatever the definition says.
+
+use std::process::Stdio;
+
+use weft_shared::data::{data_map_to_json, DataMap, WorkflowData};
+
+use crate::builtins::{truncate_utf8, MAX_OUTPUT_BYTES};
+use crate::context::TaskContext;
+use crate::error::TaskError;
+use crate::handler::{Handler, HandlerFuture};
+
+/// Runs shell commands when `enabled`.
+pub struct Shell {
+    pub enabled: bool,
+}
+
+impl Handler for Shell {
+    fn call(&self, ctx: TaskContext) -> HandlerFuture {
+        let enabled = self.enabled;
+        Box::pin(async move {
+            if !enabled {
+                return Err(TaskError::terminal(
+                    "shell_disabled",
+                    "the shell kind is disabled on this worker (start it with --enable-shell or worker.enable_shell=true)",
+                ));
+            }
+            let command = ctx
+                .param_str("command")?
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| TaskError::terminal("invalid_parameters", "shell needs parameter 'command'"))?
+                .to_owned();
+            run(&ctx, &command).await
+        })
+    }
+}
+
+async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
+    let input = data_map_to_json(&ctx.merged_input()).to_string();
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("WEFT_INPUT", input)
+        .env("WEFT_INSTANCE_ID", ctx.instance_id.to_string())
+        .env("WEFT_TASK", &ctx.task_name)
+        .env("WEFT_ATTEMPT", ctx.attempt.to_string())
+        .env("WEFT_IDEMPOTENCY_KEY", &ctx.idempotency_key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TaskError::retryable("shell_error", format!("could not start sh: {e}")))?;
+    let output = tokio::select! {
+        out = child.wait_with_output() => {
+            out.map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?
+        }
+        () = ctx.cancel.cancelled() => {
+            // dropping the child kills it (kill_on_drop)
+            return Err(TaskError::retryable("cancelled", "command killed by worker shutdown"));
+        }
+    };
+    let text = |bytes: &[u8]| truncate_utf8(String::from_utf8_lossy(bytes).trim().to_owned(), MAX_OUTPUT_BYTES);
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    match output.status.code() {
+        Some(0) => Ok(DataMap::from([
+            ("exit_code".to_owned(), WorkflowData::Int(0)),
+            ("stdout".to_owned(), WorkflowData::Str(stdout)),
+            ("stderr".to_owned(), WorkflowData::Str(stderr)),
+        ])),
+        Some(code) => Err(TaskError::terminal(
+            format!("shell_exit_{code}"),
+            format!("command exited with {code}: {}", truncate_utf8(stderr, 1024)),
+        )),
+        None => Err(TaskError::retryable("shell_killed", "command was killed by a signal")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(command: &str) -> TaskContext {
+        let input = DataMap::from([("who".to_owned(), "world".into())]);
+        let params = DataMap::from([("command".to_owned(), command.into())]);
+        TaskContext::for_test("shell", input, params)
+    }
+
+    #[tokio::test]
+    async fn disabled_by_default() {
+        let err = Shell { enabled: false }.call(ctx("echo hi")).await.unwrap_err();
+        assert_eq!(err.error_type, "shell_disabled");
+        assert!(!err.retryable);
+    }
+
+    #[tokio::test]
+    async fn runs_the_command_with_input_in_env() {
+        let out = Shell { enabled: true }
+            .call(ctx(r#"printf '%s\n' "$WEFT_INPUT"; echo warn >&2"#))
+            .await
+            .unwrap();
+        assert_eq!(out["exit_code"], WorkflowData::Int(0));
+        let stdout = out["stdout"].as_str().unwrap();
+        let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        assert_eq!(json["who"], "world");
+        assert!(json["command"].as_str().unwrap().contains("WEFT_INPUT"));
+        assert_eq!(out["stderr"], WorkflowData::Str("warn".into()));
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_is_terminal_with_the_code() {
+        let err = Shell { enabled: true }.call(ctx("echo nope >&2; exit 3")).await.unwrap_err();
+        assert_eq!(err.error_type, "shell_exit_3");
+        assert!(!err.retryable);
+        assert!(err.message.contains("nope"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn missing_command_is_invalid_parameters() {
+        let c = TaskContext::for_test("shell", DataMap::new(), DataMap::new());
+        let err = Shell { enabled: true }.call(c).await.unwrap_err();
+        assert_eq!(err.error_type, "invalid_parameters");
+    }
+}

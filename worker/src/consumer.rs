@@ -1,0 +1,169 @@
+//! The worker's Kafka consumer: created with a context that keeps the offset
+//! tracker in step with rebalances (commit the done prefix of a revoked
+//! partition, then forget it) and remembers the group metadata exactly-once
+//! transactions need; subscription to the task topics; offset commits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+use weft_shared::config::WeftConfig;
+use weft_shared::kafka::{client_config, Role};
+use weft_shared::Topics;
+
+use crate::error::WorkerError;
+use crate::offsets::{OffsetTracker, Position};
+
+/// The consumer this worker uses.
+pub(crate) type TaskConsumer = StreamConsumer<WorkerContext>;
+
+/// State shared between the consumer's callbacks and the tasks.
+#[derive(Default)]
+pub(crate) struct WorkerContext {
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub group: Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>,
+    /// Set when partitions were assigned, so a paused consumer pauses the new ones too.
+    pub assignment_changed: AtomicBool,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let positions: Vec<Position> = {
+                    let mut tracker = lock(&self.tracker);
+                    tpl.elements().iter().filter_map(|e| tracker.revoke(e.topic(), e.partition())).collect()
+                };
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                if !positions.is_empty() {
+                    if let Err(e) = consumer.commit(&to_tpl(&positions), CommitMode::Sync) {
+                        tracing::warn!(error = %e, "could not commit offsets of revoked partitions");
+                    }
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                // a fresh assignment starts from the committed offset: forget any stale state
+                let mut tracker = lock(&self.tracker);
+                for e in tpl.elements() {
+                    tracker.revoke(e.topic(), e.partition());
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            *lock(&self.group) = consumer.group_metadata().map(Arc::new);
+            self.assignment_changed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(partitions = offsets.count(), "offsets committed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The topics (or the `^`-regex of every task topic) a worker of `types` subscribes to.
+pub fn subscription(topics: &Topics, types: &[String]) -> Vec<String> {
+    if types.is_empty() {
+        vec![format!("^{}\\.[A-Za-z0-9_-]+\\.tasks$", regex_escape(topics.prefix()))]
+    } else {
+        types.iter().map(|t| topics.tasks(t.trim())).collect()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Creates the consumer and subscribes it. Topics that do not exist yet are
+/// not an error: the subscription picks them up when they appear.
+pub(crate) fn subscribe(config: &WeftConfig, context: WorkerContext) -> Result<TaskConsumer, WorkerError> {
+    let consumer: TaskConsumer = client_config(&config.kafka, Role::Consumer)
+        .set("group.id", &config.worker.group_id)
+        .create_with_context(context)
+        .map_err(WorkerError::kafka("creating the consumer"))?;
+    let topics = subscription(&Topics::new(config.kafka.topic_prefix.clone()), &config.worker.types);
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(WorkerError::kafka("subscribing to the task topics"))?;
+    tracing::info!(topics = ?names, group = %config.worker.group_id, "subscribed");
+    Ok(consumer)
+}
+
+/// Commits `positions` (asynchronously unless `mode` says otherwise).
+pub(crate) fn commit(consumer: &impl Consumer<WorkerContext>, positions: &[Position], mode: CommitMode) {
+    if positions.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.commit(&to_tpl(positions), mode) {
+        tracing::warn!(error = %e, "could not commit offsets");
+    }
+}
+
+fn to_tpl(positions: &[Position]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(positions.len());
+    for p in positions {
+        if let Err(e) = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset)) {
+            tracing::warn!(error = %e, topic = %p.topic, partition = p.partition, "bad offset");
+        }
+    }
+    tpl
+}
+
+/// Pauses every assigned partition while all task slots are busy (so the
+/// consumer keeps serving rebalances without fetching), and resumes them when
+/// a slot frees.
+pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, paused: &mut bool) {
+    let changed = consumer.context().assignment_changed.swap(false, Ordering::SeqCst);
+    if saturated == *paused && !(saturated && changed) {
+        return;
+    }
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the assignment");
+            return;
+        }
+    };
+    let result = if saturated { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    match result {
+        Ok(()) => {
+            *paused = saturated;
+            tracing::debug!(paused = saturated, "fetching {}", if saturated { "paused" } else { "resumed" });
+        }
+        Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_is_explicit_or_a_regex_of_task_topics() {
+        let t = Topics::new("weft");
+        assert_eq!(subscription(&t, &["orders".into(), "b".into()]), ["weft.orders.tasks", "weft.b.tasks"]);
+        assert_eq!(subscription(&t, &[]), [r"^weft\.[A-Za-z0-9_-]+\.tasks$"]);
+        assert_eq!(subscription(&Topics::new("a.b+"), &[]), [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]);
+    }
+}

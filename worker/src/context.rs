@@ -1,0 +1,171 @@
+//! [`TaskContext`]: everything a handler knows about the task attempt it runs —
+//! ids, input, parameters, upstream outputs, the deadline, and a cancellation
+//! token that fires when the worker shuts down past its grace period.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use weft_shared::data::{DataMap, WorkflowData};
+use weft_shared::ids::{ExecutionId, InstanceId};
+use weft_shared::TaskDispatch;
+
+use crate::error::TaskError;
+
+/// The context of one task attempt, handed to its handler.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    pub instance_id: InstanceId,
+    pub workflow_type: String,
+    /// The task's name in the workflow definition.
+    pub task_name: String,
+    /// The handler name the dispatch asked for.
+    pub handler: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// This attempt's id (differs per attempt).
+    pub execution_id: ExecutionId,
+    /// Stable across attempts: use it to apply an effect outside Kafka once.
+    pub idempotency_key: String,
+    /// The workflow's input data.
+    pub input: DataMap,
+    /// The task's parameters from the definition.
+    pub parameters: DataMap,
+    /// Outputs of the tasks this one depends on, by task name.
+    pub upstream: BTreeMap<String, DataMap>,
+    /// When the attempt must be finished, if the orchestrator set a deadline.
+    pub deadline: Option<SystemTime>,
+    /// The id of the worker node running the attempt.
+    pub node_id: String,
+    /// Fired when the worker stops past its shutdown grace period: stop and return.
+    pub cancel: CancellationToken,
+}
+
+impl TaskContext {
+    /// The context of `dispatch` on node `node_id`.
+    pub fn from_dispatch(dispatch: &TaskDispatch, node_id: &str, cancel: CancellationToken) -> Self {
+        let deadline = u64::try_from(dispatch.deadline_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        Self {
+            instance_id: dispatch.instance_id,
+            workflow_type: dispatch.workflow_type.clone(),
+            task_name: dispatch.task_name.clone(),
+            handler: dispatch.handler.clone(),
+            attempt: dispatch.attempt,
+            execution_id: dispatch.execution_id,
+            idempotency_key: dispatch.idempotency_key.clone(),
+            input: dispatch.input.clone(),
+            parameters: dispatch.parameters.clone(),
+            upstream: dispatch.upstream.clone(),
+            deadline,
+            node_id: node_id.to_owned(),
+            cancel,
+        }
+    }
+
+    /// A context for calling a handler directly (tests, tools): attempt 1,
+    /// random ids, the given input and parameters.
+    pub fn for_test(handler: &str, input: DataMap, parameters: DataMap) -> Self {
+        let instance_id = InstanceId::random();
+        Self {
+            instance_id,
+            workflow_type: "test".to_owned(),
+            task_name: handler.to_owned(),
+            handler: handler.to_owned(),
+            attempt: 1,
+            execution_id: ExecutionId::random(),
+            idempotency_key: format!("{instance_id}:{handler}"),
+            input,
+            parameters,
+            upstream: BTreeMap::new(),
+            deadline: None,
+            node_id: "test".to_owned(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The workflow input overlaid with the task parameters (parameters win):
+    /// what typed handlers deserialize.
+    pub fn merged_input(&self) -> DataMap {
+        let mut merged = self.input.clone();
+        merged.extend(self.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
+
+    /// Time left before the deadline (zero once it passed), if there is one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    }
+
+    /// Whether the worker asked this attempt to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// A string parameter; `Ok(None)` when absent, `invalid_parameters` when not a string.
+    pub fn param_str(&self, name: &str) -> Result<Option<&str>, TaskError> {
+        match self.parameters.get(name) {
+            None => Ok(None),
+            Some(WorkflowData::Str(s)) => Ok(Some(s)),
+            Some(other) => Err(invalid(name, "a string", other)),
+        }
+    }
+
+    /// An integer parameter (an integer, or a string holding one).
+    pub fn param_i64(&self, name: &str) -> Result<Option<i64>, TaskError> {
+        match self.parameters.get(name) {
+            None => Ok(None),
+            Some(WorkflowData::Int(i)) => Ok(Some(*i)),
+            Some(WorkflowData::Str(s)) => {
+                s.trim().parse().map(Some).map_err(|_| invalid(name, "an integer", &WorkflowData::Str(s.clone())))
+            }
+            Some(other) => Err(invalid(name, "an integer", other)),
+        }
+    }
+
+    /// A boolean parameter (a boolean, or the string `true` / `false`).
+    pub fn param_bool(&self, name: &str) -> Result<Option<bool>, TaskError> {
+        match self.parameters.get(name) {
+            None => Ok(None),
+            Some(WorkflowData::Bool(b)) => Ok(Some(*b)),
+            Some(WorkflowData::Str(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(WorkflowData::Str(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(other) => Err(invalid(name, "a boolean", other)),
+        }
+    }
+}
+
+fn invalid(name: &str, expected: &str, got: &WorkflowData) -> TaskError {
+    TaskError::terminal(
+        "invalid_parameters",
+        format!("parameter '{name}' must be {expected}, got {}", got.to_json()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_win_over_input_and_accessors_check_types() {
+        let input = DataMap::from([("a".into(), 1i64.into()), ("b".into(), "in".into())]);
+        let params = DataMap::from([
+            ("b".into(), "param".into()),
+            ("n".into(), "42".into()),
+            ("t".into(), "TRUE".into()),
+        ]);
+        let ctx = TaskContext::for_test("x", input, params);
+        let merged = ctx.merged_input();
+        assert_eq!(merged["a"], WorkflowData::Int(1));
+        assert_eq!(merged["b"], WorkflowData::Str("param".into()));
+        assert_eq!(ctx.param_i64("n").unwrap(), Some(42));
+        assert_eq!(ctx.param_bool("t").unwrap(), Some(true));
+        assert_eq!(ctx.param_str("missing").unwrap(), None);
+        let err = ctx.param_bool("b").unwrap_err();
+        assert_eq!(err.error_type, "invalid_parameters");
+        assert!(err.message.contains("'b'"), "{}", err.message);
+    }
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics of one worker, in a registry of its own (so several
+//! workers in one process, as in tests, do not collide). Names carry their
+//! unit and are the constants below.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Task attempts finished, by handler and outcome (`completed`, `failed`, `abandoned`).
+pub const TASKS_TOTAL: &str = "weft_worker_tasks_total";
+/// Handler run time, by handler.
+pub const TASK_DURATION_SECONDS: &str = "weft_worker_task_duration_seconds";
+/// Task attempts running now.
+pub const IN_FLIGHT_TASKS: &str = "weft_worker_in_flight_tasks";
+/// Task records sent to a DLQ because they could not be decoded.
+pub const DLQ_RECORDS_TOTAL: &str = "weft_worker_dlq_records_total";
+
+/// Outcome label: the result was published as `task.completed`.
+pub const OUTCOME_COMPLETED: &str = "completed";
+/// Outcome label: the result was published as `task.failed`.
+pub const OUTCOME_FAILED: &str = "failed";
+/// Outcome label: the attempt was given up without a result (shutdown), for another worker to redo.
+pub const OUTCOME_ABANDONED: &str = "abandoned";
+
+/// The worker's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub tasks_total: IntCounterVec,
+    pub task_duration_seconds: HistogramVec,
+    pub in_flight_tasks: IntGauge,
+    pub dlq_records_total: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let tasks_total = IntCounterVec::new(
+            Opts::new(TASKS_TOTAL, "Task attempts finished, by handler and outcome."),
+            &["handler", "outcome"],
+        )
+        .expect("valid metric");
+        let task_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(TASK_DURATION_SECONDS, "Time handlers ran, in seconds.")
+                .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0]),
+            &["handler"],
+        )
+        .expect("valid metric");
+        let in_flight_tasks = IntGauge::new(IN_FLIGHT_TASKS, "Task attempts running now.").expect("valid metric");
+        let dlq_records_total =
+            IntCounter::new(DLQ_RECORDS_TOTAL, "Task records sent to a DLQ because they could not be decoded.")
+                .expect("valid metric");
+        let registry = Registry::new();
+        for collector in [
+            Box::new(tasks_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(task_duration_seconds.clone()),
+            Box::new(in_flight_tasks.clone()),
+            Box::new(dlq_records_total.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        Self { registry, tasks_total, task_duration_seconds, in_flight_tasks, dlq_records_total }
+    }
+
+    /// Counts a finished attempt.
+    pub fn finished(&self, handler: &str, outcome: &str) {
+        self.tasks_total.with_label_values(&[handler, outcome]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_by_name() {
+        let m = Metrics::new();
+        m.finished("noop", OUTCOME_COMPLETED);
+        m.task_duration_seconds.with_label_values(&["noop"]).observe(0.01);
+        m.in_flight_tasks.inc();
+        m.dlq_records_total.inc();
+        let text = m.render();
+        for name in [TASKS_TOTAL, TASK_DURATION_SECONDS, IN_FLIGHT_TASKS, DLQ_RECORDS_TOTAL] {
+            assert!(text.contains(name), "{name} missing in:\n{text}");
+        }
+        assert!(text.contains(r#"weft_worker_tasks_total{handler="noop",outcome="completed"} 1"#), "{text}");
+    }
+}

@@ -1,0 +1,190 @@
+//! The worker's main loop: one consumer feeding tasks into a bounded set of
+//! slots, committing the done prefix of each partition as tasks finish, and
+//! the drain on shutdown (stop fetching, let running tasks finish within the
+//! grace period, cancel the rest, commit, leave the group).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weft_shared::config::TransactionsMode;
+use weft_shared::event::now_ms;
+use weft_shared::node::HealthStatus;
+
+use crate::consumer::{self, lock, pause_when_saturated, TaskConsumer, WorkerContext};
+use crate::error::WorkerError;
+use crate::execute::{self, Shared};
+use crate::publish::Publisher;
+use crate::worker::Worker;
+use crate::{heartbeat, server};
+
+/// How often done offsets are committed even without a completion to trigger it.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(worker: Worker, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+    let Worker { config, node_id, registry, metrics } = worker;
+    let settings = config.worker.clone();
+    let started_at_ms = now_ms();
+    let transactions = config.kafka.transactions == TransactionsMode::On;
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_stop = CancellationToken::new();
+    if !settings.http_addr.trim().is_empty() {
+        server::serve(&settings.http_addr, metrics.clone(), ready.clone(), http_stop.clone()).await?;
+    }
+    let _stop_http = http_stop.drop_guard();
+
+    let transactional_id = transactions.then(|| format!("weft-worker-{node_id}"));
+    let publisher = Publisher::new(&config.kafka, transactional_id).await?;
+    if !transactions {
+        tracing::info!("kafka transactions are off: exactly_once tasks will fail with exactly_once_unsupported");
+    }
+    let context = WorkerContext::default();
+    let shared = Arc::new(Shared {
+        node_id: node_id.clone(),
+        registry,
+        metrics,
+        publisher,
+        tracker: context.tracker.clone(),
+        group: context.group.clone(),
+        transactions,
+        active: Mutex::default(),
+        offsets_done: Notify::new(),
+        stop: CancellationToken::new(),
+        cancel: CancellationToken::new(),
+    });
+    let consumer = consumer::subscribe(&config, context)?;
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        node_id = %node_id,
+        concurrency = settings.concurrency,
+        handlers = ?shared.registry.names(),
+        "worker running"
+    );
+    let heartbeats = tokio::spawn(heartbeat::run(shared.clone(), settings.concurrency, started_at_ms));
+
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let mut tasks = JoinSet::new();
+    consume(&consumer, &shared, &slots, &mut tasks, shutdown).await;
+
+    // drain
+    ready.store(false, Ordering::SeqCst);
+    shared.stop.cancel();
+    tracing::info!(in_flight = tasks.len(), grace_ms = settings.shutdown_grace_ms, "worker draining");
+    heartbeats.abort();
+    heartbeat::publish(&shared, settings.concurrency, HealthStatus::Draining, started_at_ms).await;
+    drain(&consumer, &shared, &mut tasks, Duration::from_millis(settings.shutdown_grace_ms)).await;
+    let positions = lock(&shared.tracker).all_positions();
+    tokio::task::spawn_blocking(move || {
+        consumer::commit(&consumer, &positions, CommitMode::Sync);
+        consumer.unsubscribe();
+        drop(consumer); // closes the consumer: the group rebalances now, not after a session timeout
+    })
+    .await
+    .ok();
+    shared.publisher.flush(Duration::from_secs(5)).await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Takes records while slots are free, until `shutdown` resolves.
+async fn consume(
+    consumer: &TaskConsumer,
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+    let mut paused = false;
+    loop {
+        while let Some(joined) = tasks.try_join_next() {
+            log_join(joined);
+        }
+        pause_when_saturated(consumer, slots.available_permits() == 0, &mut paused);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            () = shared.offsets_done.notified() => commit_done(consumer, shared),
+            _ = commit_tick.tick() => commit_done(consumer, shared),
+            received = consumer.recv() => {
+                let msg = match received {
+                    Ok(m) => m.detach(),
+                    Err(e) => {
+                        consumer_error(&e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let ticket = lock(&shared.tracker).track(msg.topic(), msg.partition(), msg.offset());
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // a record fetched just before pausing: wait for a slot
+                    Err(_) => tokio::select! {
+                        p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                        () = &mut shutdown => return,
+                    },
+                };
+                tasks.spawn(execute::process(shared.clone(), msg, ticket, permit));
+            }
+        }
+    }
+}
+
+/// Lets running tasks finish for up to `grace`, committing as they do; then
+/// cancels the rest and gives them a moment to give their records back.
+async fn drain(consumer: &TaskConsumer, shared: &Arc<Shared>, tasks: &mut JoinSet<()>, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !tasks.is_empty() {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if let Some(joined) = joined {
+                    log_join(joined);
+                }
+                commit_done(consumer, shared);
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    shared.cancel.cancel();
+    if !tasks.is_empty() {
+        tracing::warn!(unfinished = tasks.len(), "grace period over; cancelling tasks, their records stay uncommitted");
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(joined) = tasks.join_next().await {
+                log_join(joined);
+            }
+        })
+        .await;
+        tasks.abort_all();
+    }
+}
+
+fn commit_done(consumer: &TaskConsumer, shared: &Shared) {
+    let positions = lock(&shared.tracker).take_committable();
+    consumer::commit(consumer, &positions, CommitMode::Async);
+}
+
+fn consumer_error(e: &KafkaError) {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            tracing::debug!(error = %e, "task topic not there yet");
+        }
+        _ => tracing::warn!(error = %e, "kafka consumer error"),
+    }
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            tracing::error!(error = %e, "task runner panicked");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! [`Worker`] and [`WorkerBuilder`]: register handlers (plain, serde-typed,
+//! or the built-in kinds), check the configuration, then `run` until the
+//! shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use weft_shared::config::WeftConfig;
+use weft_shared::telemetry::node_id_or_default;
+
+use crate::builtins;
+use crate::context::TaskContext;
+use crate::error::{TaskError, WorkerError};
+use crate::handler::{Handler, Registry, Typed};
+use crate::metrics::Metrics;
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    config: WeftConfig,
+    registry: Registry,
+    builtins: bool,
+}
+
+impl WorkerBuilder {
+    /// Registers `handler` for tasks whose `handler` is `name` (replacing an earlier one).
+    pub fn handler(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
+        self.registry.insert(name, Arc::new(handler));
+        self
+    }
+
+    /// Registers a serde-typed handler: `In` is deserialized from the workflow
+    /// input overlaid with the task parameters, `Out` must serialize to a map.
+    pub fn typed_handler<In, Out, F, Fut>(self, name: impl Into<String>, f: F) -> Self
+    where
+        In: DeserializeOwned + Send + 'static,
+        Out: Serialize + Send + 'static,
+        F: Fn(TaskContext, In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, TaskError>> + Send + 'static,
+    {
+        self.handler(name, Typed::<In, Out, F>::new(f))
+    }
+
+    /// Adds the built-in kinds (`noop`, `sleep`, `http`, `shell`, `fail`) under
+    /// any names not taken by registered handlers.
+    pub fn with_builtins(mut self) -> Self {
+        self.builtins = true;
+        self
+    }
+
+    /// Checks the configuration and returns the worker.
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        let mut registry = self.registry;
+        if self.builtins {
+            builtins::register(&mut registry, self.config.worker.enable_shell);
+        }
+        let w = &self.config.worker;
+        if registry.is_empty() {
+            return Err(WorkerError::Config("no handlers registered (add handlers or with_builtins())".into()));
+        }
+        if w.concurrency == 0 {
+            return Err(WorkerError::Config("worker.concurrency must be at least 1".into()));
+        }
+        if w.group_id.trim().is_empty() {
+            return Err(WorkerError::Config("worker.group_id must not be empty".into()));
+        }
+        if let Some(bad) = w.types.iter().find(|t| !valid_type(t)) {
+            return Err(WorkerError::Config(format!(
+                "worker.types: '{bad}' is not a workflow type (letters, digits, '_' and '-')"
+            )));
+        }
+        let node_id = node_id_or_default(&w.node_id, "worker");
+        Ok(Worker { config: self.config, node_id, registry, metrics: Metrics::new() })
+    }
+}
+
+fn valid_type(t: &str) -> bool {
+    !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A configured worker, ready to run.
+pub struct Worker {
+    pub(crate) config: WeftConfig,
+    pub(crate) node_id: String,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Metrics,
+}
+
+impl Worker {
+    /// Starts building a worker from `config` (its `kafka` and `worker` sections).
+    pub fn builder(config: WeftConfig) -> WorkerBuilder {
+        WorkerBuilder { config, registry: Registry::default(), builtins: false }
+    }
+
+    /// The id this worker announces (configured, or `worker-<host>-<pid>`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The registered handler names, sorted.
+    pub fn handler_names(&self) -> Vec<String> {
+        self.registry.names()
+    }
+
+    /// The worker's metrics (also served on `/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &WeftConfig {
+        &self.config
+    }
+
+    /// Consumes task records and runs them until `shutdown` resolves, then
+    /// drains: in-flight tasks get `worker.shutdown_grace_ms` to finish, done
+    /// offsets are committed and the consumer leaves its group.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+        crate::runtime::run(self, shutdown).await
+    }
+}
