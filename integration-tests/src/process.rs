@@ -35,6 +35,7 @@ impl ProcessSpec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: None,
         }
     }

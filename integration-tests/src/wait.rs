@@ -57,13 +57,12 @@ where
     E: Display,
 {
     let start = Instant::now();
-    let mut last = String::from("no answer yet");
     loop {
-        match probe().await {
+        let last = match probe().await {
             Ok(Some(value)) => return Ok(value),
-            Ok(None) => last = "condition not met".into(),
-            Err(e) => last = format!("error: {e:#}"),
-        }
+            Ok(None) => "condition not met".to_string(),
+            Err(e) => format!("error: {e:#}"),
+        };
         if start.elapsed() >= deadline {
             bail!("timed out after {deadline:?} waiting for {what} (last: {last})");
         }

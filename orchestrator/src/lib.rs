@@ -31,6 +31,8 @@ pub enum Error {
     Client(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Definitions(#[from] definitions::Error),
+    #[error("cannot set up publishing: {0}")]
+    Publish(String),
     #[error("cannot serve http on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
@@ -84,6 +86,7 @@ pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output =
         store,
         registry,
         producer,
+        kafka: config.kafka.clone(),
         topics,
         metrics,
         status,

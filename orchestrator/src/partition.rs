@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
+use weft_shared::config::{KafkaSettings, TransactionsMode};
 use weft_shared::avro::AvroRecord;
 use weft_shared::fsm::{decide, meta, Outcome};
 use weft_shared::ids::InstanceId;
@@ -28,7 +29,7 @@ use weft_shared::{Topics, WorkflowEvent, WorkflowEventType as T};
 
 use crate::definitions::Registry;
 use crate::metrics::Metrics;
-use crate::publisher::publish_all;
+use crate::publisher::Publisher;
 use crate::status::Status;
 use crate::store::{OutboxKind, OutboxRecord, Store};
 
@@ -38,6 +39,7 @@ pub struct Shared {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub producer: FutureProducer,
+    pub kafka: KafkaSettings,
     pub topics: Topics,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
@@ -75,6 +77,7 @@ pub struct Partition {
     partition: i32,
     workflow_type: String,
     outbox: Outbox,
+    publisher: Publisher,
     live: bool,
     replay_end: i64,
 }
@@ -100,7 +103,13 @@ impl Partition {
         }
         let start = shared.store.offset(&topic, partition)?.unwrap_or(0);
         let live = start >= replay_end;
-        Ok(Self { shared, topic, partition, workflow_type, outbox, live, replay_end })
+        let publisher = if shared.kafka.transactions == TransactionsMode::On {
+            Publisher::transactional(&shared.kafka, &format!("weft-orchestrator-{topic}-{partition}"))
+                .map_err(|e| crate::Error::Publish(e.to_string()))?
+        } else {
+            Publisher::Plain(shared.producer.clone())
+        };
+        Ok(Self { shared, topic, partition, workflow_type, outbox, publisher, live, replay_end })
     }
 
     /// Processes records until the channel closes (the partition was revoked).
@@ -359,7 +368,7 @@ impl Partition {
             return;
         }
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = publish_all(&self.shared.producer, &records).await {
+        while let Err(e) = self.publisher.publish(&records).await {
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "publishing decisions failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -1,14 +1,17 @@
-//! Publishing outbox records: every record of a flush is handed to the
-//! idempotent producer at once (order within a partition is kept by the
-//! producer), and the flush completes only when the broker acknowledged all of
-//! them. A failed flush is retried by the caller with backoff; duplicates a
+//! Publishing outbox records. Every record of a flush is handed to the
+//! idempotent producer at once (the producer keeps their order within a
+//! partition), and the flush completes only when the broker acknowledged all of
+//! them. Against a broker with transactions (`kafka.transactions = on`) a flush
+//! is one Kafka transaction, so `read_committed` consumers see all of a batch's
+//! decisions or none. A failed flush is retried by the caller; duplicates a
 //! retry may write carry the same idempotency keys and are dropped on apply.
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use weft_shared::kafka::headers;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use weft_shared::config::KafkaSettings;
+use weft_shared::kafka::{client_config, headers, Role};
 
 use crate::store::OutboxRecord;
 
@@ -20,8 +23,48 @@ pub struct PublishError {
     pub reason: String,
 }
 
-/// Sends `records` and waits until the broker acknowledged every one.
-pub async fn publish_all(producer: &FutureProducer, records: &[OutboxRecord]) -> Result<(), PublishError> {
+/// Publishes outbox records, plainly or in transactions.
+#[derive(Clone)]
+pub enum Publisher {
+    /// Idempotent producer, no transactions (any broker, Tansu included).
+    Plain(FutureProducer),
+    /// One Kafka transaction per flush; the producer is this partition's own
+    /// (its `transactional.id` fences a zombie owner of the same partition).
+    Transactional(FutureProducer),
+}
+
+impl Publisher {
+    /// A transactional publisher for one source partition.
+    pub fn transactional(settings: &KafkaSettings, transactional_id: &str) -> Result<Self, PublishError> {
+        let err = |e: rdkafka::error::KafkaError| PublishError { topic: String::new(), reason: e.to_string() };
+        let producer: FutureProducer =
+            client_config(settings, Role::Producer).set("transactional.id", transactional_id).create().map_err(err)?;
+        producer.init_transactions(Duration::from_secs(30)).map_err(err)?;
+        Ok(Publisher::Transactional(producer))
+    }
+
+    /// Sends `records` and waits until the broker acknowledged every one.
+    pub async fn publish(&self, records: &[OutboxRecord]) -> Result<(), PublishError> {
+        match self {
+            Publisher::Plain(p) => send_all(p, records).await,
+            Publisher::Transactional(p) => {
+                let fail = |e: rdkafka::error::KafkaError| PublishError { topic: "(transaction)".into(), reason: e.to_string() };
+                p.begin_transaction().map_err(fail)?;
+                if let Err(e) = send_all(p, records).await {
+                    let _ = p.abort_transaction(Duration::from_secs(30));
+                    return Err(e);
+                }
+                if let Err(e) = p.commit_transaction(Duration::from_secs(30)) {
+                    let _ = p.abort_transaction(Duration::from_secs(30));
+                    return Err(fail(e));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn send_all(producer: &FutureProducer, records: &[OutboxRecord]) -> Result<(), PublishError> {
     let sends = records.iter().map(|r| {
         let pairs: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(headers(&pairs));
@@ -33,4 +76,90 @@ pub async fn publish_all(producer: &FutureProducer, records: &[OutboxRecord]) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The transactional path on librdkafka's mock cluster (Tansu has no transactions).
+
+    use std::collections::BTreeMap;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::store::OutboxKind;
+
+    fn settings(bootstrap: String) -> KafkaSettings {
+        KafkaSettings {
+            bootstrap,
+            topic_prefix: "weft".into(),
+            partitions: 1,
+            replication_factor: 1,
+            transactions: weft_shared::config::TransactionsMode::On,
+            fetch_wait_max_ms: 10,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn record(i: usize) -> OutboxRecord {
+        OutboxRecord {
+            kind: OutboxKind::Event,
+            ident: format!("k{i}"),
+            topic: "weft.t.events".into(),
+            key: b"instance".to_vec(),
+            payload: format!("decision {i}").into_bytes(),
+            headers: vec![("weft-event-type".into(), "task.scheduled".into())],
+        }
+    }
+
+    fn read_committed(bootstrap: &str) -> Vec<String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "reader")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("weft.t.events", 0, Offset::Beginning).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+                Some(Err(e)) => panic!("consume: {e}"),
+                None if !out.is_empty() => break,
+                None => {}
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_is_one_transaction_and_a_failed_one_is_invisible() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("weft.t.events", 1, 1).expect("topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let publisher = Publisher::transactional(&settings(bootstrap.clone()), "weft-test-0").expect("init transactions");
+
+        // A flush whose transaction cannot commit is aborted: none of its records become visible.
+        cluster.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR]);
+        let failed: Vec<OutboxRecord> = (100..103).map(record).collect();
+        let first = publisher.publish(&failed).await;
+
+        let ok: Vec<OutboxRecord> = (0..5).map(record).collect();
+        publisher.publish(&ok).await.expect("transactional flush");
+        let seen = read_committed(&bootstrap);
+        let expected_ok: Vec<String> = (0..5).map(|i| format!("decision {i}")).collect();
+        if first.is_ok() {
+            // librdkafka retried the EndTxn internally and committed: all or nothing still holds.
+            let all: Vec<String> = (100..103).chain(0..5).map(|i| format!("decision {i}")).collect();
+            assert_eq!(seen, all);
+        } else {
+            assert_eq!(seen, expected_ok, "records of the aborted transaction are invisible");
+        }
+    }
 }

@@ -98,7 +98,21 @@ async fn register_definition(State(s): State<AppState>, headers: HeaderMap, body
     Ok((code, Json(body)).into_response())
 }
 
-async fn latest_definition(State(s): State<AppState>, Path(ty): Path<String>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionQuery {
+    version: Option<u32>,
+}
+
+async fn latest_definition(
+    State(s): State<AppState>,
+    Path(ty): Path<String>,
+    query: Result<Query<DefinitionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    if let Some(v) = q.version {
+        return definition_version(State(s), Path((ty, v.to_string()))).await;
+    }
     let catalog = s.registry.catalog();
     let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
     Ok(Json(serde_json::to_value(def).map_err(ApiError::internal)?))

@@ -1,0 +1,197 @@
+//! The engine core end to end, with the real binaries on a real broker:
+//! 200 diamond workflows complete with gapless, causally linked histories; a
+//! cyclic definition is rejected naming the cycle; an undecodable record on an
+//! events topic goes to the DLQ while the instances on its partition complete.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use futures::stream::{self, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use weft_integration_tests::{ApiClient, ClusterOptions, TestCluster};
+
+const DIAMOND: &str = include_str!("../../examples/diamond.yaml");
+
+/// Starts `n` diamond instances, 16 requests at a time; returns their ids.
+async fn start_many(api: &ApiClient, n: usize) -> Result<Vec<String>> {
+    let ids: Vec<Result<String>> = stream::iter(0..n)
+        .map(|i| async move {
+            let v = api.start("diamond", json!({ "n": i }), None).await?;
+            Ok(v["instance_id"].as_str().context("instance_id")?.to_owned())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    ids.into_iter().collect()
+}
+
+/// Waits until every instance is `completed` (fails fast on another terminal state).
+async fn wait_all_completed(api: &ApiClient, ids: &[String], deadline: Duration) -> Result<()> {
+    let mut pending: BTreeSet<String> = ids.iter().cloned().collect();
+    let start = std::time::Instant::now();
+    while !pending.is_empty() {
+        let mut done = Vec::new();
+        for id in pending.iter().take(50) {
+            if let Ok(v) = api.get("diamond", id).await {
+                match v["state"].as_str() {
+                    Some("completed") => done.push(id.clone()),
+                    Some(s @ ("failed" | "cancelled" | "timeout")) => anyhow::bail!("instance {id} ended {s}: {v}"),
+                    _ => {}
+                }
+            }
+        }
+        for id in done {
+            pending.remove(&id);
+        }
+        ensure!(start.elapsed() < deadline, "{} of {} instances not completed after {deadline:?}", pending.len(), ids.len());
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Checks one history: gapless sequence from 1, every decision caused by an
+/// earlier event of the same history, worker events caused by their
+/// `task.scheduled`, no idempotency key twice, and the diamond's shape.
+fn check_history(id: &str, events: &[Value]) -> Result<()> {
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut keys = BTreeSet::new();
+    for (i, e) in events.iter().enumerate() {
+        ensure!(e["sequence_number"] == json!(i + 1), "{id}: event {i} has sequence {}", e["sequence_number"]);
+        ensure!(keys.insert(e["idempotency_key"].as_str().unwrap_or("")), "{id}: idempotency key twice: {e}");
+        let ty = e["event_type"].as_str().unwrap_or("");
+        if i > 0 {
+            let cause = e["causation_id"].as_str().with_context(|| format!("{id}: {ty} at {} has no causation id", i + 1))?;
+            let at = *position.get(cause).with_context(|| format!("{id}: cause {cause} of {ty} at {} is not earlier in the history", i + 1))?;
+            if ty == "task.started" || ty == "task.completed" {
+                ensure!(events[at]["event_type"] == "task.scheduled", "{id}: {ty} caused by {}", events[at]["event_type"]);
+                ensure!(events[at]["metadata"]["weft.task"] == e["metadata"]["weft.task"], "{id}: {ty} caused by another task's schedule");
+            }
+        }
+        position.insert(e["event_id"].as_str().context("event_id")?, i);
+    }
+    let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
+    ensure!(count("task.completed") == 4 && count("task.scheduled") == 4, "{id}: not 4 tasks run once each");
+    ensure!(count("workflow.completed") == 1, "{id}: no single workflow.completed");
+    ensure!(events.last().map(|e| e["event_type"] == "workflow.completed") == Some(true), "{id}: history does not end completed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_diamonds_complete_with_causal_gapless_histories() -> Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::new(1, 1)).await?;
+    let api = cluster.api();
+    let result = async {
+        api.register_definition(DIAMOND).await?;
+        let ids = start_many(&api, 200).await?;
+        wait_all_completed(&api, &ids, Duration::from_secs(240)).await?;
+        for id in &ids {
+            let h = api.events("diamond", id).await?;
+            check_history(id, h["events"].as_array().context("events")?)?;
+        }
+        // Starting again with the same idempotency key names the same instance.
+        let a = api.start("diamond", json!({}), Some("order-42")).await?;
+        let b = api.start("diamond", json!({}), Some("order-42")).await?;
+        ensure!(a["instance_id"] == b["instance_id"], "idempotency key gave two instances: {a} {b}");
+        let id = a["instance_id"].as_str().context("id")?.to_owned();
+        wait_all_completed(&api, std::slice::from_ref(&id), Duration::from_secs(60)).await?;
+        let h = api.events("diamond", &id).await?;
+        let created = h["events"].as_array().context("events")?.iter().filter(|e| e["event_type"] == "workflow.created").count();
+        ensure!(created == 1, "the repeated start was applied twice");
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        cluster.print_logs(60);
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyclic_and_malformed_definitions_are_rejected_with_the_reason() -> Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::new(1, 0)).await?;
+    let api = cluster.api();
+    let cyclic = "type: loop\ntasks:\n  - {name: a, handler: noop, depends_on: [c]}\n  - {name: b, handler: noop, depends_on: [a]}\n  - {name: c, handler: noop, depends_on: [b]}\n";
+    let r = api.send(Method::POST, "/v1/definitions", Some(("application/yaml", cyclic.into()))).await?;
+    ensure!(r.status == StatusCode::BAD_REQUEST, "cycle accepted: {} {}", r.status, r.body);
+    let msg = r.body["error"].as_str().unwrap_or("");
+    ensure!(msg.contains("cycle") && msg.contains("a -> b -> c -> a"), "message does not show the cycle: {msg}");
+
+    let unknown = "type: bad\ntasks:\n  - {name: a, handler: noop, depends_on: [zz]}\n";
+    let r = api.send(Method::POST, "/v1/definitions", Some(("application/yaml", unknown.into()))).await?;
+    ensure!(r.status == StatusCode::BAD_REQUEST && r.body["error"].as_str().unwrap_or("").contains("zz"), "{}", r.body);
+
+    let r = api.send(Method::POST, "/v1/workflows/nope", Some(("application/json", "{}".into()))).await?;
+    ensure!(r.status == StatusCode::NOT_FOUND, "unknown type: {} {}", r.status, r.body);
+    api.register_definition(DIAMOND).await?;
+    let r = api.send(Method::POST, "/v1/workflows/diamond", Some(("application/json", "{\"input\": {\"a\": {\"b\": {}}}}".into()))).await?;
+    ensure!(r.status == StatusCode::BAD_REQUEST && r.body["error"].as_str().unwrap_or("").contains("input.a.b"), "{}", r.body);
+    let r = api.send(Method::GET, "/v1/workflows/diamond/not-a-uuid", None).await?;
+    ensure!(r.status == StatusCode::BAD_REQUEST, "bad id: {} {}", r.status, r.body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::new(1, 1)).await?;
+    let api = cluster.api();
+    api.register_definition(DIAMOND).await?;
+    let bootstrap = cluster.bootstrap();
+    let producer: FutureProducer = weft_integration_tests::broker::client_config(&bootstrap).create()?;
+    let garbage = b"this is not an avro record".to_vec();
+    let metadata = {
+        let consumer: BaseConsumer = weft_integration_tests::broker::client_config(&bootstrap).create()?;
+        tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some("weft.diamond.events"), Duration::from_secs(10))).await??
+    };
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    ensure!(partitions > 0, "events topic has no partitions");
+    // One bad record in front of every partition: every instance shares a partition with one.
+    for p in 0..partitions {
+        let rec = FutureRecord::to("weft.diamond.events").partition(p).key("garbage").payload(&garbage);
+        producer.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+    }
+    let ids = start_many(&api, 30).await?;
+    let result = wait_all_completed(&api, &ids, Duration::from_secs(120)).await;
+    if result.is_err() {
+        cluster.print_logs(60);
+    }
+    result?;
+
+    let mut cfg = weft_integration_tests::broker::client_config(&bootstrap);
+    cfg.set("group.id", "dlq-reader").set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset("weft.diamond.dlq", p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut found = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while found < partitions && std::time::Instant::now() < deadline {
+        let msg = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        if let Some(Ok(m)) = msg {
+            ensure!(m.payload() == Some(garbage.as_slice()), "dlq record is not the original bytes");
+            let headers = m.headers().context("dlq record has headers")?;
+            let reason = headers
+                .iter()
+                .find(|h| h.key == "weft-dlq-reason")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .context("weft-dlq-reason header")?;
+            ensure!(reason.contains("undecodable"), "reason: {reason}");
+            found += 1;
+        }
+    }
+    ensure!(found == partitions, "found {found} of {partitions} bad records in the dlq");
+    let metrics = api.metrics().await?;
+    let dlq_line = metrics.lines().find(|l| l.starts_with("weft_orchestrator_dlq_records_total ")).context("dlq metric")?;
+    ensure!(dlq_line.ends_with(&format!(" {partitions}")), "dlq metric: {dlq_line}");
+    Ok(())
+}
