@@ -41,7 +41,9 @@ async fn wait_all_completed(api: &ApiClient, ids: &[String], deadline: Duration)
             if let Ok(v) = api.get("diamond", id).await {
                 match v["state"].as_str() {
                     Some("completed") => done.push(id.clone()),
-                    Some(s @ ("failed" | "cancelled" | "timeout")) => anyhow::bail!("instance {id} ended {s}: {v}"),
+                    Some(s @ ("failed" | "cancelled" | "timeout")) => {
+                        anyhow::bail!("instance {id} ended {s}: {v}")
+                    }
                     _ => {}
                 }
             }
@@ -49,7 +51,12 @@ async fn wait_all_completed(api: &ApiClient, ids: &[String], deadline: Duration)
         for id in done {
             pending.remove(&id);
         }
-        ensure!(start.elapsed() < deadline, "{} of {} instances not completed after {deadline:?}", pending.len(), ids.len());
+        ensure!(
+            start.elapsed() < deadline,
+            "{} of {} instances not completed after {deadline:?}",
+            pending.len(),
+            ids.len()
+        );
         if !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -64,23 +71,56 @@ fn check_history(id: &str, events: &[Value]) -> Result<()> {
     let mut position: HashMap<&str, usize> = HashMap::new();
     let mut keys = BTreeSet::new();
     for (i, e) in events.iter().enumerate() {
-        ensure!(e["sequence_number"] == json!(i + 1), "{id}: event {i} has sequence {}", e["sequence_number"]);
-        ensure!(keys.insert(e["idempotency_key"].as_str().unwrap_or("")), "{id}: idempotency key twice: {e}");
+        ensure!(
+            e["sequence_number"] == json!(i + 1),
+            "{id}: event {i} has sequence {}",
+            e["sequence_number"]
+        );
+        ensure!(
+            keys.insert(e["idempotency_key"].as_str().unwrap_or("")),
+            "{id}: idempotency key twice: {e}"
+        );
         let ty = e["event_type"].as_str().unwrap_or("");
         if i > 0 {
-            let cause = e["causation_id"].as_str().with_context(|| format!("{id}: {ty} at {} has no causation id", i + 1))?;
-            let at = *position.get(cause).with_context(|| format!("{id}: cause {cause} of {ty} at {} is not earlier in the history", i + 1))?;
+            let cause = e["causation_id"]
+                .as_str()
+                .with_context(|| format!("{id}: {ty} at {} has no causation id", i + 1))?;
+            let at = *position.get(cause).with_context(|| {
+                format!(
+                    "{id}: cause {cause} of {ty} at {} is not earlier in the history",
+                    i + 1
+                )
+            })?;
             if ty == "task.started" || ty == "task.completed" {
-                ensure!(events[at]["event_type"] == "task.scheduled", "{id}: {ty} caused by {}", events[at]["event_type"]);
-                ensure!(events[at]["metadata"]["weft.task"] == e["metadata"]["weft.task"], "{id}: {ty} caused by another task's schedule");
+                ensure!(
+                    events[at]["event_type"] == "task.scheduled",
+                    "{id}: {ty} caused by {}",
+                    events[at]["event_type"]
+                );
+                ensure!(
+                    events[at]["metadata"]["weft.task"] == e["metadata"]["weft.task"],
+                    "{id}: {ty} caused by another task's schedule"
+                );
             }
         }
         position.insert(e["event_id"].as_str().context("event_id")?, i);
     }
     let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
-    ensure!(count("task.completed") == 4 && count("task.scheduled") == 4, "{id}: not 4 tasks run once each");
-    ensure!(count("workflow.completed") == 1, "{id}: no single workflow.completed");
-    ensure!(events.last().map(|e| e["event_type"] == "workflow.completed") == Some(true), "{id}: history does not end completed");
+    ensure!(
+        count("task.completed") == 4 && count("task.scheduled") == 4,
+        "{id}: not 4 tasks run once each"
+    );
+    ensure!(
+        count("workflow.completed") == 1,
+        "{id}: no single workflow.completed"
+    );
+    ensure!(
+        events
+            .last()
+            .map(|e| e["event_type"] == "workflow.completed")
+            == Some(true),
+        "{id}: history does not end completed"
+    );
     Ok(())
 }
 
@@ -99,11 +139,19 @@ async fn two_hundred_diamonds_complete_with_causal_gapless_histories() -> Result
         // Starting again with the same idempotency key names the same instance.
         let a = api.start("diamond", json!({}), Some("order-42")).await?;
         let b = api.start("diamond", json!({}), Some("order-42")).await?;
-        ensure!(a["instance_id"] == b["instance_id"], "idempotency key gave two instances: {a} {b}");
+        ensure!(
+            a["instance_id"] == b["instance_id"],
+            "idempotency key gave two instances: {a} {b}"
+        );
         let id = a["instance_id"].as_str().context("id")?.to_owned();
         wait_all_completed(&api, std::slice::from_ref(&id), Duration::from_secs(60)).await?;
         let h = api.events("diamond", &id).await?;
-        let created = h["events"].as_array().context("events")?.iter().filter(|e| e["event_type"] == "workflow.created").count();
+        let created = h["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter(|e| e["event_type"] == "workflow.created")
+            .count();
         ensure!(created == 1, "the repeated start was applied twice");
         Ok(())
     }
@@ -119,22 +167,79 @@ async fn cyclic_and_malformed_definitions_are_rejected_with_the_reason() -> Resu
     let cluster = TestCluster::start(ClusterOptions::new(1, 0)).await?;
     let api = cluster.api();
     let cyclic = "type: loop\ntasks:\n  - {name: a, handler: noop, depends_on: [c]}\n  - {name: b, handler: noop, depends_on: [a]}\n  - {name: c, handler: noop, depends_on: [b]}\n";
-    let r = api.send(Method::POST, "/v1/definitions", Some(("application/yaml", cyclic.into()))).await?;
-    ensure!(r.status == StatusCode::BAD_REQUEST, "cycle accepted: {} {}", r.status, r.body);
+    let r = api
+        .send(
+            Method::POST,
+            "/v1/definitions",
+            Some(("application/yaml", cyclic.into())),
+        )
+        .await?;
+    ensure!(
+        r.status == StatusCode::BAD_REQUEST,
+        "cycle accepted: {} {}",
+        r.status,
+        r.body
+    );
     let msg = r.body["error"].as_str().unwrap_or("");
-    ensure!(msg.contains("cycle") && msg.contains("a -> b -> c -> a"), "message does not show the cycle: {msg}");
+    ensure!(
+        msg.contains("cycle") && msg.contains("a -> b -> c -> a"),
+        "message does not show the cycle: {msg}"
+    );
 
     let unknown = "type: bad\ntasks:\n  - {name: a, handler: noop, depends_on: [zz]}\n";
-    let r = api.send(Method::POST, "/v1/definitions", Some(("application/yaml", unknown.into()))).await?;
-    ensure!(r.status == StatusCode::BAD_REQUEST && r.body["error"].as_str().unwrap_or("").contains("zz"), "{}", r.body);
+    let r = api
+        .send(
+            Method::POST,
+            "/v1/definitions",
+            Some(("application/yaml", unknown.into())),
+        )
+        .await?;
+    ensure!(
+        r.status == StatusCode::BAD_REQUEST
+            && r.body["error"].as_str().unwrap_or("").contains("zz"),
+        "{}",
+        r.body
+    );
 
-    let r = api.send(Method::POST, "/v1/workflows/nope", Some(("application/json", "{}".into()))).await?;
-    ensure!(r.status == StatusCode::NOT_FOUND, "unknown type: {} {}", r.status, r.body);
+    let r = api
+        .send(
+            Method::POST,
+            "/v1/workflows/nope",
+            Some(("application/json", "{}".into())),
+        )
+        .await?;
+    ensure!(
+        r.status == StatusCode::NOT_FOUND,
+        "unknown type: {} {}",
+        r.status,
+        r.body
+    );
     api.register_definition(DIAMOND).await?;
-    let r = api.send(Method::POST, "/v1/workflows/diamond", Some(("application/json", "{\"input\": {\"a\": {\"b\": {}}}}".into()))).await?;
-    ensure!(r.status == StatusCode::BAD_REQUEST && r.body["error"].as_str().unwrap_or("").contains("input.a.b"), "{}", r.body);
-    let r = api.send(Method::GET, "/v1/workflows/diamond/not-a-uuid", None).await?;
-    ensure!(r.status == StatusCode::BAD_REQUEST, "bad id: {} {}", r.status, r.body);
+    let r = api
+        .send(
+            Method::POST,
+            "/v1/workflows/diamond",
+            Some((
+                "application/json",
+                "{\"input\": {\"a\": {\"b\": {}}}}".into(),
+            )),
+        )
+        .await?;
+    ensure!(
+        r.status == StatusCode::BAD_REQUEST
+            && r.body["error"].as_str().unwrap_or("").contains("input.a.b"),
+        "{}",
+        r.body
+    );
+    let r = api
+        .send(Method::GET, "/v1/workflows/diamond/not-a-uuid", None)
+        .await?;
+    ensure!(
+        r.status == StatusCode::BAD_REQUEST,
+        "bad id: {} {}",
+        r.status,
+        r.body
+    );
     Ok(())
 }
 
@@ -144,18 +249,29 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
     let api = cluster.api();
     api.register_definition(DIAMOND).await?;
     let bootstrap = cluster.bootstrap();
-    let producer: FutureProducer = weft_integration_tests::broker::client_config(&bootstrap).create()?;
+    let producer: FutureProducer =
+        weft_integration_tests::broker::client_config(&bootstrap).create()?;
     let garbage = b"this is not an avro record".to_vec();
     let metadata = {
-        let consumer: BaseConsumer = weft_integration_tests::broker::client_config(&bootstrap).create()?;
-        tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some("weft.diamond.events"), Duration::from_secs(10))).await??
+        let consumer: BaseConsumer =
+            weft_integration_tests::broker::client_config(&bootstrap).create()?;
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(Some("weft.diamond.events"), Duration::from_secs(10))
+        })
+        .await??
     };
     let partitions = metadata.topics()[0].partitions().len() as i32;
     ensure!(partitions > 0, "events topic has no partitions");
     // One bad record in front of every partition: every instance shares a partition with one.
     for p in 0..partitions {
-        let rec = FutureRecord::to("weft.diamond.events").partition(p).key("garbage").payload(&garbage);
-        producer.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+        let rec = FutureRecord::to("weft.diamond.events")
+            .partition(p)
+            .key("garbage")
+            .payload(&garbage);
+        producer
+            .send(rec, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
     }
     let ids = start_many(&api, 30).await?;
     let result = wait_all_completed(&api, &ids, Duration::from_secs(120)).await;
@@ -165,7 +281,8 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
     result?;
 
     let mut cfg = weft_integration_tests::broker::client_config(&bootstrap);
-    cfg.set("group.id", "dlq-reader").set("enable.auto.commit", "false");
+    cfg.set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cfg.create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -177,7 +294,10 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
     while found < partitions && std::time::Instant::now() < deadline {
         let msg = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
         if let Some(Ok(m)) = msg {
-            ensure!(m.payload() == Some(garbage.as_slice()), "dlq record is not the original bytes");
+            ensure!(
+                m.payload() == Some(garbage.as_slice()),
+                "dlq record is not the original bytes"
+            );
             let headers = m.headers().context("dlq record has headers")?;
             let reason = headers
                 .iter()
@@ -189,9 +309,18 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
             found += 1;
         }
     }
-    ensure!(found == partitions, "found {found} of {partitions} bad records in the dlq");
+    ensure!(
+        found == partitions,
+        "found {found} of {partitions} bad records in the dlq"
+    );
     let metrics = api.metrics().await?;
-    let dlq_line = metrics.lines().find(|l| l.starts_with("weft_orchestrator_dlq_records_total ")).context("dlq metric")?;
-    ensure!(dlq_line.ends_with(&format!(" {partitions}")), "dlq metric: {dlq_line}");
+    let dlq_line = metrics
+        .lines()
+        .find(|l| l.starts_with("weft_orchestrator_dlq_records_total "))
+        .context("dlq metric")?;
+    ensure!(
+        dlq_line.ends_with(&format!(" {partitions}")),
+        "dlq metric: {dlq_line}"
+    );
     Ok(())
 }

@@ -27,7 +27,10 @@ pub enum Error {
     #[error("invalid definition: {0}")]
     Invalid(#[from] DefinitionError),
     #[error("task '{task}' asks for exactly_once, which needs Kafka transactions; this cluster runs with kafka.transactions={mode:?} (use at_least_once, or set kafka.transactions=on against a broker with transactions)")]
-    ExactlyOnceUnsupported { task: String, mode: TransactionsMode },
+    ExactlyOnceUnsupported {
+        task: String,
+        mode: TransactionsMode,
+    },
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
     #[error("could not publish the definition: {0}")]
@@ -46,7 +49,11 @@ impl Catalog {
     }
 
     pub fn latest(&self, ty: &str) -> Option<&WorkflowDefinition> {
-        self.by_type.get(ty)?.values().next_back().map(|d| d.as_ref())
+        self.by_type
+            .get(ty)?
+            .values()
+            .next_back()
+            .map(|d| d.as_ref())
     }
 
     pub fn contains_type(&self, ty: &str) -> bool {
@@ -61,7 +68,12 @@ impl DefinitionLookup for Catalog {
 
     fn latest_at(&self, ty: &str, at_ms: i64) -> Option<&WorkflowDefinition> {
         let versions = self.by_type.get(ty)?;
-        versions.values().rev().find(|d| d.registered_at_ms <= at_ms).or_else(|| versions.values().next()).map(|d| d.as_ref())
+        versions
+            .values()
+            .rev()
+            .find(|d| d.registered_at_ms <= at_ms)
+            .or_else(|| versions.values().next())
+            .map(|d| d.as_ref())
     }
 }
 
@@ -78,7 +90,13 @@ pub struct Registry {
 impl Registry {
     pub fn new(kafka: KafkaSettings, topics: Topics, producer: FutureProducer) -> Arc<Self> {
         let (types_tx, _) = watch::channel(0);
-        Arc::new(Self { catalog: RwLock::new(Arc::new(Catalog::default())), types_tx, kafka, topics, producer })
+        Arc::new(Self {
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            types_tx,
+            kafka,
+            topics,
+            producer,
+        })
     }
 
     /// The current catalog.
@@ -95,13 +113,22 @@ impl Registry {
     async fn insert(&self, def: WorkflowDefinition) -> Result<(), Error> {
         let new_type = !self.catalog().contains_type(&def.workflow_type);
         if new_type {
-            let specs = kafka::workflow_type_topics(&self.topics, &def.workflow_type, self.kafka.partitions);
+            let specs = kafka::workflow_type_topics(
+                &self.topics,
+                &def.workflow_type,
+                self.kafka.partitions,
+            );
             kafka::ensure_topics(&self.kafka, &specs).await?;
         }
         {
             let mut guard = self.catalog.write().expect("catalog lock");
-            let mut next = Catalog { by_type: guard.by_type.clone() };
-            next.by_type.entry(def.workflow_type.clone()).or_default().insert(def.version, Arc::new(def));
+            let mut next = Catalog {
+                by_type: guard.by_type.clone(),
+            };
+            next.by_type
+                .entry(def.workflow_type.clone())
+                .or_default()
+                .insert(def.version, Arc::new(def));
             *guard = Arc::new(next);
         }
         if new_type {
@@ -113,11 +140,21 @@ impl Registry {
 
     /// Registers a parsed definition: the same content as the latest version
     /// returns that version; anything else becomes the next version.
-    pub async fn register(&self, mut def: WorkflowDefinition) -> Result<(WorkflowDefinition, bool), Error> {
+    pub async fn register(
+        &self,
+        mut def: WorkflowDefinition,
+    ) -> Result<(WorkflowDefinition, bool), Error> {
         validate(&def)?;
         if self.kafka.transactions != TransactionsMode::On {
-            if let Some(t) = def.tasks.iter().find(|t| t.execution_semantics == ExecutionSemantics::ExactlyOnce) {
-                return Err(Error::ExactlyOnceUnsupported { task: t.name.clone(), mode: self.kafka.transactions });
+            if let Some(t) = def
+                .tasks
+                .iter()
+                .find(|t| t.execution_semantics == ExecutionSemantics::ExactlyOnce)
+            {
+                return Err(Error::ExactlyOnceUnsupported {
+                    task: t.name.clone(),
+                    mode: self.kafka.transactions,
+                });
             }
         }
         let latest = self.catalog().latest(&def.workflow_type).cloned();
@@ -145,18 +182,26 @@ impl Registry {
 
     /// Reads `weft.definitions` from the start up to its current end, then keeps
     /// following it (for definitions registered through other replicas).
-    pub async fn follow(self: Arc<Self>, loaded: tokio::sync::oneshot::Sender<()>) -> Result<(), Error> {
+    pub async fn follow(
+        self: Arc<Self>,
+        loaded: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), Error> {
         let topic = self.topics.definitions();
         let mut cfg = client_config(&self.kafka, Role::Consumer);
-        cfg.set("group.id", format!("weft-definitions-{}", uuid::Uuid::new_v4()));
+        cfg.set(
+            "group.id",
+            format!("weft-definitions-{}", uuid::Uuid::new_v4()),
+        );
         let consumer: BaseConsumer = cfg.create().map_err(kafka::Error::from)?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, 0, Offset::Beginning).map_err(kafka::Error::from)?;
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .map_err(kafka::Error::from)?;
         consumer.assign(&tpl).map_err(kafka::Error::from)?;
         let (_, high) = {
             let c = &consumer;
             let t = topic.clone();
-            tokio::task::block_in_place(|| c.fetch_watermarks(&t, 0, Duration::from_secs(30))).map_err(kafka::Error::from)?
+            tokio::task::block_in_place(|| c.fetch_watermarks(&t, 0, Duration::from_secs(30)))
+                .map_err(kafka::Error::from)?
         };
         let mut loaded = Some(loaded);
         let mut next_offset = 0i64;
@@ -172,12 +217,17 @@ impl Registry {
                     next_offset = m.offset() + 1;
                     match m.payload().map(WorkflowDefinition::decode) {
                         Some(Ok(def)) => {
-                            let known = self.catalog().get(&def.workflow_type, def.version).is_some();
+                            let known = self
+                                .catalog()
+                                .get(&def.workflow_type, def.version)
+                                .is_some();
                             if !known {
                                 self.insert(def).await?;
                             }
                         }
-                        Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "skipping undecodable definition record"),
+                        Some(Err(e)) => {
+                            tracing::warn!(offset = m.offset(), error = %e, "skipping undecodable definition record")
+                        }
                         None => {}
                     }
                 }

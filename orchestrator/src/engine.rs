@@ -40,8 +40,17 @@ struct Ctx {
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let parts: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let parts: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 for (topic, p) in &parts {
@@ -58,7 +67,10 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
-                self.owned.lock().expect("owned lock").extend(parts.iter().cloned());
+                self.owned
+                    .lock()
+                    .expect("owned lock")
+                    .extend(parts.iter().cloned());
                 let _ = self.events.send(RebalanceEvent::Assigned(parts));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -87,11 +99,19 @@ pub async fn run(
 ) -> crate::Result<()> {
     let (tx, mut rebalances) = mpsc::unbounded_channel();
     let owned = Arc::new(Mutex::new(HashSet::new()));
-    let ctx = Ctx { store: shared.store.clone(), events: tx, owned: owned.clone() };
+    let ctx = Ctx {
+        store: shared.store.clone(),
+        events: tx,
+        owned: owned.clone(),
+    };
     let mut cfg = client_config(&kafka, Role::Consumer);
     cfg.set("group.id", &group_id);
     let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
-    let watermarks: Arc<BaseConsumer> = Arc::new(client_config(&kafka, Role::Consumer).set("group.id", "weft-watermarks").create()?);
+    let watermarks: Arc<BaseConsumer> = Arc::new(
+        client_config(&kafka, Role::Consumer)
+            .set("group.id", "weft-watermarks")
+            .create()?,
+    );
     let mut types = shared.registry.watch_types();
     let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
@@ -172,7 +192,8 @@ fn ensure_task(
     if senders.contains_key(&tp) {
         return;
     }
-    let Some((ty, TopicKind::Events)) = shared.topics.parse(&tp.0).map(|(t, k)| (t.to_owned(), k)) else {
+    let Some((ty, TopicKind::Events)) = shared.topics.parse(&tp.0).map(|(t, k)| (t.to_owned(), k))
+    else {
         return;
     };
     let (tx, rx) = mpsc::channel(10_000);
@@ -187,12 +208,14 @@ fn ensure_task(
         }
         let high = {
             let (w, t) = (watermarks.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || w.fetch_watermarks(&t, partition, Duration::from_secs(30)))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .map(|(_, high)| high)
-                .unwrap_or(0)
+            tokio::task::spawn_blocking(move || {
+                w.fetch_watermarks(&t, partition, Duration::from_secs(30))
+            })
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|(_, high)| high)
+            .unwrap_or(0)
         };
         match Partition::open(shared, topic.clone(), partition, ty, high) {
             Ok(p) => p.run(rx).await,

@@ -34,23 +34,36 @@ pub enum Error {
     #[error("cannot set up publishing: {0}")]
     Publish(String),
     #[error("cannot serve http on {addr}: {source}")]
-    Http { addr: String, source: std::io::Error },
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Runs the orchestrator until `shutdown` resolves.
-pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: WeftConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let node_id = node_id_or_default(&config.orchestrator.node_id, "orchestrator");
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let data_dir = config.orchestrator.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
     let store = store::Store::open(&data_dir.join("projections"))?;
     kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;
     let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
-    let registry = definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
+    let registry =
+        definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
     let status = Arc::new(status::Status::default());
     let metrics = Arc::new(metrics::Metrics::new());
 
@@ -64,7 +77,12 @@ pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output =
         node_id: node_id.clone(),
     });
     let addr = config.orchestrator.http_addr.clone();
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Http { addr: addr.clone(), source })?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| Error::Http {
+            addr: addr.clone(),
+            source,
+        })?;
     tracing::info!(%addr, node_id = %node_id, "http api listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -80,7 +98,10 @@ pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output =
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let follower = tokio::spawn(registry.clone().follow(loaded_tx));
     let _ = loaded_rx.await;
-    tracing::info!(types = registry.catalog().types().count(), "definitions loaded");
+    tracing::info!(
+        types = registry.catalog().types().count(),
+        "definitions loaded"
+    );
 
     let shared = partition::Shared {
         store,
@@ -97,9 +118,14 @@ pub async fn run(config: WeftConfig, shutdown: impl std::future::Future<Output =
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let result = engine::run(shared, config.kafka.clone(), config.orchestrator.group_id.clone(), async move {
-        let _ = engine_stop.wait_for(|s| *s).await;
-    })
+    let result = engine::run(
+        shared,
+        config.kafka.clone(),
+        config.orchestrator.group_id.clone(),
+        async move {
+            let _ = engine_stop.wait_for(|s| *s).await;
+        },
+    )
     .await;
     follower.abort();
     let _ = http.await;

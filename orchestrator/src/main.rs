@@ -37,7 +37,9 @@ struct Args {
 fn overrides(args: &Args) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for s in &args.set {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got '{s}'"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE, got '{s}'"))?;
         out.push((k.trim().to_owned(), v.to_owned()));
     }
     let flags = [
@@ -57,7 +59,9 @@ fn overrides(args: &Args) -> Result<Vec<(String, String)>, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match overrides(&args).and_then(|o| WeftConfig::from_process(args.config.as_deref(), &o).map_err(|e| e.to_string())) {
+    let config = match overrides(&args).and_then(|o| {
+        WeftConfig::from_process(args.config.as_deref(), &o).map_err(|e| e.to_string())
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,7 +87,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

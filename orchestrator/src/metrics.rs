@@ -1,7 +1,9 @@
 //! The orchestrator's Prometheus metrics: names are constants here, with units
 //! in the name; one registry is served on `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use weft_shared::fsm::InstanceState;
 
 pub const EVENTS_APPLIED_TOTAL: &str = "weft_orchestrator_events_applied_total";
@@ -36,7 +38,9 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -44,35 +48,74 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new(BATCH_DURATION_SECONDS, "time to apply and publish one batch of records")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets")),
+            HistogramOpts::new(
+                BATCH_DURATION_SECONDS,
+                "time to apply and publish one batch of records",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets")),
         )
         .expect("valid metric");
-        registry.register(Box::new(batch_seconds.clone())).expect("registered once");
+        registry
+            .register(Box::new(batch_seconds.clone()))
+            .expect("registered once");
         let finished_total = IntCounterVec::new(
-            Opts::new(WORKFLOWS_FINISHED_TOTAL, "workflows that reached a terminal state, by type and state"),
+            Opts::new(
+                WORKFLOWS_FINISHED_TOTAL,
+                "workflows that reached a terminal state, by type and state",
+            ),
             &["workflow_type", "state"],
         )
         .expect("valid metric");
-        registry.register(Box::new(finished_total.clone())).expect("registered once");
+        registry
+            .register(Box::new(finished_total.clone()))
+            .expect("registered once");
         let workflow_seconds = HistogramVec::new(
-            HistogramOpts::new(WORKFLOW_DURATION_SECONDS, "created to terminal, by type and state")
-                .buckets(prometheus::exponential_buckets(0.01, 2.0, 18).expect("buckets")),
+            HistogramOpts::new(
+                WORKFLOW_DURATION_SECONDS,
+                "created to terminal, by type and state",
+            )
+            .buckets(prometheus::exponential_buckets(0.01, 2.0, 18).expect("buckets")),
             &["workflow_type", "state"],
         )
         .expect("valid metric");
-        registry.register(Box::new(workflow_seconds.clone())).expect("registered once");
-        let partitions_owned = IntGauge::new(PARTITIONS_OWNED, "event partitions this orchestrator owns").expect("valid metric");
-        registry.register(Box::new(partitions_owned.clone())).expect("registered once");
+        registry
+            .register(Box::new(workflow_seconds.clone()))
+            .expect("registered once");
+        let partitions_owned =
+            IntGauge::new(PARTITIONS_OWNED, "event partitions this orchestrator owns")
+                .expect("valid metric");
+        registry
+            .register(Box::new(partitions_owned.clone()))
+            .expect("registered once");
         Self {
-            applied: counter(&registry, EVENTS_APPLIED_TOTAL, "input events applied to a workflow"),
-            stale: counter(&registry, EVENTS_STALE_TOTAL, "input events ignored as stale"),
+            applied: counter(
+                &registry,
+                EVENTS_APPLIED_TOTAL,
+                "input events applied to a workflow",
+            ),
+            stale: counter(
+                &registry,
+                EVENTS_STALE_TOTAL,
+                "input events ignored as stale",
+            ),
             rejected: counter(&registry, EVENTS_REJECTED_TOTAL, "input events rejected"),
-            duplicates: counter(&registry, EVENTS_DUPLICATE_TOTAL, "records dropped as already applied"),
-            orphans: counter(&registry, EVENTS_ORPHAN_TOTAL, "decision records this orchestrator did not derive"),
+            duplicates: counter(
+                &registry,
+                EVENTS_DUPLICATE_TOTAL,
+                "records dropped as already applied",
+            ),
+            orphans: counter(
+                &registry,
+                EVENTS_ORPHAN_TOTAL,
+                "decision records this orchestrator did not derive",
+            ),
             decisions: counter(&registry, DECISIONS_TOTAL, "events derived by the decider"),
             dispatches: counter(&registry, DISPATCHES_TOTAL, "task attempts dispatched"),
-            dlq: counter(&registry, DLQ_RECORDS_TOTAL, "records sent to a dead-letter topic"),
+            dlq: counter(
+                &registry,
+                DLQ_RECORDS_TOTAL,
+                "records sent to a dead-letter topic",
+            ),
             batch_seconds,
             finished_total,
             workflow_seconds,
@@ -87,7 +130,9 @@ impl Metrics {
         self.finished_total.with_label_values(&[ty, label]).inc();
         if let Some(s) = state {
             let secs = (at_ms - s.created_at_ms).max(0) as f64 / 1000.0;
-            self.workflow_seconds.with_label_values(&[ty, label]).observe(secs);
+            self.workflow_seconds
+                .with_label_values(&[ty, label])
+                .observe(secs);
         }
     }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
-use weft_shared::config::{KafkaSettings, TransactionsMode};
 use weft_shared::avro::AvroRecord;
+use weft_shared::config::{KafkaSettings, TransactionsMode};
 use weft_shared::fsm::{decide, meta, Outcome};
 use weft_shared::ids::InstanceId;
 use weft_shared::kafka::header_map;
@@ -94,7 +94,13 @@ struct Pending {
 
 impl Partition {
     /// Loads the partition's outbox; `replay_end` is the high watermark at takeover.
-    pub fn open(shared: Shared, topic: String, partition: i32, workflow_type: String, replay_end: i64) -> crate::Result<Self> {
+    pub fn open(
+        shared: Shared,
+        topic: String,
+        partition: i32,
+        workflow_type: String,
+        replay_end: i64,
+    ) -> crate::Result<Self> {
         let mut outbox = Outbox::default();
         for (seq, r) in shared.store.outbox(&topic, partition)? {
             outbox.by_ident.insert(r.ident.clone(), seq);
@@ -104,12 +110,24 @@ impl Partition {
         let start = shared.store.offset(&topic, partition)?.unwrap_or(0);
         let live = start >= replay_end;
         let publisher = if shared.kafka.transactions == TransactionsMode::On {
-            Publisher::transactional(&shared.kafka, &format!("weft-orchestrator-{topic}-{partition}"))
-                .map_err(|e| crate::Error::Publish(e.to_string()))?
+            Publisher::transactional(
+                &shared.kafka,
+                &format!("weft-orchestrator-{topic}-{partition}"),
+            )
+            .map_err(|e| crate::Error::Publish(e.to_string()))?
         } else {
             Publisher::Plain(shared.producer.clone())
         };
-        Ok(Self { shared, topic, partition, workflow_type, outbox, publisher, live, replay_end })
+        Ok(Self {
+            shared,
+            topic,
+            partition,
+            workflow_type,
+            outbox,
+            publisher,
+            live,
+            replay_end,
+        })
     }
 
     /// Processes records until the channel closes (the partition was revoked).
@@ -157,7 +175,10 @@ impl Partition {
             } else if last_offset + 1 >= self.replay_end {
                 self.go_live(&scope).await;
             }
-            self.shared.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+            self.shared
+                .metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         self.shared.status.remove(&scope);
         tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
@@ -205,7 +226,12 @@ impl Partition {
         Ok(p.added)
     }
 
-    fn apply_one(&mut self, msg: &OwnedMessage, catalog: &crate::definitions::Catalog, p: &mut Pending) -> crate::Result<()> {
+    fn apply_one(
+        &mut self,
+        msg: &OwnedMessage,
+        catalog: &crate::definitions::Catalog,
+        p: &mut Pending,
+    ) -> crate::Result<()> {
         let m = self.shared.metrics.clone();
         let Some(payload) = msg.payload() else {
             self.dead_letter(msg, "record has no value".into(), p);
@@ -219,18 +245,33 @@ impl Partition {
             }
         };
         if event.workflow_type != self.workflow_type {
-            let reason = format!("event of workflow type '{}' on the topic of '{}'", event.workflow_type, self.workflow_type);
+            let reason = format!(
+                "event of workflow type '{}' on the topic of '{}'",
+                event.workflow_type, self.workflow_type
+            );
             self.dead_letter(msg, reason, p);
             return Ok(());
         }
-        let key_ok = msg.key().map(|k| k == event.instance_id.to_string().as_bytes()).unwrap_or(false);
+        let key_ok = msg
+            .key()
+            .map(|k| k == event.instance_id.to_string().as_bytes())
+            .unwrap_or(false);
         if !key_ok {
-            self.dead_letter(msg, format!("record key must be the instance id {}", event.instance_id), p);
+            self.dead_letter(
+                msg,
+                format!("record key must be the instance id {}", event.instance_id),
+                p,
+            );
             return Ok(());
         }
         let id = event.instance_id;
         let dedup = (id, event.idempotency_key.clone());
-        if p.seen.contains(&dedup) || self.shared.store.seen(&self.workflow_type, id, &event.idempotency_key)? {
+        if p.seen.contains(&dedup)
+            || self
+                .shared
+                .store
+                .seen(&self.workflow_type, id, &event.idempotency_key)?
+        {
             m.duplicates.inc();
             if !self.live {
                 if let Some(seq) = self.outbox.remove(&event.idempotency_key) {
@@ -286,8 +327,16 @@ impl Partition {
                     ],
                 });
                 p.added.push(seq);
-                if matches!(e.event_type, T::WorkflowCompleted | T::WorkflowFailed | T::WorkflowCancelled) {
-                    m.finished(&self.workflow_type, e.event_type.as_str(), e.timestamp_ms, decision.state.as_ref());
+                if matches!(
+                    e.event_type,
+                    T::WorkflowCompleted | T::WorkflowFailed | T::WorkflowCancelled
+                ) {
+                    m.finished(
+                        &self.workflow_type,
+                        e.event_type.as_str(),
+                        e.timestamp_ms,
+                        decision.state.as_ref(),
+                    );
                 }
             }
         }
@@ -298,7 +347,10 @@ impl Partition {
                 topic: tasks_topic.clone(),
                 key: key.clone(),
                 payload: d.encode(),
-                headers: vec![(h::TRACEPARENT.into(), d.traceparent.clone()), (h::IDEMPOTENCY_KEY.into(), d.attempt_key())],
+                headers: vec![
+                    (h::TRACEPARENT.into(), d.traceparent.clone()),
+                    (h::IDEMPOTENCY_KEY.into(), d.attempt_key()),
+                ],
             });
             p.added.push(seq);
             m.dispatches.inc();
@@ -313,9 +365,20 @@ impl Partition {
 
     /// During replay: a dispatch whose attempt has started, ended, or whose
     /// workflow ended needs no publishing.
-    fn strike_obsolete_dispatches(&mut self, input: &WorkflowEvent, state: Option<&weft_shared::fsm::InstanceState>, p: &mut Pending) {
-        if let (Some(task), Some(attempt)) = (input.metadata.get(meta::TASK), input.metadata.get(meta::ATTEMPT)) {
-            if let Some(seq) = self.outbox.remove(&format!("{}:{task}:{attempt}", input.instance_id)) {
+    fn strike_obsolete_dispatches(
+        &mut self,
+        input: &WorkflowEvent,
+        state: Option<&weft_shared::fsm::InstanceState>,
+        p: &mut Pending,
+    ) {
+        if let (Some(task), Some(attempt)) = (
+            input.metadata.get(meta::TASK),
+            input.metadata.get(meta::ATTEMPT),
+        ) {
+            if let Some(seq) = self
+                .outbox
+                .remove(&format!("{}:{task}:{attempt}", input.instance_id))
+            {
                 p.removed.push(seq);
             }
         }
@@ -363,7 +426,10 @@ impl Partition {
     /// Publishes the given outbox entries, retrying until the broker took them
     /// all, then deletes them from the outbox.
     async fn flush(&mut self, seqs: &[u64]) {
-        let records: Vec<OutboxRecord> = seqs.iter().filter_map(|s| self.outbox.records.get(s).cloned()).collect();
+        let records: Vec<OutboxRecord> = seqs
+            .iter()
+            .filter_map(|s| self.outbox.records.get(s).cloned())
+            .collect();
         if records.is_empty() {
             return;
         }

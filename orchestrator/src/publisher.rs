@@ -35,11 +35,21 @@ pub enum Publisher {
 
 impl Publisher {
     /// A transactional publisher for one source partition.
-    pub fn transactional(settings: &KafkaSettings, transactional_id: &str) -> Result<Self, PublishError> {
-        let err = |e: rdkafka::error::KafkaError| PublishError { topic: String::new(), reason: e.to_string() };
-        let producer: FutureProducer =
-            client_config(settings, Role::Producer).set("transactional.id", transactional_id).create().map_err(err)?;
-        producer.init_transactions(Duration::from_secs(30)).map_err(err)?;
+    pub fn transactional(
+        settings: &KafkaSettings,
+        transactional_id: &str,
+    ) -> Result<Self, PublishError> {
+        let err = |e: rdkafka::error::KafkaError| PublishError {
+            topic: String::new(),
+            reason: e.to_string(),
+        };
+        let producer: FutureProducer = client_config(settings, Role::Producer)
+            .set("transactional.id", transactional_id)
+            .create()
+            .map_err(err)?;
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(err)?;
         Ok(Publisher::Transactional(producer))
     }
 
@@ -48,7 +58,10 @@ impl Publisher {
         match self {
             Publisher::Plain(p) => send_all(p, records).await,
             Publisher::Transactional(p) => {
-                let fail = |e: rdkafka::error::KafkaError| PublishError { topic: "(transaction)".into(), reason: e.to_string() };
+                let fail = |e: rdkafka::error::KafkaError| PublishError {
+                    topic: "(transaction)".into(),
+                    reason: e.to_string(),
+                };
                 p.begin_transaction().map_err(fail)?;
                 if let Err(e) = send_all(p, records).await {
                     let _ = p.abort_transaction(Duration::from_secs(30));
@@ -66,13 +79,23 @@ impl Publisher {
 
 async fn send_all(producer: &FutureProducer, records: &[OutboxRecord]) -> Result<(), PublishError> {
     let sends = records.iter().map(|r| {
-        let pairs: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(headers(&pairs));
+        let pairs: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let record = FutureRecord::to(&r.topic)
+            .key(&r.key)
+            .payload(&r.payload)
+            .headers(headers(&pairs));
         producer.send(record, Duration::from_secs(30))
     });
     for (result, r) in join_all(sends).await.into_iter().zip(records) {
         if let Err((e, _)) = result {
-            return Err(PublishError { topic: r.topic.clone(), reason: e.to_string() });
+            return Err(PublishError {
+                topic: r.topic.clone(),
+                reason: e.to_string(),
+            });
         }
     }
     Ok(())
@@ -123,13 +146,16 @@ mod tests {
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("weft.t.events", 0, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset("weft.t.events", 0, Offset::Beginning)
+            .expect("tpl");
         consumer.assign(&tpl).expect("assign");
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+                Some(Ok(m)) => {
+                    out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+                }
                 Some(Err(e)) => panic!("consume: {e}"),
                 None if !out.is_empty() => break,
                 None => {}
@@ -143,10 +169,14 @@ mod tests {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("weft.t.events", 1, 1).expect("topic");
         let bootstrap = cluster.bootstrap_servers();
-        let publisher = Publisher::transactional(&settings(bootstrap.clone()), "weft-test-0").expect("init transactions");
+        let publisher = Publisher::transactional(&settings(bootstrap.clone()), "weft-test-0")
+            .expect("init transactions");
 
         // A flush whose transaction cannot commit is aborted: none of its records become visible.
-        cluster.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR]);
+        cluster.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR],
+        );
         let failed: Vec<OutboxRecord> = (100..103).map(record).collect();
         let first = publisher.publish(&failed).await;
 
@@ -156,10 +186,16 @@ mod tests {
         let expected_ok: Vec<String> = (0..5).map(|i| format!("decision {i}")).collect();
         if first.is_ok() {
             // librdkafka retried the EndTxn internally and committed: all or nothing still holds.
-            let all: Vec<String> = (100..103).chain(0..5).map(|i| format!("decision {i}")).collect();
+            let all: Vec<String> = (100..103)
+                .chain(0..5)
+                .map(|i| format!("decision {i}"))
+                .collect();
             assert_eq!(seen, all);
         } else {
-            assert_eq!(seen, expected_ok, "records of the aborted transaction are invisible");
+            assert_eq!(
+                seen, expected_ok,
+                "records of the aborted transaction are invisible"
+            );
         }
     }
 }

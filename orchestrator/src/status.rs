@@ -19,7 +19,10 @@ impl Status {
     }
 
     pub fn set_live(&self, scope: &str, live: bool) {
-        self.partitions.lock().expect("status lock").insert(scope.to_owned(), live);
+        self.partitions
+            .lock()
+            .expect("status lock")
+            .insert(scope.to_owned(), live);
     }
 
     pub fn remove(&self, scope: &str) {
@@ -28,9 +31,18 @@ impl Status {
 
     /// `(ready, partitions still replaying)`.
     pub fn readiness(&self) -> (bool, Vec<String>) {
-        let replaying: Vec<String> =
-            self.partitions.lock().expect("status lock").iter().filter(|(_, live)| !**live).map(|(k, _)| k.clone()).collect();
-        (self.subscribed.load(Ordering::SeqCst) && replaying.is_empty(), replaying)
+        let replaying: Vec<String> = self
+            .partitions
+            .lock()
+            .expect("status lock")
+            .iter()
+            .filter(|(_, live)| !**live)
+            .map(|(k, _)| k.clone())
+            .collect();
+        (
+            self.subscribed.load(Ordering::SeqCst) && replaying.is_empty(),
+            replaying,
+        )
     }
 
     /// Owned partitions and whether each is live.

@@ -123,21 +123,21 @@ impl WorkflowData {
                 obj.iter()
                     .map(|(k, v)| {
                         let p = format!("{path}.{k}");
-                        let s = match v {
-                            Json::Bool(b) => Scalar::Bool(*b),
-                            Json::Number(n) => match n.as_i64() {
-                                Some(i) => Scalar::Int(i),
-                                None => Scalar::Float(n.as_f64().unwrap_or(0.0)),
-                            },
-                            Json::String(s) => Scalar::Str(s.clone()),
-                            _ => {
-                                return Err(DataError {
+                        let s =
+                            match v {
+                                Json::Bool(b) => Scalar::Bool(*b),
+                                Json::Number(n) => match n.as_i64() {
+                                    Some(i) => Scalar::Int(i),
+                                    None => Scalar::Float(n.as_f64().unwrap_or(0.0)),
+                                },
+                                Json::String(s) => Scalar::Str(s.clone()),
+                                _ => return Err(DataError {
                                     path: p,
-                                    problem: "nested maps may hold only strings, numbers and booleans"
-                                        .into(),
-                                })
-                            }
-                        };
+                                    problem:
+                                        "nested maps may hold only strings, numbers and booleans"
+                                            .into(),
+                                }),
+                            };
                         Ok((k.clone(), s))
                     })
                     .collect::<Result<_, _>>()?,
@@ -160,7 +160,12 @@ pub fn data_map_from_json(value: &Json, what: &str) -> Result<DataMap, DataError
     match value {
         Json::Object(obj) => obj
             .iter()
-            .map(|(k, v)| Ok((k.clone(), WorkflowData::from_json(v, &format!("{what}.{k}"))?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    WorkflowData::from_json(v, &format!("{what}.{k}"))?,
+                ))
+            })
             .collect(),
         Json::Null => Ok(DataMap::new()),
         _ => Err(DataError {
@@ -185,7 +190,10 @@ pub fn to_data_map<T: Serialize>(value: &T, what: &str) -> Result<DataMap, DataE
 }
 
 /// Deserialises a [`DataMap`] into any serde value (via JSON); used by the SDK for typed input.
-pub fn from_data_map<T: for<'de> Deserialize<'de>>(map: &DataMap, what: &str) -> Result<T, DataError> {
+pub fn from_data_map<T: for<'de> Deserialize<'de>>(
+    map: &DataMap,
+    what: &str,
+) -> Result<T, DataError> {
     serde_json::from_value(data_map_to_json(map)).map_err(|e| DataError {
         path: what.to_owned(),
         problem: e.to_string(),

@@ -77,20 +77,48 @@ pub struct TopicSpec {
 }
 
 /// The topics of one workflow type.
-pub fn workflow_type_topics(topics: &Topics, workflow_type: &str, partitions: i32) -> Vec<TopicSpec> {
+pub fn workflow_type_topics(
+    topics: &Topics,
+    workflow_type: &str,
+    partitions: i32,
+) -> Vec<TopicSpec> {
     vec![
-        TopicSpec { name: topics.events(workflow_type), partitions, compacted: false },
-        TopicSpec { name: topics.tasks(workflow_type), partitions, compacted: false },
-        TopicSpec { name: topics.snapshots(workflow_type), partitions, compacted: true },
-        TopicSpec { name: topics.dlq(workflow_type), partitions, compacted: false },
+        TopicSpec {
+            name: topics.events(workflow_type),
+            partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.tasks(workflow_type),
+            partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.snapshots(workflow_type),
+            partitions,
+            compacted: true,
+        },
+        TopicSpec {
+            name: topics.dlq(workflow_type),
+            partitions,
+            compacted: false,
+        },
     ]
 }
 
 /// The cluster-wide topics (definitions and the node registry).
 pub fn global_topics(topics: &Topics) -> Vec<TopicSpec> {
     vec![
-        TopicSpec { name: topics.definitions(), partitions: 1, compacted: true },
-        TopicSpec { name: topics.nodes(), partitions: 1, compacted: true },
+        TopicSpec {
+            name: topics.definitions(),
+            partitions: 1,
+            compacted: true,
+        },
+        TopicSpec {
+            name: topics.nodes(),
+            partitions: 1,
+            compacted: true,
+        },
     ]
 }
 
@@ -103,7 +131,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(settings.replication_factor));
+            let t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            );
             if s.compacted {
                 t.set("cleanup.policy", "compact")
             } else {
@@ -116,7 +148,10 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(Error::CreateTopic { topic, reason: code.to_string() });
+                return Err(Error::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
             }
         }
     }
@@ -125,9 +160,14 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
 
 /// Builds record headers from `(name, value)` pairs.
 pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (k, v)| {
-        h.insert(Header { key: k, value: Some(v.as_bytes()) })
-    })
+    pairs
+        .iter()
+        .fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        })
 }
 
 /// Reads the headers of a record into a map (non-UTF-8 values are skipped).

@@ -203,7 +203,10 @@ impl RetryConfiguration {
                 .saturating_mul(1u64.checked_shl((n - 1).min(62) as u32).unwrap_or(u64::MAX)),
             BackoffStrategy::Custom => {
                 let i = (n as usize - 1).min(self.custom_delays_ms.len().saturating_sub(1));
-                self.custom_delays_ms.get(i).copied().unwrap_or(self.base_delay_ms)
+                self.custom_delays_ms
+                    .get(i)
+                    .copied()
+                    .unwrap_or(self.base_delay_ms)
             }
         };
         raw.min(self.max_delay_ms.max(self.base_delay_ms))
@@ -365,11 +368,16 @@ mod tests {
 
     #[test]
     fn enums_parse_and_print_wire_names() {
-        assert_eq!("exactly_once".parse::<ExecutionSemantics>().unwrap(), ExecutionSemantics::ExactlyOnce);
+        assert_eq!(
+            "exactly_once".parse::<ExecutionSemantics>().unwrap(),
+            ExecutionSemantics::ExactlyOnce
+        );
         assert_eq!(TaskType::ALL.len(), 6);
         assert_eq!(ExecutionSemantics::ALL.len(), 3);
         let e = "sometimes".parse::<ExecutionSemantics>().unwrap_err();
-        assert!(e.to_string().contains("at_most_once, at_least_once, exactly_once"));
+        assert!(e
+            .to_string()
+            .contains("at_most_once, at_least_once, exactly_once"));
     }
 
     #[test]
@@ -380,7 +388,10 @@ mod tests {
             max_delay_ms: 1_000,
             ..Default::default()
         };
-        assert_eq!([1, 2, 3, 4, 5].map(|a| r.delay_ms(a)), [100, 200, 400, 800, 1_000]);
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|a| r.delay_ms(a)),
+            [100, 200, 400, 800, 1_000]
+        );
         r.backoff_strategy = BackoffStrategy::Linear;
         assert_eq!([1, 2, 3].map(|a| r.delay_ms(a)), [100, 200, 300]);
         r.backoff_strategy = BackoffStrategy::Fixed;
@@ -402,7 +413,11 @@ mod tests {
         assert!(!r.should_retry(3, "io", true));
         assert!(!r.should_retry(1, "other", true));
         assert!(!r.should_retry(1, "io", false));
-        let open = RetryConfiguration { max_attempts: 3, stop_on: vec!["fatal".into()], ..Default::default() };
+        let open = RetryConfiguration {
+            max_attempts: 3,
+            stop_on: vec!["fatal".into()],
+            ..Default::default()
+        };
         assert!(open.should_retry(1, "whatever", true));
         assert!(!open.should_retry(1, "fatal", true));
     }

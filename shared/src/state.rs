@@ -48,7 +48,9 @@ impl WorkflowState {
 
     /// Whether the workflow table allows `self -> to`.
     pub fn can_transition_to(self, to: WorkflowState) -> bool {
-        WORKFLOW_TRANSITIONS.iter().any(|(f, t)| *f == self && *t == to)
+        WORKFLOW_TRANSITIONS
+            .iter()
+            .any(|(f, t)| *f == self && *t == to)
     }
 }
 
@@ -160,11 +162,13 @@ mod tests {
     #[test]
     fn every_state_is_reachable() {
         for s in WorkflowState::ALL {
-            let reachable = *s == WorkflowState::Pending || WORKFLOW_TRANSITIONS.iter().any(|(_, t)| t == s);
+            let reachable =
+                *s == WorkflowState::Pending || WORKFLOW_TRANSITIONS.iter().any(|(_, t)| t == s);
             assert!(reachable, "{s} unreachable");
         }
         for s in TaskState::ALL {
-            let reachable = *s == TaskState::Pending || TASK_TRANSITIONS.iter().any(|(_, t)| t == s);
+            let reachable =
+                *s == TaskState::Pending || TASK_TRANSITIONS.iter().any(|(_, t)| t == s);
             assert!(reachable, "{s} unreachable");
         }
     }

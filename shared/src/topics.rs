@@ -15,7 +15,9 @@ impl Default for Topics {
 
 impl Topics {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -98,8 +100,14 @@ mod tests {
     fn names_and_parse() {
         let t = Topics::default();
         assert_eq!(t.events("orders"), "weft.orders.events");
-        assert_eq!(t.parse("weft.orders.events"), Some(("orders", TopicKind::Events)));
-        assert_eq!(t.parse("weft.orders.tasks"), Some(("orders", TopicKind::Tasks)));
+        assert_eq!(
+            t.parse("weft.orders.events"),
+            Some(("orders", TopicKind::Events))
+        );
+        assert_eq!(
+            t.parse("weft.orders.tasks"),
+            Some(("orders", TopicKind::Tasks))
+        );
         assert_eq!(t.parse("weft.definitions"), None);
         assert_eq!(t.parse("other.orders.events"), None);
     }

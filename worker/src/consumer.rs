@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+    StreamConsumer,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::config::WeftConfig;
@@ -37,7 +40,10 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Revoke(tpl) => {
                 let positions: Vec<Position> = {
                     let mut tracker = lock(&self.tracker);
-                    tpl.elements().iter().filter_map(|e| tracker.revoke(e.topic(), e.partition())).collect()
+                    tpl.elements()
+                        .iter()
+                        .filter_map(|e| tracker.revoke(e.topic(), e.partition()))
+                        .collect()
                 };
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 if !positions.is_empty() {
@@ -81,7 +87,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The topics (or the `^`-regex of every task topic) a worker of `types` subscribes to.
 pub fn subscription(topics: &Topics, types: &[String]) -> Vec<String> {
     if types.is_empty() {
-        vec![format!("^{}\\.[A-Za-z0-9_-]+\\.tasks$", regex_escape(topics.prefix()))]
+        vec![format!(
+            "^{}\\.[A-Za-z0-9_-]+\\.tasks$",
+            regex_escape(topics.prefix())
+        )]
     } else {
         types.iter().map(|t| topics.tasks(t.trim())).collect()
     }
@@ -91,27 +100,42 @@ fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let special = "\\.+*?()|[]{}^$".contains(c);
-            special.then_some('\\').into_iter().chain(std::iter::once(c))
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
         })
         .collect()
 }
 
 /// Creates the consumer and subscribes it. Topics that do not exist yet are
 /// not an error: the subscription picks them up when they appear.
-pub(crate) fn subscribe(config: &WeftConfig, context: WorkerContext) -> Result<TaskConsumer, WorkerError> {
+pub(crate) fn subscribe(
+    config: &WeftConfig,
+    context: WorkerContext,
+) -> Result<TaskConsumer, WorkerError> {
     let consumer: TaskConsumer = client_config(&config.kafka, Role::Consumer)
         .set("group.id", &config.worker.group_id)
         .create_with_context(context)
         .map_err(WorkerError::kafka("creating the consumer"))?;
-    let topics = subscription(&Topics::new(config.kafka.topic_prefix.clone()), &config.worker.types);
+    let topics = subscription(
+        &Topics::new(config.kafka.topic_prefix.clone()),
+        &config.worker.types,
+    );
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(WorkerError::kafka("subscribing to the task topics"))?;
+    consumer
+        .subscribe(&names)
+        .map_err(WorkerError::kafka("subscribing to the task topics"))?;
     tracing::info!(topics = ?names, group = %config.worker.group_id, "subscribed");
     Ok(consumer)
 }
 
 /// Commits `positions` (asynchronously unless `mode` says otherwise).
-pub(crate) fn commit(consumer: &impl Consumer<WorkerContext>, positions: &[Position], mode: CommitMode) {
+pub(crate) fn commit(
+    consumer: &impl Consumer<WorkerContext>,
+    positions: &[Position],
+    mode: CommitMode,
+) {
     if positions.is_empty() {
         return;
     }
@@ -134,7 +158,10 @@ fn to_tpl(positions: &[Position]) -> TopicPartitionList {
 /// consumer keeps serving rebalances without fetching), and resumes them when
 /// a slot frees.
 pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, paused: &mut bool) {
-    let changed = consumer.context().assignment_changed.swap(false, Ordering::SeqCst);
+    let changed = consumer
+        .context()
+        .assignment_changed
+        .swap(false, Ordering::SeqCst);
     if saturated == *paused && !(saturated && changed) {
         return;
     }
@@ -145,11 +172,19 @@ pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, pau
             return;
         }
     };
-    let result = if saturated { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    let result = if saturated {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
     match result {
         Ok(()) => {
             *paused = saturated;
-            tracing::debug!(paused = saturated, "fetching {}", if saturated { "paused" } else { "resumed" });
+            tracing::debug!(
+                paused = saturated,
+                "fetching {}",
+                if saturated { "paused" } else { "resumed" }
+            );
         }
         Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),
     }
@@ -162,8 +197,14 @@ mod tests {
     #[test]
     fn subscription_is_explicit_or_a_regex_of_task_topics() {
         let t = Topics::new("weft");
-        assert_eq!(subscription(&t, &["orders".into(), "b".into()]), ["weft.orders.tasks", "weft.b.tasks"]);
+        assert_eq!(
+            subscription(&t, &["orders".into(), "b".into()]),
+            ["weft.orders.tasks", "weft.b.tasks"]
+        );
         assert_eq!(subscription(&t, &[]), [r"^weft\.[A-Za-z0-9_-]+\.tasks$"]);
-        assert_eq!(subscription(&Topics::new("a.b+"), &[]), [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]);
+        assert_eq!(
+            subscription(&Topics::new("a.b+"), &[]),
+            [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]
+        );
     }
 }

@@ -43,7 +43,11 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// The context of `dispatch` on node `node_id`.
-    pub fn from_dispatch(dispatch: &TaskDispatch, node_id: &str, cancel: CancellationToken) -> Self {
+    pub fn from_dispatch(
+        dispatch: &TaskDispatch,
+        node_id: &str,
+        cancel: CancellationToken,
+    ) -> Self {
         let deadline = u64::try_from(dispatch.deadline_ms)
             .ok()
             .filter(|ms| *ms > 0)
@@ -96,8 +100,10 @@ impl TaskContext {
 
     /// Time left before the deadline (zero once it passed), if there is one.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        self.deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
     }
 
     /// Whether the worker asked this attempt to stop.
@@ -119,9 +125,11 @@ impl TaskContext {
         match self.parameters.get(name) {
             None => Ok(None),
             Some(WorkflowData::Int(i)) => Ok(Some(*i)),
-            Some(WorkflowData::Str(s)) => {
-                s.trim().parse().map(Some).map_err(|_| invalid(name, "an integer", &WorkflowData::Str(s.clone())))
-            }
+            Some(WorkflowData::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, "an integer", &WorkflowData::Str(s.clone()))),
             Some(other) => Err(invalid(name, "an integer", other)),
         }
     }
@@ -141,7 +149,10 @@ impl TaskContext {
 fn invalid(name: &str, expected: &str, got: &WorkflowData) -> TaskError {
     TaskError::terminal(
         "invalid_parameters",
-        format!("parameter '{name}' must be {expected}, got {}", got.to_json()),
+        format!(
+            "parameter '{name}' must be {expected}, got {}",
+            got.to_json()
+        ),
     )
 }
 

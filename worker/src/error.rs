@@ -18,19 +18,33 @@ pub struct TaskError {
 impl TaskError {
     /// An error a later attempt may not hit (a timeout, a 503, a lost connection).
     pub fn retryable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error_type: error_type.into(), message: message.into(), retryable: true }
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// An error every attempt will hit (bad input, a 404, a missing handler).
     pub fn terminal(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error_type: error_type.into(), message: message.into(), retryable: false }
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     /// The `data` of the `task.failed` event: `{error_type, message, retryable}`.
     pub fn to_event_data(&self) -> DataMap {
         DataMap::from([
-            ("error_type".to_owned(), WorkflowData::Str(self.error_type.clone())),
-            ("message".to_owned(), WorkflowData::Str(self.message.clone())),
+            (
+                "error_type".to_owned(),
+                WorkflowData::Str(self.error_type.clone()),
+            ),
+            (
+                "message".to_owned(),
+                WorkflowData::Str(self.message.clone()),
+            ),
             ("retryable".to_owned(), WorkflowData::Bool(self.retryable)),
         ])
     }
@@ -44,7 +58,11 @@ impl From<TaskError> for ErrorInfo {
 
 impl From<&ErrorInfo> for TaskError {
     fn from(e: &ErrorInfo) -> Self {
-        Self { error_type: e.error_type.clone(), message: e.message.clone(), retryable: e.retryable }
+        Self {
+            error_type: e.error_type.clone(),
+            message: e.message.clone(),
+            retryable: e.retryable,
+        }
     }
 }
 

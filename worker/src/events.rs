@@ -49,7 +49,12 @@ impl AttemptEvent {
 }
 
 /// The `what` event of `dispatch`'s attempt, produced by node `node_id`.
-pub fn attempt_event(dispatch: &TaskDispatch, what: AttemptEvent, data: DataMap, node_id: &str) -> WorkflowEvent {
+pub fn attempt_event(
+    dispatch: &TaskDispatch,
+    what: AttemptEvent,
+    data: DataMap,
+    node_id: &str,
+) -> WorkflowEvent {
     let exec = dispatch.execution_id;
     let mut correlation_chain = dispatch.correlation_chain.clone();
     correlation_chain.push(dispatch.scheduled_event_id);
@@ -78,7 +83,10 @@ pub fn attempt_event(dispatch: &TaskDispatch, what: AttemptEvent, data: DataMap,
 /// The data of `task.started`: which handler runs it and where.
 pub fn started_data(dispatch: &TaskDispatch, node_id: &str) -> DataMap {
     DataMap::from([
-        ("handler".to_owned(), WorkflowData::Str(dispatch.handler.clone())),
+        (
+            "handler".to_owned(),
+            WorkflowData::Str(dispatch.handler.clone()),
+        ),
         ("node_id".to_owned(), WorkflowData::Str(node_id.to_owned())),
     ])
 }
@@ -138,10 +146,16 @@ pub(crate) mod tests {
         let a = attempt_event(&d, AttemptEvent::Completed, DataMap::new(), "w1");
         let b = attempt_event(&d, AttemptEvent::Completed, DataMap::new(), "w1");
         assert_eq!(a.event_id, b.event_id, "a republished result keeps its id");
-        assert_ne!(a.event_id, attempt_event(&d, AttemptEvent::Started, DataMap::new(), "w1").event_id);
+        assert_ne!(
+            a.event_id,
+            attempt_event(&d, AttemptEvent::Started, DataMap::new(), "w1").event_id
+        );
         assert_eq!(a.idempotency_key, format!("{}:completed", d.execution_id));
         assert_eq!(a.causation_id, Some(d.scheduled_event_id));
-        assert_eq!(a.correlation_chain, [d.correlation_chain[0], d.scheduled_event_id]);
+        assert_eq!(
+            a.correlation_chain,
+            [d.correlation_chain[0], d.scheduled_event_id]
+        );
         assert_eq!(a.sequence_number, 0);
         assert_eq!(a.metadata[META_ATTEMPT], "1");
         assert_eq!(a.metadata[META_SOURCE_KIND], "input");

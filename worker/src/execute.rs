@@ -56,7 +56,12 @@ impl Shared {
 }
 
 /// Processes one received record; holds `permit` (a concurrency slot) until done.
-pub(crate) async fn process(shared: Arc<Shared>, msg: OwnedMessage, ticket: Ticket, permit: OwnedSemaphorePermit) {
+pub(crate) async fn process(
+    shared: Arc<Shared>,
+    msg: OwnedMessage,
+    ticket: Ticket,
+    permit: OwnedSemaphorePermit,
+) {
     let decoded = match msg.payload() {
         None => Err("record has no value".to_owned()),
         Some(bytes) => TaskDispatch::decode(bytes).map_err(|e| e.to_string()),
@@ -70,7 +75,9 @@ pub(crate) async fn process(shared: Arc<Shared>, msg: OwnedMessage, ticket: Tick
                 attempt = dispatch.attempt,
                 handler = %dispatch.handler,
             );
-            run_attempt(&shared, &dispatch, &ticket).instrument(span).await;
+            run_attempt(&shared, &dispatch, &ticket)
+                .instrument(span)
+                .await;
         }
         Err(reason) => {
             dead_letter(&shared, &msg, &reason).await;
@@ -85,7 +92,10 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, reason: &str) {
     let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
     tracing::warn!(%source, %reason, "undecodable task record, sending it to the dlq");
     let topics = shared.publisher.topics();
-    let Some(dlq) = topics.parse(msg.topic()).filter(|(_, k)| *k == TopicKind::Tasks).map(|(t, _)| topics.dlq(t))
+    let Some(dlq) = topics
+        .parse(msg.topic())
+        .filter(|(_, k)| *k == TopicKind::Tasks)
+        .map(|(t, _)| topics.dlq(t))
     else {
         tracing::error!(%source, "record from a topic that is not a task topic; dropped");
         return;
@@ -93,17 +103,28 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, reason: &str) {
     let mut hdrs = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {
-            hdrs = hdrs.insert(Header { key: h.key, value: h.value });
+            hdrs = hdrs.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
         }
     }
     hdrs = hdrs
-        .insert(Header { key: headers::DLQ_REASON, value: Some(reason.as_bytes()) })
-        .insert(Header { key: headers::DLQ_SOURCE, value: Some(source.as_bytes()) });
+        .insert(Header {
+            key: headers::DLQ_REASON,
+            value: Some(reason.as_bytes()),
+        })
+        .insert(Header {
+            key: headers::DLQ_SOURCE,
+            value: Some(source.as_bytes()),
+        });
     let key = msg.key().unwrap_or_default();
     let payload = msg.payload().unwrap_or_default();
     match shared.publisher.send(&dlq, key, payload, hdrs).await {
         Ok(()) => shared.metrics.dlq_records_total.inc(),
-        Err(e) => tracing::error!(%source, error = %e, "could not write the dlq record; the record is skipped"),
+        Err(e) => {
+            tracing::error!(%source, error = %e, "could not write the dlq record; the record is skipped")
+        }
     }
 }
 
@@ -129,7 +150,11 @@ impl Drop for InFlight<'_> {
 }
 
 async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
-    let label = if shared.registry.get(&d.handler).is_some() { d.handler.as_str() } else { "unknown" };
+    let label = if shared.registry.get(&d.handler).is_some() {
+        d.handler.as_str()
+    } else {
+        "unknown"
+    };
     let wait = d.not_before_ms.saturating_sub(now_ms());
     if wait > 0 {
         tracing::debug!(wait_ms = wait, "waiting for not_before");
@@ -148,7 +173,12 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
     }
     let _in_flight = InFlight::enter(shared, d.execution_id.to_string());
 
-    let started = attempt_event(d, AttemptEvent::Started, started_data(d, &shared.node_id), &shared.node_id);
+    let started = attempt_event(
+        d,
+        AttemptEvent::Started,
+        started_data(d, &shared.node_id),
+        &shared.node_id,
+    );
     if !publish(shared, &started, &d.traceparent, transactional, None).await {
         shared.metrics.finished(label, OUTCOME_ABANDONED);
         return;
@@ -164,7 +194,11 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
     } else {
         run_handler(shared, d).await
     };
-    shared.metrics.task_duration_seconds.with_label_values(&[label]).observe(begun.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .task_duration_seconds
+        .with_label_values(&[label])
+        .observe(begun.elapsed().as_secs_f64());
     if outcome.is_err() && shared.cancel.is_cancelled() {
         tracing::info!("task cancelled by shutdown; leaving it for another worker");
         shared.metrics.finished(label, OUTCOME_ABANDONED);
@@ -172,10 +206,16 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
     }
 
     let (event, outcome_label) = match outcome {
-        Ok(output) => (attempt_event(d, AttemptEvent::Completed, output, &shared.node_id), OUTCOME_COMPLETED),
+        Ok(output) => (
+            attempt_event(d, AttemptEvent::Completed, output, &shared.node_id),
+            OUTCOME_COMPLETED,
+        ),
         Err(e) => {
             tracing::info!(error_type = %e.error_type, retryable = e.retryable, message = %e.message, "task failed");
-            (attempt_event(d, AttemptEvent::Failed, e.to_event_data(), &shared.node_id), OUTCOME_FAILED)
+            (
+                attempt_event(d, AttemptEvent::Failed, e.to_event_data(), &shared.node_id),
+                OUTCOME_FAILED,
+            )
         }
     };
     if !publish(shared, &event, &d.traceparent, transactional, Some(ticket)).await {
@@ -187,7 +227,10 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
     }
     shared.metrics.finished(label, outcome_label);
     if outcome_label == OUTCOME_COMPLETED {
-        tracing::info!(duration_ms = begun.elapsed().as_millis() as u64, "task completed");
+        tracing::info!(
+            duration_ms = begun.elapsed().as_millis() as u64,
+            "task completed"
+        );
     }
 }
 
@@ -205,7 +248,10 @@ async fn run_handler(shared: &Shared, d: &TaskDispatch) -> Result<DataMap, TaskE
                 join.abort();
                 return Err(TaskError::retryable(
                     "timeout",
-                    format!("handler '{}' did not finish within {timeout_ms} ms", d.handler),
+                    format!(
+                        "handler '{}' did not finish within {timeout_ms} ms",
+                        d.handler
+                    ),
                 ));
             }
         }
@@ -214,7 +260,10 @@ async fn run_handler(shared: &Shared, d: &TaskDispatch) -> Result<DataMap, TaskE
     };
     joined.unwrap_or_else(|e| {
         tracing::error!(error = %e, "handler panicked");
-        Err(TaskError::retryable("handler_panic", format!("handler '{}' panicked", d.handler)))
+        Err(TaskError::retryable(
+            "handler_panic",
+            format!("handler '{}' panicked", d.handler),
+        ))
     })
 }
 
@@ -234,10 +283,17 @@ async fn publish(
             let offset = ticket.and_then(|t| {
                 let position = lock(&shared.tracker).position_if_done(t)?;
                 let group = lock(&shared.group).clone()?;
-                let pos = crate::offsets::Position { topic: t.topic.clone(), partition: t.partition, offset: position };
+                let pos = crate::offsets::Position {
+                    topic: t.topic.clone(),
+                    partition: t.partition,
+                    offset: position,
+                };
                 Some((pos, group))
             });
-            shared.publisher.send_event_transactional(event, traceparent, offset).await
+            shared
+                .publisher
+                .send_event_transactional(event, traceparent, offset)
+                .await
         } else {
             shared.publisher.send_event(event, traceparent).await
         };

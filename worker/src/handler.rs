@@ -45,7 +45,10 @@ pub struct Typed<In, Out, F> {
 
 impl<In, Out, F> Typed<In, Out, F> {
     pub fn new(f: F) -> Self {
-        Self { f: Arc::new(f), _types: PhantomData }
+        Self {
+            f: Arc::new(f),
+            _types: PhantomData,
+        }
     }
 }
 
@@ -59,11 +62,15 @@ where
     fn call(&self, ctx: TaskContext) -> HandlerFuture {
         let f = Arc::clone(&self.f);
         Box::pin(async move {
-            let input: In = from_data_map(&ctx.merged_input(), "input")
-                .map_err(|e| TaskError::terminal("input_invalid", format!("task input does not fit: {e}")))?;
+            let input: In = from_data_map(&ctx.merged_input(), "input").map_err(|e| {
+                TaskError::terminal("input_invalid", format!("task input does not fit: {e}"))
+            })?;
             let output = f(ctx, input).await?;
             to_data_map(&output, "output").map_err(|e| {
-                TaskError::terminal("output_invalid", format!("task output is not workflow data: {e}"))
+                TaskError::terminal(
+                    "output_invalid",
+                    format!("task output is not workflow data: {e}"),
+                )
             })
         })
     }
@@ -131,17 +138,30 @@ mod tests {
         currency: String,
     }
 
-    fn charge() -> Typed<ChargeIn, ChargeOut, impl Fn(TaskContext, ChargeIn) -> futures::future::Ready<Result<ChargeOut, TaskError>>> {
+    fn charge() -> Typed<
+        ChargeIn,
+        ChargeOut,
+        impl Fn(TaskContext, ChargeIn) -> futures::future::Ready<Result<ChargeOut, TaskError>>,
+    > {
         Typed::new(|_ctx: TaskContext, i: ChargeIn| {
-            futures::future::ready(Ok(ChargeOut { charged: i.amount * 2, currency: i.currency }))
+            futures::future::ready(Ok(ChargeOut {
+                charged: i.amount * 2,
+                currency: i.currency,
+            }))
         })
     }
 
     #[tokio::test]
     async fn typed_input_merges_parameters_over_input() {
-        let input = DataMap::from([("amount".into(), 5i64.into()), ("currency".into(), "usd".into())]);
+        let input = DataMap::from([
+            ("amount".into(), 5i64.into()),
+            ("currency".into(), "usd".into()),
+        ]);
         let params = DataMap::from([("currency".into(), "eur".into())]);
-        let out = charge().call(TaskContext::for_test("charge", input, params)).await.unwrap();
+        let out = charge()
+            .call(TaskContext::for_test("charge", input, params))
+            .await
+            .unwrap();
         assert_eq!(out["charged"], WorkflowData::Int(10));
         assert_eq!(out["currency"], WorkflowData::Str("eur".into()));
     }
@@ -149,21 +169,33 @@ mod tests {
     #[tokio::test]
     async fn typed_input_that_does_not_fit_is_terminal_input_invalid() {
         let input = DataMap::from([("amount".into(), "lots".into())]);
-        let err = charge().call(TaskContext::for_test("charge", input, DataMap::new())).await.unwrap_err();
+        let err = charge()
+            .call(TaskContext::for_test("charge", input, DataMap::new()))
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "input_invalid");
         assert!(!err.retryable);
     }
 
     #[tokio::test]
     async fn output_that_is_not_a_data_map_is_terminal_output_invalid() {
-        let h = Typed::<DataMap, i64, _>::new(|_ctx: TaskContext, _in: DataMap| async { Ok::<_, TaskError>(7) });
-        let err = h.call(TaskContext::for_test("n", DataMap::new(), DataMap::new())).await.unwrap_err();
+        let h = Typed::<DataMap, i64, _>::new(|_ctx: TaskContext, _in: DataMap| async {
+            Ok::<_, TaskError>(7)
+        });
+        let err = h
+            .call(TaskContext::for_test("n", DataMap::new(), DataMap::new()))
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "output_invalid");
         assert!(!err.retryable);
-        let nested = Typed::<DataMap, serde_json::Value, _>::new(|_ctx: TaskContext, _in: DataMap| async {
-            Ok::<_, TaskError>(serde_json::json!({"a": {"b": {"c": 1}}}))
-        });
-        let err = nested.call(TaskContext::for_test("n", DataMap::new(), DataMap::new())).await.unwrap_err();
+        let nested =
+            Typed::<DataMap, serde_json::Value, _>::new(|_ctx: TaskContext, _in: DataMap| async {
+                Ok::<_, TaskError>(serde_json::json!({"a": {"b": {"c": 1}}}))
+            });
+        let err = nested
+            .call(TaskContext::for_test("n", DataMap::new(), DataMap::new()))
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "output_invalid");
         assert!(err.message.contains("output.a.b"), "{}", err.message);
     }
@@ -171,11 +203,18 @@ mod tests {
     #[test]
     fn unknown_handler_names_the_registered_ones() {
         let mut r = Registry::default();
-        r.insert("noop", Arc::new(|_ctx: TaskContext| async { Ok::<_, TaskError>(DataMap::new()) }));
+        r.insert(
+            "noop",
+            Arc::new(|_ctx: TaskContext| async { Ok::<_, TaskError>(DataMap::new()) }),
+        );
         r.insert("charge", Arc::new(charge()));
         let err = r.resolve("refund").err().unwrap();
         assert_eq!(err.error_type, "unknown_handler");
         assert!(!err.retryable);
-        assert!(err.message.contains("'refund'") && err.message.contains("charge, noop"), "{}", err.message);
+        assert!(
+            err.message.contains("'refund'") && err.message.contains("charge, noop"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -17,13 +17,21 @@ use crate::execute::Shared;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The node's record as of now.
-pub(crate) fn node_record(shared: &Shared, concurrency: usize, health: HealthStatus, started_at_ms: i64) -> NodeRecord {
+pub(crate) fn node_record(
+    shared: &Shared,
+    concurrency: usize,
+    health: HealthStatus,
+    started_at_ms: i64,
+) -> NodeRecord {
     let active_tasks: Vec<String> = lock(&shared.active).iter().cloned().collect();
     NodeRecord {
         node_id: shared.node_id.clone(),
         role: "worker".to_owned(),
         capabilities: shared.registry.names(),
-        capacity_limits: BTreeMap::from([("concurrency".to_owned(), i64::try_from(concurrency).unwrap_or(i64::MAX))]),
+        capacity_limits: BTreeMap::from([(
+            "concurrency".to_owned(),
+            i64::try_from(concurrency).unwrap_or(i64::MAX),
+        )]),
         current_load: BTreeMap::from([("in_flight".to_owned(), active_tasks.len() as i64)]),
         active_tasks,
         health,
@@ -34,13 +42,23 @@ pub(crate) fn node_record(shared: &Shared, concurrency: usize, health: HealthSta
 }
 
 /// Publishes the node's record with `health`; logs a failure.
-pub(crate) async fn publish(shared: &Shared, concurrency: usize, health: HealthStatus, started_at_ms: i64) {
+pub(crate) async fn publish(
+    shared: &Shared,
+    concurrency: usize,
+    health: HealthStatus,
+    started_at_ms: i64,
+) {
     let record = node_record(shared, concurrency, health, started_at_ms);
     let topic = shared.publisher.topics().nodes();
     let headers = weft_shared::kafka::headers(&[]);
-    let sent = shared.publisher.send(&topic, record.node_id.as_bytes(), &record.encode(), headers).await;
+    let sent = shared
+        .publisher
+        .send(&topic, record.node_id.as_bytes(), &record.encode(), headers)
+        .await;
     match sent {
-        Ok(()) => tracing::debug!(health = %health, in_flight = record.active_tasks.len(), "heartbeat published"),
+        Ok(()) => {
+            tracing::debug!(health = %health, in_flight = record.active_tasks.len(), "heartbeat published")
+        }
         Err(e) => tracing::warn!(error = %e, %topic, "could not publish heartbeat"),
     }
 }

@@ -41,7 +41,9 @@ mod worker;
 pub use consumer::subscription;
 pub use context::TaskContext;
 pub use error::{TaskError, WorkerError};
-pub use events::{attempt_event, AttemptEvent, META_ATTEMPT, META_EXECUTION_ID, META_TASK, SOURCE_KIND_INPUT};
+pub use events::{
+    attempt_event, AttemptEvent, META_ATTEMPT, META_EXECUTION_ID, META_TASK, SOURCE_KIND_INPUT,
+};
 pub use handler::{Handler, HandlerFuture, Registry, Typed};
 pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use metrics::Metrics;

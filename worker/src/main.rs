@@ -11,7 +11,11 @@ use weft_shared::config::WeftConfig;
 use weft_worker::Worker;
 
 #[derive(Parser, Debug)]
-#[command(name = "weft-worker", version, about = "Runs Weft task handlers from Kafka task topics")]
+#[command(
+    name = "weft-worker",
+    version,
+    about = "Runs Weft task handlers from Kafka task topics"
+)]
 struct Args {
     /// TOML configuration file.
     #[arg(long, env = "WEFT_CONFIG")]
@@ -43,7 +47,9 @@ struct Args {
 }
 
 fn parse_set(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))?;
     Ok((k.trim().to_owned(), v.to_owned()))
 }
 
@@ -53,9 +59,15 @@ impl Args {
         let mut push = |k: &str, v: Option<String>| out.extend(v.map(|v| (k.to_owned(), v)));
         push("kafka.bootstrap", self.bootstrap.clone());
         push("worker.node_id", self.node_id.clone());
-        push("worker.concurrency", self.concurrency.map(|c| c.to_string()));
+        push(
+            "worker.concurrency",
+            self.concurrency.map(|c| c.to_string()),
+        );
         push("worker.types", self.types.clone());
-        push("worker.enable_shell", self.enable_shell.then(|| "true".to_owned()));
+        push(
+            "worker.enable_shell",
+            self.enable_shell.then(|| "true".to_owned()),
+        );
         push("worker.http_addr", self.http_addr.clone());
         out
     }
@@ -77,7 +89,11 @@ async fn main() -> ExitCode {
         Ok(w) => w,
         Err(e) => return usage_error(&e),
     };
-    if let Err(e) = worker.run(shutdown_signal()).await.context("worker stopped") {
+    if let Err(e) = worker
+        .run(shutdown_signal())
+        .await
+        .context("worker stopped")
+    {
         tracing::error!(error = format!("{e:#}"), "worker failed");
         eprintln!("weft-worker: {e:#}");
         return ExitCode::FAILURE;

@@ -2,7 +2,10 @@
 //! workers in one process, as in tests, do not collide). Names carry their
 //! unit and are the constants below.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 /// Task attempts finished, by handler and outcome (`completed`, `failed`, `abandoned`).
 pub const TASKS_TOTAL: &str = "weft_worker_tasks_total";
@@ -33,20 +36,29 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let tasks_total = IntCounterVec::new(
-            Opts::new(TASKS_TOTAL, "Task attempts finished, by handler and outcome."),
+            Opts::new(
+                TASKS_TOTAL,
+                "Task attempts finished, by handler and outcome.",
+            ),
             &["handler", "outcome"],
         )
         .expect("valid metric");
         let task_duration_seconds = HistogramVec::new(
-            HistogramOpts::new(TASK_DURATION_SECONDS, "Time handlers ran, in seconds.")
-                .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0]),
+            HistogramOpts::new(TASK_DURATION_SECONDS, "Time handlers ran, in seconds.").buckets(
+                vec![
+                    0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0,
+                ],
+            ),
             &["handler"],
         )
         .expect("valid metric");
-        let in_flight_tasks = IntGauge::new(IN_FLIGHT_TASKS, "Task attempts running now.").expect("valid metric");
-        let dlq_records_total =
-            IntCounter::new(DLQ_RECORDS_TOTAL, "Task records sent to a DLQ because they could not be decoded.")
-                .expect("valid metric");
+        let in_flight_tasks =
+            IntGauge::new(IN_FLIGHT_TASKS, "Task attempts running now.").expect("valid metric");
+        let dlq_records_total = IntCounter::new(
+            DLQ_RECORDS_TOTAL,
+            "Task records sent to a DLQ because they could not be decoded.",
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(tasks_total.clone()) as Box<dyn prometheus::core::Collector>,
@@ -54,14 +66,24 @@ impl Metrics {
             Box::new(in_flight_tasks.clone()),
             Box::new(dlq_records_total.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
-        Self { registry, tasks_total, task_duration_seconds, in_flight_tasks, dlq_records_total }
+        Self {
+            registry,
+            tasks_total,
+            task_duration_seconds,
+            in_flight_tasks,
+            dlq_records_total,
+        }
     }
 
     /// Counts a finished attempt.
     pub fn finished(&self, handler: &str, outcome: &str) {
-        self.tasks_total.with_label_values(&[handler, outcome]).inc();
+        self.tasks_total
+            .with_label_values(&[handler, outcome])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -88,13 +110,23 @@ mod tests {
     fn renders_every_metric_by_name() {
         let m = Metrics::new();
         m.finished("noop", OUTCOME_COMPLETED);
-        m.task_duration_seconds.with_label_values(&["noop"]).observe(0.01);
+        m.task_duration_seconds
+            .with_label_values(&["noop"])
+            .observe(0.01);
         m.in_flight_tasks.inc();
         m.dlq_records_total.inc();
         let text = m.render();
-        for name in [TASKS_TOTAL, TASK_DURATION_SECONDS, IN_FLIGHT_TASKS, DLQ_RECORDS_TOTAL] {
+        for name in [
+            TASKS_TOTAL,
+            TASK_DURATION_SECONDS,
+            IN_FLIGHT_TASKS,
+            DLQ_RECORDS_TOTAL,
+        ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }
-        assert!(text.contains(r#"weft_worker_tasks_total{handler="noop",outcome="completed"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"weft_worker_tasks_total{handler="noop",outcome="completed"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -50,12 +50,25 @@ impl OffsetTracker {
     /// Records that `offset` of `topic`/`partition` was received (in partition order).
     pub fn track(&mut self, topic: &str, partition: i32, offset: i64) -> Ticket {
         let next_generation = &mut self.next_generation;
-        let part = self.partitions.entry((topic.to_owned(), partition)).or_insert_with(|| {
-            *next_generation += 1;
-            Partition { generation: *next_generation, pending: BTreeMap::new(), done_up_to: None, committed: None }
-        });
+        let part = self
+            .partitions
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| {
+                *next_generation += 1;
+                Partition {
+                    generation: *next_generation,
+                    pending: BTreeMap::new(),
+                    done_up_to: None,
+                    committed: None,
+                }
+            });
         part.pending.insert(offset, false);
-        Ticket { topic: topic.to_owned(), partition, offset, generation: part.generation }
+        Ticket {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            generation: part.generation,
+        }
     }
 
     /// Marks a ticket's record done; false when its partition was revoked since.
@@ -80,7 +93,9 @@ impl OffsetTracker {
     /// marking it): what a transaction that finishes this record may commit.
     /// `None` when the partition was revoked or the prefix would not move.
     pub fn position_if_done(&self, ticket: &Ticket) -> Option<i64> {
-        let part = self.partitions.get(&(ticket.topic.clone(), ticket.partition))?;
+        let part = self
+            .partitions
+            .get(&(ticket.topic.clone(), ticket.partition))?;
         if part.generation != ticket.generation {
             return None;
         }
@@ -101,7 +116,11 @@ impl OffsetTracker {
         for ((topic, partition), part) in &mut self.partitions {
             if let Some(pos) = part.done_up_to.filter(|p| part.committed < Some(*p)) {
                 part.committed = Some(pos);
-                out.push(Position { topic: topic.clone(), partition: *partition, offset: pos });
+                out.push(Position {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: pos,
+                });
             }
         }
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -114,7 +133,11 @@ impl OffsetTracker {
             .partitions
             .iter()
             .filter_map(|((topic, partition), part)| {
-                part.done_up_to.map(|offset| Position { topic: topic.clone(), partition: *partition, offset })
+                part.done_up_to.map(|offset| Position {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset,
+                })
             })
             .collect();
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -124,13 +147,19 @@ impl OffsetTracker {
     /// Forgets a revoked partition and returns its done position, to commit before letting go.
     pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<Position> {
         let part = self.partitions.remove(&(topic.to_owned(), partition))?;
-        part.done_up_to
-            .map(|offset| Position { topic: topic.to_owned(), partition, offset })
+        part.done_up_to.map(|offset| Position {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        })
     }
 
     /// Records still received but not done, over all partitions.
     pub fn pending(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.values().filter(|d| !**d).count()).sum()
+        self.partitions
+            .values()
+            .map(|p| p.pending.values().filter(|d| !**d).count())
+            .sum()
     }
 
     fn current(&mut self, ticket: &Ticket) -> Option<&mut Partition> {
@@ -145,7 +174,11 @@ mod tests {
     use super::*;
 
     fn pos(partition: i32, offset: i64) -> Position {
-        Position { topic: "t".into(), partition, offset }
+        Position {
+            topic: "t".into(),
+            partition,
+            offset,
+        }
     }
 
     #[test]

@@ -50,11 +50,17 @@ impl Publisher {
                 let init = tx.clone();
                 blocking(move || init.init_transactions(TXN_TIMEOUT))
                     .await
-                    .map_err(WorkerError::kafka("initialising kafka transactions (kafka.transactions=on)"))?;
+                    .map_err(WorkerError::kafka(
+                        "initialising kafka transactions (kafka.transactions=on)",
+                    ))?;
                 Some(tokio::sync::Mutex::new(tx))
             }
         };
-        Ok(Self { topics: Topics::new(settings.topic_prefix.clone()), producer, transactional })
+        Ok(Self {
+            topics: Topics::new(settings.topic_prefix.clone()),
+            producer,
+            transactional,
+        })
     }
 
     pub fn topics(&self) -> &Topics {
@@ -62,8 +68,17 @@ impl Publisher {
     }
 
     /// Produces one record and waits for the broker's ack.
-    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<(), KafkaError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
         self.producer
             .send(record, Duration::from_secs(5))
             .await
@@ -72,10 +87,20 @@ impl Publisher {
     }
 
     /// Appends `event` to its workflow type's events topic, keyed by instance id.
-    pub async fn send_event(&self, event: &WorkflowEvent, traceparent: &str) -> Result<(), KafkaError> {
+    pub async fn send_event(
+        &self,
+        event: &WorkflowEvent,
+        traceparent: &str,
+    ) -> Result<(), KafkaError> {
         let topic = self.topics.events(&event.workflow_type);
         let key = event.instance_id.to_string();
-        self.send(&topic, key.as_bytes(), &event.encode(), event_headers(event, traceparent)).await
+        self.send(
+            &topic,
+            key.as_bytes(),
+            &event.encode(),
+            event_headers(event, traceparent),
+        )
+        .await
     }
 
     /// Appends `event` in a transaction that also commits `offset` (when given) for the consumer group.
@@ -86,7 +111,9 @@ impl Publisher {
         offset: Option<(Position, Arc<ConsumerGroupMetadata>)>,
     ) -> Result<(), KafkaError> {
         let Some(lock) = &self.transactional else {
-            return Err(KafkaError::ClientCreation("no transactional producer (kafka.transactions is not on)".into()));
+            return Err(KafkaError::ClientCreation(
+                "no transactional producer (kafka.transactions is not on)".into(),
+            ));
         };
         let tx = lock.lock().await;
         tx.begin_transaction()?;
@@ -97,7 +124,11 @@ impl Publisher {
             .key(key.as_bytes())
             .payload(&payload)
             .headers(event_headers(event, traceparent));
-        let sent = tx.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| e);
+        let sent = tx
+            .send(record, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e);
         let result = match sent {
             Err(e) => Err(e),
             Ok(()) => {
@@ -105,7 +136,11 @@ impl Publisher {
                 blocking(move || {
                     if let Some((pos, group)) = offset {
                         let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(&pos.topic, pos.partition, Offset::Offset(pos.offset))?;
+                        tpl.add_partition_offset(
+                            &pos.topic,
+                            pos.partition,
+                            Offset::Offset(pos.offset),
+                        )?;
                         producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
                     }
                     producer.commit_transaction(TXN_TIMEOUT)
@@ -135,5 +170,7 @@ impl Publisher {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or(Err(KafkaError::Canceled))
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
 }

@@ -29,15 +29,29 @@ use crate::{heartbeat, server};
 /// How often done offsets are committed even without a completion to trigger it.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(crate) async fn run(worker: Worker, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
-    let Worker { config, node_id, registry, metrics } = worker;
+pub(crate) async fn run(
+    worker: Worker,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
+    let Worker {
+        config,
+        node_id,
+        registry,
+        metrics,
+    } = worker;
     let settings = config.worker.clone();
     let started_at_ms = now_ms();
     let transactions = config.kafka.transactions == TransactionsMode::On;
     let ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
     if !settings.http_addr.trim().is_empty() {
-        server::serve(&settings.http_addr, metrics.clone(), ready.clone(), http_stop.clone()).await?;
+        server::serve(
+            &settings.http_addr,
+            metrics.clone(),
+            ready.clone(),
+            http_stop.clone(),
+        )
+        .await?;
     }
     let _stop_http = http_stop.drop_guard();
 
@@ -68,7 +82,11 @@ pub(crate) async fn run(worker: Worker, shutdown: impl Future<Output = ()> + Sen
         handlers = ?shared.registry.names(),
         "worker running"
     );
-    let heartbeats = tokio::spawn(heartbeat::run(shared.clone(), settings.concurrency, started_at_ms));
+    let heartbeats = tokio::spawn(heartbeat::run(
+        shared.clone(),
+        settings.concurrency,
+        started_at_ms,
+    ));
 
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let mut tasks = JoinSet::new();
@@ -77,10 +95,26 @@ pub(crate) async fn run(worker: Worker, shutdown: impl Future<Output = ()> + Sen
     // drain
     ready.store(false, Ordering::SeqCst);
     shared.stop.cancel();
-    tracing::info!(in_flight = tasks.len(), grace_ms = settings.shutdown_grace_ms, "worker draining");
+    tracing::info!(
+        in_flight = tasks.len(),
+        grace_ms = settings.shutdown_grace_ms,
+        "worker draining"
+    );
     heartbeats.abort();
-    heartbeat::publish(&shared, settings.concurrency, HealthStatus::Draining, started_at_ms).await;
-    drain(&consumer, &shared, &mut tasks, Duration::from_millis(settings.shutdown_grace_ms)).await;
+    heartbeat::publish(
+        &shared,
+        settings.concurrency,
+        HealthStatus::Draining,
+        started_at_ms,
+    )
+    .await;
+    drain(
+        &consumer,
+        &shared,
+        &mut tasks,
+        Duration::from_millis(settings.shutdown_grace_ms),
+    )
+    .await;
     let positions = lock(&shared.tracker).all_positions();
     tokio::task::spawn_blocking(move || {
         consumer::commit(&consumer, &positions, CommitMode::Sync);
@@ -141,7 +175,12 @@ async fn consume(
 
 /// Lets running tasks finish for up to `grace`, committing as they do; then
 /// cancels the rest and gives them a moment to give their records back.
-async fn drain(consumer: &TaskConsumer, shared: &Arc<Shared>, tasks: &mut JoinSet<()>, grace: Duration) {
+async fn drain(
+    consumer: &TaskConsumer,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    grace: Duration,
+) {
     let deadline = tokio::time::Instant::now() + grace;
     while !tasks.is_empty() {
         tokio::select! {
@@ -156,7 +195,10 @@ async fn drain(consumer: &TaskConsumer, shared: &Arc<Shared>, tasks: &mut JoinSe
     }
     shared.cancel.cancel();
     if !tasks.is_empty() {
-        tracing::warn!(unfinished = tasks.len(), "grace period over; cancelling tasks, their records stay uncommitted");
+        tracing::warn!(
+            unfinished = tasks.len(),
+            "grace period over; cancelling tasks, their records stay uncommitted"
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(joined) = tasks.join_next().await {
                 log_join(joined);

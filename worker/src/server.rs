@@ -32,7 +32,10 @@ pub fn router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -50,13 +53,21 @@ pub(crate) async fn serve(
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, WorkerError> {
-    let http_err = |source| WorkerError::Http { addr: addr.to_owned(), source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(http_err)?;
+    let http_err = |source| WorkerError::Http {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(http_err)?;
     let local = listener.local_addr().map_err(http_err)?;
     tracing::info!(addr = %local, "http listening");
     tokio::spawn(async move {
         let app = router(metrics, ready);
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::warn!(error = %e, "http server stopped");
         }
     });
@@ -73,7 +84,9 @@ mod tests {
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
         metrics.dlq_records_total.inc();
-        let addr = serve("127.0.0.1:0", metrics, ready.clone(), stop.clone()).await.unwrap();
+        let addr = serve("127.0.0.1:0", metrics, ready.clone(), stop.clone())
+            .await
+            .unwrap();
         let client = reqwest::Client::new();
         let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
         assert_eq!(get("/healthz").await.unwrap().status(), 200);
@@ -89,7 +102,14 @@ mod tests {
     async fn a_taken_address_is_a_clear_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
-        let err = serve(&addr, Metrics::new(), Arc::default(), CancellationToken::new()).await.unwrap_err();
+        let err = serve(
+            &addr,
+            Metrics::new(),
+            Arc::default(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains(&addr), "{err}");
     }
 }

@@ -57,13 +57,19 @@ impl WorkerBuilder {
         }
         let w = &self.config.worker;
         if registry.is_empty() {
-            return Err(WorkerError::Config("no handlers registered (add handlers or with_builtins())".into()));
+            return Err(WorkerError::Config(
+                "no handlers registered (add handlers or with_builtins())".into(),
+            ));
         }
         if w.concurrency == 0 {
-            return Err(WorkerError::Config("worker.concurrency must be at least 1".into()));
+            return Err(WorkerError::Config(
+                "worker.concurrency must be at least 1".into(),
+            ));
         }
         if w.group_id.trim().is_empty() {
-            return Err(WorkerError::Config("worker.group_id must not be empty".into()));
+            return Err(WorkerError::Config(
+                "worker.group_id must not be empty".into(),
+            ));
         }
         if let Some(bad) = w.types.iter().find(|t| !valid_type(t)) {
             return Err(WorkerError::Config(format!(
@@ -71,12 +77,19 @@ impl WorkerBuilder {
             )));
         }
         let node_id = node_id_or_default(&w.node_id, "worker");
-        Ok(Worker { config: self.config, node_id, registry, metrics: Metrics::new() })
+        Ok(Worker {
+            config: self.config,
+            node_id,
+            registry,
+            metrics: Metrics::new(),
+        })
     }
 }
 
 fn valid_type(t: &str) -> bool {
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A configured worker, ready to run.
@@ -90,7 +103,11 @@ pub struct Worker {
 impl Worker {
     /// Starts building a worker from `config` (its `kafka` and `worker` sections).
     pub fn builder(config: WeftConfig) -> WorkerBuilder {
-        WorkerBuilder { config, registry: Registry::default(), builtins: false }
+        WorkerBuilder {
+            config,
+            registry: Registry::default(),
+            builtins: false,
+        }
     }
 
     /// The id this worker announces (configured, or `worker-<host>-<pid>`).

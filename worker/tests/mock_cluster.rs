@@ -57,7 +57,12 @@ fn dispatch(handler: &str, semantics: ExecutionSemantics) -> TaskDispatch {
     }
 }
 
-fn config(bootstrap: &str, group: &str, types: &[&str], transactions: TransactionsMode) -> WeftConfig {
+fn config(
+    bootstrap: &str,
+    group: &str,
+    types: &[&str],
+    transactions: TransactionsMode,
+) -> WeftConfig {
     let mut c = WeftConfig::default();
     c.kafka.bootstrap = bootstrap.to_owned();
     c.kafka.transactions = transactions;
@@ -70,9 +75,17 @@ fn config(bootstrap: &str, group: &str, types: &[&str], transactions: Transactio
     c
 }
 
-async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> anyhow::Result<()> {
     let record = FutureRecord::to(topic).key(key).payload(payload);
-    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
     Ok(())
 }
 
@@ -84,7 +97,11 @@ struct Rec {
 }
 
 /// Reads `topic` from the start until `enough` holds of what was read, or the deadline passes.
-async fn read_until(bootstrap: &str, topic: &str, enough: impl Fn(&[Rec]) -> bool) -> anyhow::Result<Vec<Rec>> {
+async fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    enough: impl Fn(&[Rec]) -> bool,
+) -> anyhow::Result<Vec<Rec>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", uuid_like()))
@@ -120,11 +137,19 @@ fn events_of(recs: &[Rec], instance: InstanceId) -> Vec<WorkflowEvent> {
 }
 
 fn has(recs: &[Rec], d: &TaskDispatch, t: WorkflowEventType) -> bool {
-    events_of(recs, d.instance_id).iter().any(|e| e.event_type == t)
+    events_of(recs, d.instance_id)
+        .iter()
+        .any(|e| e.event_type == t)
 }
 
 /// The committed offset of every partition of `topic` for `group`, waiting until `expect` holds.
-async fn committed_until(bootstrap: &str, group: &str, topic: &str, partitions: i32, expect: i64) -> anyhow::Result<i64> {
+async fn committed_until(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    expect: i64,
+) -> anyhow::Result<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -139,7 +164,13 @@ async fn committed_until(bootstrap: &str, group: &str, topic: &str, partitions: 
         let total: i64 = committed
             .elements()
             .iter()
-            .map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 })
+            .map(|e| {
+                if let Offset::Offset(o) = e.offset() {
+                    o
+                } else {
+                    0
+                }
+            })
             .sum();
         if total >= expect || Instant::now() > deadline {
             return Ok(total);
@@ -153,24 +184,50 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     let cluster = MockCluster::new(1)?;
     let bootstrap = cluster.bootstrap_servers();
     let topics = Topics::default();
-    for (name, partitions) in [(topics.tasks("orders"), 2), (topics.events("orders"), 2), (topics.dlq("orders"), 1), (topics.nodes(), 1)] {
+    for (name, partitions) in [
+        (topics.tasks("orders"), 2),
+        (topics.events("orders"), 2),
+        (topics.dlq("orders"), 1),
+        (topics.nodes(), 1),
+    ] {
         cluster.create_topic(&name, partitions, 1)?;
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
 
     let ok = dispatch("noop", ExecutionSemantics::AtLeastOnce);
     let eo = dispatch("noop", ExecutionSemantics::ExactlyOnce);
     let failing = dispatch("fail", ExecutionSemantics::AtMostOnce);
     for d in [&ok, &eo, &failing] {
-        produce(&producer, &topics.tasks("orders"), &d.instance_id.to_string(), &d.encode()).await?;
+        produce(
+            &producer,
+            &topics.tasks("orders"),
+            &d.instance_id.to_string(),
+            &d.encode(),
+        )
+        .await?;
     }
-    produce(&producer, &topics.tasks("orders"), "garbage-key", b"not avro").await?;
+    produce(
+        &producer,
+        &topics.tasks("orders"),
+        "garbage-key",
+        b"not avro",
+    )
+    .await?;
 
     let group = format!("workers-{}", uuid_like());
-    let worker = Worker::builder(config(&bootstrap, &group, &["orders"], TransactionsMode::Off))
-        .handler("noop", |_ctx: TaskContext| async { Ok::<_, TaskError>(DataMap::new()) })
-        .with_builtins()
-        .build()?;
+    let worker = Worker::builder(config(
+        &bootstrap,
+        &group,
+        &["orders"],
+        TransactionsMode::Off,
+    ))
+    .handler("noop", |_ctx: TaskContext| async {
+        Ok::<_, TaskError>(DataMap::new())
+    })
+    .with_builtins()
+    .build()?;
     assert!(worker.handler_names().contains(&"noop".to_owned()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async move {
@@ -187,27 +244,52 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     // the at-least-once noop: started, then completed, chained to the scheduled event
     let evs = events_of(&events, ok.instance_id);
     let kinds: Vec<_> = evs.iter().map(|e| e.event_type).collect();
-    assert_eq!(kinds, [WorkflowEventType::TaskStarted, WorkflowEventType::TaskCompleted]);
+    assert_eq!(
+        kinds,
+        [
+            WorkflowEventType::TaskStarted,
+            WorkflowEventType::TaskCompleted
+        ]
+    );
     for (e, suffix) in evs.iter().zip(["started", "completed"]) {
         assert_eq!(e.idempotency_key, format!("{}:{suffix}", ok.execution_id));
         assert_eq!(e.causation_id, Some(ok.scheduled_event_id));
-        assert_eq!(e.correlation_chain, [ok.correlation_chain[0], ok.scheduled_event_id]);
+        assert_eq!(
+            e.correlation_chain,
+            [ok.correlation_chain[0], ok.scheduled_event_id]
+        );
         assert_eq!(e.sequence_number, 0);
         assert_eq!(e.metadata["weft.task"], "step");
         assert_eq!(e.source_node_id, format!("{group}-node"));
     }
-    let rec = events.iter().find(|r| r.key == ok.instance_id.to_string()).context("record")?;
+    let rec = events
+        .iter()
+        .find(|r| r.key == ok.instance_id.to_string())
+        .context("record")?;
     assert_eq!(rec.headers[headers::EVENT_TYPE], "task.started");
-    assert_eq!(rec.headers[headers::IDEMPOTENCY_KEY], format!("{}:started", ok.execution_id));
+    assert_eq!(
+        rec.headers[headers::IDEMPOTENCY_KEY],
+        format!("{}:started", ok.execution_id)
+    );
     assert_eq!(rec.headers[headers::TRACEPARENT], ok.traceparent);
 
     // exactly_once without transactions fails loudly, never runs degraded
-    let failed = events_of(&events, eo.instance_id).into_iter().find(|e| e.event_type == WorkflowEventType::TaskFailed);
+    let failed = events_of(&events, eo.instance_id)
+        .into_iter()
+        .find(|e| e.event_type == WorkflowEventType::TaskFailed);
     let failed = failed.context("exactly_once failure")?;
-    assert_eq!(failed.data_str("error_type"), Some("exactly_once_unsupported"));
+    assert_eq!(
+        failed.data_str("error_type"),
+        Some("exactly_once_unsupported")
+    );
     assert_eq!(failed.data["retryable"], WorkflowData::Bool(false));
-    let failed = events_of(&events, failing.instance_id).into_iter().find(|e| e.event_type == WorkflowEventType::TaskFailed);
-    assert_eq!(failed.context("fail handler")?.data_str("error_type"), Some("injected"));
+    let failed = events_of(&events, failing.instance_id)
+        .into_iter()
+        .find(|e| e.event_type == WorkflowEventType::TaskFailed);
+    assert_eq!(
+        failed.context("fail handler")?.data_str("error_type"),
+        Some("injected")
+    );
 
     // the undecodable record went to the DLQ with its reason and source
     let dlq = read_until(&bootstrap, &topics.dlq("orders"), |recs| !recs.is_empty()).await?;
@@ -221,7 +303,9 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     assert_eq!(committed, 4);
 
     stop_tx.send(()).ok();
-    tokio::time::timeout(DEADLINE, running).await.context("worker did not stop")???;
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .context("worker did not stop")???;
     Ok(())
 }
 
@@ -230,17 +314,31 @@ async fn exactly_once_runs_in_a_transaction_with_regex_subscription() -> anyhow:
     let cluster = MockCluster::new(3)?;
     let bootstrap = cluster.bootstrap_servers();
     let topics = Topics::default();
-    for name in [topics.tasks("payments"), topics.events("payments"), topics.nodes()] {
+    for name in [
+        topics.tasks("payments"),
+        topics.events("payments"),
+        topics.nodes(),
+    ] {
         cluster.create_topic(&name, 1, 3)?;
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
     let mut d = dispatch("noop", ExecutionSemantics::ExactlyOnce);
     d.workflow_type = "payments".into();
-    produce(&producer, &topics.tasks("payments"), &d.instance_id.to_string(), &d.encode()).await?;
+    produce(
+        &producer,
+        &topics.tasks("payments"),
+        &d.instance_id.to_string(),
+        &d.encode(),
+    )
+    .await?;
 
     let group = format!("workers-{}", uuid_like());
     let mut cfg = config(&bootstrap, &group, &[], TransactionsMode::On);
-    cfg.kafka.properties.insert("transaction.timeout.ms".into(), "10000".into());
+    cfg.kafka
+        .properties
+        .insert("transaction.timeout.ms".into(), "10000".into());
     let worker = Worker::builder(cfg).with_builtins().build()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async move {
@@ -251,12 +349,23 @@ async fn exactly_once_runs_in_a_transaction_with_regex_subscription() -> anyhow:
         has(recs, &d, WorkflowEventType::TaskCompleted)
     })
     .await?;
-    let kinds: Vec<_> = events_of(&events, d.instance_id).iter().map(|e| e.event_type).collect();
-    assert_eq!(kinds, [WorkflowEventType::TaskStarted, WorkflowEventType::TaskCompleted]);
+    let kinds: Vec<_> = events_of(&events, d.instance_id)
+        .iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            WorkflowEventType::TaskStarted,
+            WorkflowEventType::TaskCompleted
+        ]
+    );
     let committed = committed_until(&bootstrap, &group, &topics.tasks("payments"), 1, 1).await?;
     assert_eq!(committed, 1);
 
     stop_tx.send(()).ok();
-    tokio::time::timeout(DEADLINE, running).await.context("worker did not stop")???;
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .context("worker did not stop")???;
     Ok(())
 }

@@ -64,13 +64,22 @@ pub fn router(state: AppState) -> Router {
 
 async fn readyz(State(s): State<AppState>) -> Response {
     let (ready, replaying) = s.status.readiness();
-    let body = json!({ "ready": ready, "replaying": replaying, "partitions": s.status.partitions() });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body =
+        json!({ "ready": ready, "replaying": replaying, "partitions": s.status.partitions() });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn projection_digest(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -78,9 +87,17 @@ async fn projection_digest(State(s): State<AppState>) -> Result<Json<Value>, Api
     Ok(Json(json!({ "records": records, "digest": digest })))
 }
 
-async fn register_definition(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("definition body is not UTF-8 text"))?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn register_definition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("definition body is not UTF-8 text"))?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let format = if ct.contains("json") {
         Some(DefinitionFormat::Json)
     } else if ct.contains("yaml") {
@@ -88,12 +105,19 @@ async fn register_definition(State(s): State<AppState>, headers: HeaderMap, body
     } else {
         None
     };
-    let def = parse_definition(text, format).map_err(|e| ApiError::bad_request(format!("invalid definition: {e}")))?;
+    let def = parse_definition(text, format)
+        .map_err(|e| ApiError::bad_request(format!("invalid definition: {e}")))?;
     let (def, created) = s.registry.register(def).await.map_err(|e| match e {
-        definitions::Error::Invalid(_) | definitions::Error::ExactlyOnceUnsupported { .. } => ApiError::bad_request(e.to_string()),
+        definitions::Error::Invalid(_) | definitions::Error::ExactlyOnceUnsupported { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
         other => ApiError::unavailable(other.to_string()),
     })?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let body = json!({ "workflow_type": def.workflow_type, "version": def.version, "key": def.key(), "created": created });
     Ok((code, Json(body)).into_response())
 }
@@ -109,7 +133,8 @@ async fn latest_definition(
     Path(ty): Path<String>,
     query: Result<Query<DefinitionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     if let Some(v) = q.version {
         return definition_version(State(s), Path((ty, v.to_string()))).await;
     }
@@ -118,73 +143,126 @@ async fn latest_definition(
     Ok(Json(serde_json::to_value(def).map_err(ApiError::internal)?))
 }
 
-async fn definition_version(State(s): State<AppState>, Path((ty, version)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    let version: u32 = version.parse().map_err(|_| ApiError::bad_request(format!("version '{version}' is not a positive integer")))?;
+async fn definition_version(
+    State(s): State<AppState>,
+    Path((ty, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let version: u32 = version.parse().map_err(|_| {
+        ApiError::bad_request(format!("version '{version}' is not a positive integer"))
+    })?;
     let catalog = s.registry.catalog();
-    let def = catalog.get(&ty, version).ok_or_else(|| ApiError::not_found(format!("no definition {ty}@{version}")))?;
+    let def = catalog
+        .get(&ty, version)
+        .ok_or_else(|| ApiError::not_found(format!("no definition {ty}@{version}")))?;
     Ok(Json(serde_json::to_value(def).map_err(ApiError::internal)?))
 }
 
 fn unknown_type(ty: &str) -> ApiError {
-    ApiError::not_found(format!("unknown workflow type '{ty}': register a definition first (POST /v1/definitions)"))
+    ApiError::not_found(format!(
+        "unknown workflow type '{ty}': register a definition first (POST /v1/definitions)"
+    ))
 }
 
 fn parse_id(id: &str) -> Result<InstanceId, ApiError> {
-    id.parse().map_err(|e: weft_shared::ids::IdError| ApiError::bad_request(e.to_string()))
+    id.parse()
+        .map_err(|e: weft_shared::ids::IdError| ApiError::bad_request(e.to_string()))
 }
 
-async fn start_workflow(State(s): State<AppState>, Path(ty): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn start_workflow(
+    State(s): State<AppState>,
+    Path(ty): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let catalog = s.registry.catalog();
     let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
     let req: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?
     };
     let Value::Object(fields) = &req else {
-        return Err(ApiError::bad_request("request body must be a JSON object like {\"input\": {...}}"));
+        return Err(ApiError::bad_request(
+            "request body must be a JSON object like {\"input\": {...}}",
+        ));
     };
-    if let Some(unknown) = fields.keys().find(|k| !["input", "idempotency_key"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!("unknown field '{unknown}' (expected 'input', 'idempotency_key')")));
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["input", "idempotency_key"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown field '{unknown}' (expected 'input', 'idempotency_key')"
+        )));
     }
     let input = data_map_from_json(fields.get("input").unwrap_or(&Value::Null), "input")
         .map_err(|e| ApiError::bad_request(format!("invalid input: {e}")))?;
     let key = match fields.get("idempotency_key") {
         None | Some(Value::Null) => None,
         Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
-        Some(_) => return Err(ApiError::bad_request("idempotency_key must be a non-empty string of at most 256 characters")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "idempotency_key must be a non-empty string of at most 256 characters",
+            ))
+        }
     };
     let instance_id = match &key {
         Some(k) => InstanceId::for_idempotency_key(&ty, k),
         None => InstanceId::random(),
     };
-    let mut event = WorkflowEvent::new(WorkflowEventType::WorkflowCreated, ty.clone(), instance_id, format!("create:{instance_id}"), now_ms());
+    let mut event = WorkflowEvent::new(
+        WorkflowEventType::WorkflowCreated,
+        ty.clone(),
+        instance_id,
+        format!("create:{instance_id}"),
+        now_ms(),
+    );
     event.event_id = EventId::derived(&[b"created", instance_id.as_bytes()]);
     event.data = input;
     event.source_node_id = s.node_id.clone();
-    event.metadata.insert(META_DEFINITION_VERSION.into(), def.version.to_string());
-    event.metadata.insert(weft_shared::event::META_SOURCE_KIND.into(), "input".into());
+    event
+        .metadata
+        .insert(META_DEFINITION_VERSION.into(), def.version.to_string());
+    event
+        .metadata
+        .insert(weft_shared::event::META_SOURCE_KIND.into(), "input".into());
     let payload = event.encode();
     let topic = s.topics.events(&ty);
     let key_str = instance_id.to_string();
-    let hdrs = headers(&[(h::EVENT_TYPE, "workflow.created"), (h::IDEMPOTENCY_KEY, &event.idempotency_key)]);
-    let record = FutureRecord::to(&topic).key(&key_str).payload(&payload).headers(hdrs);
+    let hdrs = headers(&[
+        (h::EVENT_TYPE, "workflow.created"),
+        (h::IDEMPOTENCY_KEY, &event.idempotency_key),
+    ]);
+    let record = FutureRecord::to(&topic)
+        .key(&key_str)
+        .payload(&payload)
+        .headers(hdrs);
     s.producer
         .send(record, Duration::from_secs(10))
         .await
-        .map_err(|(e, _)| ApiError::unavailable(format!("could not append workflow.created: {e}")))?;
+        .map_err(|(e, _)| {
+            ApiError::unavailable(format!("could not append workflow.created: {e}"))
+        })?;
     let body = json!({ "instance_id": instance_id, "workflow_type": ty, "definition_version": def.version });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-async fn get_instance(State(s): State<AppState>, Path((ty, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_instance(
+    State(s): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let catalog = s.registry.catalog();
     if !catalog.contains_type(&ty) {
         return Err(unknown_type(&ty));
     }
-    let state = s.store.instance(&ty, id)?.ok_or_else(|| ApiError::not_found(format!("{ty}: no workflow instance {id}")))?;
-    Ok(Json(views::instance(&state, catalog.get(&ty, state.definition_version))))
+    let state = s
+        .store
+        .instance(&ty, id)?
+        .ok_or_else(|| ApiError::not_found(format!("{ty}: no workflow instance {id}")))?;
+    Ok(Json(views::instance(
+        &state,
+        catalog.get(&ty, state.definition_version),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -200,7 +278,8 @@ async fn get_events(
     Path((ty, id)): Path<(String, String)>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let id = parse_id(&id)?;
     if !s.registry.catalog().contains_type(&ty) {
         return Err(unknown_type(&ty));
@@ -208,7 +287,11 @@ async fn get_events(
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
     let events = s.store.events(&ty, id, q.from.unwrap_or(1), q.to, limit)?;
     if events.is_empty() && s.store.instance(&ty, id)?.is_none() {
-        return Err(ApiError::not_found(format!("{ty}: no workflow instance {id}")));
+        return Err(ApiError::not_found(format!(
+            "{ty}: no workflow instance {id}"
+        )));
     }
-    Ok(Json(json!({ "events": events.iter().map(views::event).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "events": events.iter().map(views::event).collect::<Vec<_>>() }),
+    ))
 }

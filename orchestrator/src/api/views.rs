@@ -19,7 +19,9 @@ fn error_json(e: &ErrorInfo) -> Value {
 
 /// One instance with every task of its definition (pending ones included).
 pub fn instance(s: &InstanceState, def: Option<&WorkflowDefinition>) -> Value {
-    let mut names: Vec<&str> = def.map(|d| d.tasks.iter().map(|t| t.name.as_str()).collect()).unwrap_or_default();
+    let mut names: Vec<&str> = def
+        .map(|d| d.tasks.iter().map(|t| t.name.as_str()).collect())
+        .unwrap_or_default();
     for name in s.tasks.keys() {
         if !names.contains(&name.as_str()) {
             names.push(name);

@@ -48,18 +48,25 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = keys::ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = keys::ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Self { db: Arc::new(db) })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family opened at start")
+        self.db
+            .cf_handle(name)
+            .expect("column family opened at start")
     }
 
     /// The state of one instance.
     pub fn instance(&self, ty: &str, id: InstanceId) -> Result<Option<InstanceState>> {
-        let Some(bytes) = self.db.get_cf(self.cf(keys::CF_INSTANCES), keys::instance(ty, id))? else {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.cf(keys::CF_INSTANCES), keys::instance(ty, id))?
+        else {
             return Ok(None);
         };
         decode_state(&bytes).map(Some)
@@ -67,18 +74,34 @@ impl Store {
 
     /// Whether `key` was already applied to the instance.
     pub fn seen(&self, ty: &str, id: InstanceId, key: &str) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(keys::CF_IDEMPOTENCY), keys::idempotency(ty, id, key))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(
+                self.cf(keys::CF_IDEMPOTENCY),
+                keys::idempotency(ty, id, key),
+            )?
+            .is_some())
     }
 
     /// Events `from..=to` of an instance's history (at most `limit`).
-    pub fn events(&self, ty: &str, id: InstanceId, from: u64, to: Option<u64>, limit: usize) -> Result<Vec<WorkflowEvent>> {
+    pub fn events(
+        &self,
+        ty: &str,
+        id: InstanceId,
+        from: u64,
+        to: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowEvent>> {
         let start = keys::event(ty, id, from.max(1));
         let end = match to {
             Some(to) => keys::event(ty, id, to.saturating_add(1)),
             None => keys::prefix_end(&keys::instance(ty, id)),
         };
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(keys::CF_EVENTS), IteratorMode::From(&start, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(keys::CF_EVENTS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if k.as_ref() >= end.as_slice() || out.len() >= limit {
@@ -91,8 +114,11 @@ impl Store {
 
     /// The next offset to consume from a partition, if any was stored.
     pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
-        let v = self.db.get_cf(self.cf(keys::CF_META), keys::offset(topic, partition))?;
-        Ok(v.and_then(|b| b.as_slice().try_into().ok()).map(i64::from_be_bytes))
+        let v = self
+            .db
+            .get_cf(self.cf(keys::CF_META), keys::offset(topic, partition))?;
+        Ok(v.and_then(|b| b.as_slice().try_into().ok())
+            .map(i64::from_be_bytes))
     }
 
     /// The pending outbox records of a partition, in order.
@@ -100,13 +126,20 @@ impl Store {
         let scope = keys::partition_scope(topic, partition);
         let end = keys::prefix_end(&scope);
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(keys::CF_OUTBOX), IteratorMode::From(&scope, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(keys::CF_OUTBOX),
+            IteratorMode::From(&scope, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if k.as_ref() >= end.as_slice() {
                 break;
             }
-            let seq = u64::from_be_bytes(k[scope.len()..].try_into().map_err(|_| Error::CorruptState("outbox key".into()))?);
+            let seq = u64::from_be_bytes(
+                k[scope.len()..]
+                    .try_into()
+                    .map_err(|_| Error::CorruptState("outbox key".into()))?,
+            );
             out.push((seq, OutboxRecord::decode(&v)?));
         }
         Ok(out)
@@ -114,7 +147,10 @@ impl Store {
 
     /// A new batch of changes.
     pub fn batch(&self) -> Batch<'_> {
-        Batch { store: self, wb: WriteBatch::default() }
+        Batch {
+            store: self,
+            wb: WriteBatch::default(),
+        }
     }
 
     /// A digest of the projection (instances, histories, idempotency keys) for
@@ -126,7 +162,13 @@ impl Store {
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (k, v) = item?;
                 count += 1;
-                for b in cf.as_bytes().iter().chain(k.iter()).chain([0u8].iter()).chain(v.iter()) {
+                for b in cf
+                    .as_bytes()
+                    .iter()
+                    .chain(k.iter())
+                    .chain([0u8].iter())
+                    .chain(v.iter())
+                {
                     h ^= u64::from(*b);
                     h = h.wrapping_mul(0x0100_0000_01b3);
                 }
@@ -146,13 +188,21 @@ impl Batch<'_> {
     pub fn put_instance(&mut self, s: &InstanceState) {
         let mut v = vec![keys::STATE_ENCODING_V1];
         v.extend(serde_json::to_vec(s).expect("instance state serialises"));
-        self.wb.put_cf(self.store.cf(keys::CF_INSTANCES), keys::instance(&s.workflow_type, s.instance_id), v);
+        self.wb.put_cf(
+            self.store.cf(keys::CF_INSTANCES),
+            keys::instance(&s.workflow_type, s.instance_id),
+            v,
+        );
     }
 
     /// Appends a history event and marks its idempotency key applied.
     pub fn put_event(&mut self, e: &WorkflowEvent) {
         let (ty, id) = (&e.workflow_type, e.instance_id);
-        self.wb.put_cf(self.store.cf(keys::CF_EVENTS), keys::event(ty, id, e.sequence_number), e.encode());
+        self.wb.put_cf(
+            self.store.cf(keys::CF_EVENTS),
+            keys::event(ty, id, e.sequence_number),
+            e.encode(),
+        );
         self.wb.put_cf(
             self.store.cf(keys::CF_IDEMPOTENCY),
             keys::idempotency(ty, id, &e.idempotency_key),
@@ -161,15 +211,26 @@ impl Batch<'_> {
     }
 
     pub fn put_outbox(&mut self, topic: &str, partition: i32, seq: u64, r: &OutboxRecord) {
-        self.wb.put_cf(self.store.cf(keys::CF_OUTBOX), keys::outbox(topic, partition, seq), r.encode());
+        self.wb.put_cf(
+            self.store.cf(keys::CF_OUTBOX),
+            keys::outbox(topic, partition, seq),
+            r.encode(),
+        );
     }
 
     pub fn delete_outbox(&mut self, topic: &str, partition: i32, seq: u64) {
-        self.wb.delete_cf(self.store.cf(keys::CF_OUTBOX), keys::outbox(topic, partition, seq));
+        self.wb.delete_cf(
+            self.store.cf(keys::CF_OUTBOX),
+            keys::outbox(topic, partition, seq),
+        );
     }
 
     pub fn set_offset(&mut self, topic: &str, partition: i32, next: i64) {
-        self.wb.put_cf(self.store.cf(keys::CF_META), keys::offset(topic, partition), next.to_be_bytes());
+        self.wb.put_cf(
+            self.store.cf(keys::CF_META),
+            keys::offset(topic, partition),
+            next.to_be_bytes(),
+        );
     }
 
     pub fn is_empty(&self) -> bool {

@@ -35,7 +35,12 @@ const VERSION: u8 = 1;
 impl OutboxRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION, self.kind as u8];
-        for field in [self.ident.as_bytes(), self.topic.as_bytes(), &self.key, &self.payload] {
+        for field in [
+            self.ident.as_bytes(),
+            self.topic.as_bytes(),
+            &self.key,
+            &self.payload,
+        ] {
             put(&mut out, field);
         }
         out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
@@ -66,7 +71,14 @@ impl OutboxRecord {
         for _ in 0..n {
             headers.push((r.string()?, r.string()?));
         }
-        Ok(Self { kind, ident, topic, key, payload, headers })
+        Ok(Self {
+            kind,
+            ident,
+            topic,
+            key,
+            payload,
+            headers,
+        })
     }
 }
 
@@ -87,7 +99,9 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn u32(&mut self) -> Result<u32, CorruptOutbox> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn field(&mut self) -> Result<&'a [u8], CorruptOutbox> {
         let n = self.u32()? as usize;

@@ -17,17 +17,27 @@ pub enum EvolveError {
     #[error("sequence gap: expected {expected}, got {got}")]
     SequenceGap { expected: u64, got: u64 },
     #[error("illegal {what} transition {from} -> {to}")]
-    Illegal { what: String, from: String, to: String },
+    Illegal {
+        what: String,
+        from: String,
+        to: String,
+    },
     #[error("event {event_type} lacks metadata '{key}'")]
     Missing { event_type: T, key: &'static str },
 }
 
 /// Folds `event` (which carries its sequence number) into `state`.
-pub fn evolve(state: Option<InstanceState>, event: &WorkflowEvent) -> Result<InstanceState, EvolveError> {
+pub fn evolve(
+    state: Option<InstanceState>,
+    event: &WorkflowEvent,
+) -> Result<InstanceState, EvolveError> {
     let mut s = match (state, event.event_type) {
         (None, T::WorkflowCreated) => {
             if event.sequence_number != 1 {
-                return Err(EvolveError::SequenceGap { expected: 1, got: event.sequence_number });
+                return Err(EvolveError::SequenceGap {
+                    expected: 1,
+                    got: event.sequence_number,
+                });
             }
             return Ok(InstanceState {
                 workflow_type: event.workflow_type.clone(),
@@ -44,12 +54,19 @@ pub fn evolve(state: Option<InstanceState>, event: &WorkflowEvent) -> Result<Ins
                 error_history: Vec::new(),
             });
         }
-        (None, _) => return Err(EvolveError::NoInstance { seq: event.sequence_number }),
+        (None, _) => {
+            return Err(EvolveError::NoInstance {
+                seq: event.sequence_number,
+            })
+        }
         (Some(s), _) => s,
     };
     let expected = s.last_seq + 1;
     if event.sequence_number != expected {
-        return Err(EvolveError::SequenceGap { expected, got: event.sequence_number });
+        return Err(EvolveError::SequenceGap {
+            expected,
+            got: event.sequence_number,
+        });
     }
     s.last_seq = expected;
     s.updated_at_ms = s.updated_at_ms.max(event.timestamp_ms);
@@ -63,7 +80,10 @@ pub fn evolve(state: Option<InstanceState>, event: &WorkflowEvent) -> Result<Ins
                 .metadata
                 .get(meta::DEFINITION_VERSION)
                 .and_then(|v| v.parse().ok())
-                .ok_or(EvolveError::Missing { event_type: event.event_type, key: meta::DEFINITION_VERSION })?;
+                .ok_or(EvolveError::Missing {
+                    event_type: event.event_type,
+                    key: meta::DEFINITION_VERSION,
+                })?;
             // workflow.started carries the effective input (defaults merged in).
             s.input = event.data.clone();
             workflow_to(&mut s, WorkflowState::Running)?;
@@ -110,7 +130,11 @@ pub fn evolve(state: Option<InstanceState>, event: &WorkflowEvent) -> Result<Ins
         T::TaskFailed => {
             let (name, _) = task_ref(event)?;
             let retry = event.metadata.get(meta::RETRY).map(String::as_str) == Some("true");
-            let to = if retry { TaskState::Retrying } else { TaskState::Failed };
+            let to = if retry {
+                TaskState::Retrying
+            } else {
+                TaskState::Failed
+            };
             let err = error_from(event);
             let t = task_to(&mut s, &name, to)?;
             t.error = Some(err.clone());
@@ -137,7 +161,11 @@ pub fn evolve(state: Option<InstanceState>, event: &WorkflowEvent) -> Result<Ins
 }
 
 fn illegal(what: &str, from: &str, to: &str) -> EvolveError {
-    EvolveError::Illegal { what: what.into(), from: from.into(), to: to.into() }
+    EvolveError::Illegal {
+        what: what.into(),
+        from: from.into(),
+        to: to.into(),
+    }
 }
 
 fn workflow_to(s: &mut InstanceState, to: WorkflowState) -> Result<(), EvolveError> {
@@ -148,10 +176,18 @@ fn workflow_to(s: &mut InstanceState, to: WorkflowState) -> Result<(), EvolveErr
     Ok(())
 }
 
-fn task_to<'a>(s: &'a mut InstanceState, name: &str, to: TaskState) -> Result<&'a mut TaskRuntime, EvolveError> {
+fn task_to<'a>(
+    s: &'a mut InstanceState,
+    name: &str,
+    to: TaskState,
+) -> Result<&'a mut TaskRuntime, EvolveError> {
     let t = s.tasks.entry(name.to_owned()).or_default();
     if !t.state.can_transition_to(to) {
-        return Err(illegal(&format!("task '{name}'"), t.state.as_str(), to.as_str()));
+        return Err(illegal(
+            &format!("task '{name}'"),
+            t.state.as_str(),
+            to.as_str(),
+        ));
     }
     t.state = to;
     Ok(t)
@@ -159,11 +195,15 @@ fn task_to<'a>(s: &'a mut InstanceState, name: &str, to: TaskState) -> Result<&'
 
 /// The task name and attempt named in an event's metadata.
 pub(crate) fn task_ref(event: &WorkflowEvent) -> Result<(String, u32), EvolveError> {
-    let name = event
+    let name = event.metadata.get(meta::TASK).ok_or(EvolveError::Missing {
+        event_type: event.event_type,
+        key: meta::TASK,
+    })?;
+    let attempt = event
         .metadata
-        .get(meta::TASK)
-        .ok_or(EvolveError::Missing { event_type: event.event_type, key: meta::TASK })?;
-    let attempt = event.metadata.get(meta::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
+        .get(meta::ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
     Ok((name.clone(), attempt))
 }
 
@@ -172,10 +212,16 @@ pub(crate) fn error_from(event: &WorkflowEvent) -> ErrorInfo {
     let mut e = ErrorInfo::new(
         event.data_str("error_type").unwrap_or("unknown"),
         event.data_str("message").unwrap_or(""),
-        matches!(event.data.get("retryable"), Some(crate::data::WorkflowData::Bool(true))),
+        matches!(
+            event.data.get("retryable"),
+            Some(crate::data::WorkflowData::Bool(true))
+        ),
     );
     e.task_name = event.metadata.get(meta::TASK).cloned();
-    e.attempt = event.metadata.get(meta::ATTEMPT).and_then(|a| a.parse().ok());
+    e.attempt = event
+        .metadata
+        .get(meta::ATTEMPT)
+        .and_then(|a| a.parse().ok());
     e.timestamp_ms = event.timestamp_ms;
     e
 }

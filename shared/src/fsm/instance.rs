@@ -72,6 +72,9 @@ impl InstanceState {
 
     /// State of task `name`.
     pub fn task_state(&self, name: &str) -> TaskState {
-        self.tasks.get(name).map(|t| t.state).unwrap_or(TaskState::Pending)
+        self.tasks
+            .get(name)
+            .map(|t| t.state)
+            .unwrap_or(TaskState::Pending)
     }
 }

@@ -36,7 +36,9 @@ pub mod meta {
     pub const RETRY_DELAY_MS: &str = "weft.retry_delay_ms";
     /// Why an event was rejected or why a workflow failed.
     pub const REASON: &str = "weft.reason";
-    pub use crate::event::{META_DEFINITION_VERSION as DEFINITION_VERSION, META_SOURCE_KIND as SOURCE_KIND};
+    pub use crate::event::{
+        META_DEFINITION_VERSION as DEFINITION_VERSION, META_SOURCE_KIND as SOURCE_KIND,
+    };
 }
 
 /// The node id written on decisions: constant, so a rebuild by any replica is byte-identical.
@@ -54,13 +56,19 @@ pub trait DefinitionLookup {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("no workflow instance {instance} of type {workflow_type}")]
-    UnknownInstance { workflow_type: String, instance: String },
+    UnknownInstance {
+        workflow_type: String,
+        instance: String,
+    },
     #[error("workflow instance {0} already exists")]
     AlreadyExists(String),
     #[error("{event_type} is emitted only by the orchestrator and is not accepted as input")]
     NotAnInput { event_type: WorkflowEventType },
     #[error("event {event_type} is missing metadata '{key}'")]
-    MissingMetadata { event_type: WorkflowEventType, key: &'static str },
+    MissingMetadata {
+        event_type: WorkflowEventType,
+        key: &'static str,
+    },
     #[error("workflow has no task named '{0}'")]
     UnknownTask(String),
     #[error("illegal transition: {what}")]

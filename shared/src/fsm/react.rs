@@ -10,14 +10,26 @@ use crate::definition::WorkflowDefinition;
 use crate::dispatch::TaskDispatch;
 use crate::event::{WorkflowEvent, WorkflowEventType as T, SOURCE_KIND_DECISION};
 use crate::fsm::evolve::{error_from, evolve, task_ref, EvolveError};
-use crate::fsm::{meta, Decision, DefinitionLookup, InstanceState, Outcome, Rejection, DECIDER_NODE_ID};
+use crate::fsm::{
+    meta, Decision, DefinitionLookup, InstanceState, Outcome, Rejection, DECIDER_NODE_ID,
+};
 use crate::ids::{EventId, ExecutionId, TaskId};
 use crate::model::{DependencyCondition, TaskConfiguration};
 use crate::state::{TaskState, WorkflowState};
 
-pub(super) fn decide(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &WorkflowEvent) -> Decision {
+pub(super) fn decide(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
     if input.is_decision() {
-        return reject(state, input, Rejection::NotAnInput { event_type: input.event_type });
+        return reject(
+            state,
+            input,
+            Rejection::NotAnInput {
+                event_type: input.event_type,
+            },
+        );
     }
     match input.event_type {
         T::WorkflowCreated => created(state, defs, input),
@@ -38,24 +50,48 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// Applies the input event itself (assigning its sequence number).
-    fn start(state: Option<&InstanceState>, def: Option<&'a WorkflowDefinition>, input: &WorkflowEvent) -> Result<Self, EvolveError> {
+    fn start(
+        state: Option<&InstanceState>,
+        def: Option<&'a WorkflowDefinition>,
+        input: &WorkflowEvent,
+    ) -> Result<Self, EvolveError> {
         let mut cause = input.clone();
         cause.sequence_number = state.map(|s| s.last_seq).unwrap_or(0) + 1;
         let state = evolve(state.cloned(), &cause)?;
-        Ok(Self { state, def, appended: vec![cause.clone()], cause, dispatches: Vec::new() })
+        Ok(Self {
+            state,
+            def,
+            appended: vec![cause.clone()],
+            cause,
+            dispatches: Vec::new(),
+        })
     }
 
     fn finish(self) -> Decision {
-        Decision { outcome: Outcome::Applied, state: Some(self.state), appended: self.appended, dispatches: self.dispatches }
+        Decision {
+            outcome: Outcome::Applied,
+            state: Some(self.state),
+            appended: self.appended,
+            dispatches: self.dispatches,
+        }
     }
 
     /// Emits one derived event and folds it into the state.
-    fn emit(&mut self, event_type: T, task: Option<(&str, u32)>, data: DataMap, extra: &[(&str, String)]) -> EventId {
+    fn emit(
+        &mut self,
+        event_type: T,
+        task: Option<(&str, u32)>,
+        data: DataMap,
+        extra: &[(&str, String)],
+    ) -> EventId {
         let index = (self.appended.len() - 1) as u32;
         let mut chain = self.cause.correlation_chain.clone();
         chain.push(self.cause.event_id);
         let mut metadata = BTreeMap::new();
-        metadata.insert(meta::SOURCE_KIND.to_owned(), SOURCE_KIND_DECISION.to_owned());
+        metadata.insert(
+            meta::SOURCE_KIND.to_owned(),
+            SOURCE_KIND_DECISION.to_owned(),
+        );
         if let Some((name, attempt)) = task {
             metadata.insert(meta::TASK.to_owned(), name.to_owned());
             metadata.insert(meta::ATTEMPT.to_owned(), attempt.to_string());
@@ -105,7 +141,12 @@ impl<'a> Run<'a> {
                     Deps::Waiting => {}
                     Deps::Met => {
                         if !task.dependencies.is_empty() {
-                            self.emit(T::DependencyResolved, Some((&task.name, 0)), DataMap::new(), &[]);
+                            self.emit(
+                                T::DependencyResolved,
+                                Some((&task.name, 0)),
+                                DataMap::new(),
+                                &[],
+                            );
                         }
                         self.schedule(task, 1, 0);
                         changed = true;
@@ -132,15 +173,29 @@ impl<'a> Run<'a> {
         let task_id = TaskId::of(self.state.instance_id, &task.name);
         let execution_id = ExecutionId::of(task_id, attempt);
         let extra = [(meta::EXECUTION_ID, execution_id.to_string())];
-        let scheduled_id = self.emit(T::TaskScheduled, Some((&task.name, attempt)), DataMap::new(), &extra);
+        let scheduled_id = self.emit(
+            T::TaskScheduled,
+            Some((&task.name, attempt)),
+            DataMap::new(),
+            &extra,
+        );
         let scheduled = self.appended.last().expect("just emitted");
         let ts = self.cause.timestamp_ms;
-        let not_before = if delay_ms > 0 { ts + delay_ms as i64 } else { 0 };
+        let not_before = if delay_ms > 0 {
+            ts + delay_ms as i64
+        } else {
+            0
+        };
         let timeout = task.timeout_config.execution_timeout_ms;
         let upstream = task
             .dependencies
             .iter()
-            .filter_map(|d| Some((d.task_name.clone(), self.state.tasks.get(&d.task_name)?.output.clone()?)))
+            .filter_map(|d| {
+                Some((
+                    d.task_name.clone(),
+                    self.state.tasks.get(&d.task_name)?.output.clone()?,
+                ))
+            })
             .collect();
         self.dispatches.push(TaskDispatch {
             workflow_type: self.state.workflow_type.clone(),
@@ -163,7 +218,11 @@ impl<'a> Run<'a> {
             correlation_chain: scheduled.correlation_chain.clone(),
             scheduled_at_ms: ts,
             not_before_ms: not_before,
-            deadline_ms: if timeout > 0 { ts.max(not_before) + timeout as i64 } else { 0 },
+            deadline_ms: if timeout > 0 {
+                ts.max(not_before) + timeout as i64
+            } else {
+                0
+            },
             traceparent: traceparent(&self.state, scheduled_id),
         });
     }
@@ -173,10 +232,12 @@ impl<'a> Run<'a> {
         if self.state.state != WorkflowState::Running || self.tasks().is_empty() {
             return;
         }
-        let done = self
-            .tasks()
-            .iter()
-            .all(|t| matches!(self.state.task_state(&t.name), TaskState::Completed | TaskState::Skipped));
+        let done = self.tasks().iter().all(|t| {
+            matches!(
+                self.state.task_state(&t.name),
+                TaskState::Completed | TaskState::Skipped
+            )
+        });
         if done {
             self.emit(T::WorkflowCompleted, None, DataMap::new(), &[]);
         }
@@ -189,7 +250,10 @@ impl<'a> Run<'a> {
         data.insert("error_type".into(), error_type.into());
         data.insert("message".into(), message.into());
         data.insert("retryable".into(), WorkflowData::Bool(false));
-        let extra: Vec<(&str, String)> = task.map(|t| (meta::TASK, t.to_owned())).into_iter().collect();
+        let extra: Vec<(&str, String)> = task
+            .map(|t| (meta::TASK, t.to_owned()))
+            .into_iter()
+            .collect();
         self.emit(T::WorkflowFailed, None, data, &extra);
     }
 
@@ -199,10 +263,20 @@ impl<'a> Run<'a> {
             let rt = self.state.task(&task.name);
             match rt.state {
                 TaskState::Pending => {
-                    self.emit(T::TaskSkipped, Some((&task.name, rt.attempt)), DataMap::new(), &[]);
+                    self.emit(
+                        T::TaskSkipped,
+                        Some((&task.name, rt.attempt)),
+                        DataMap::new(),
+                        &[],
+                    );
                 }
                 s if !s.is_terminal() => {
-                    self.emit(T::TaskCancelled, Some((&task.name, rt.attempt)), DataMap::new(), &[]);
+                    self.emit(
+                        T::TaskCancelled,
+                        Some((&task.name, rt.attempt)),
+                        DataMap::new(),
+                        &[],
+                    );
                 }
                 _ => {}
             }
@@ -247,18 +321,47 @@ fn traceparent(state: &InstanceState, span: EventId) -> String {
     format!("00-{trace}-{span}-01")
 }
 
-fn created(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &WorkflowEvent) -> Decision {
+fn created(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
     if let Some(s) = state {
-        return reject(Some(s), input, Rejection::AlreadyExists(s.instance_id.to_string()));
+        return reject(
+            Some(s),
+            input,
+            Rejection::AlreadyExists(s.instance_id.to_string()),
+        );
     }
     let ty = &input.workflow_type;
-    let (def, missing) = match input.metadata.get(meta::DEFINITION_VERSION).map(|v| v.parse::<u32>()) {
-        Some(Ok(v)) => (defs.get(ty, v), Rejection::UnknownDefinition { workflow_type: ty.clone(), version: v }),
-        _ => (defs.latest_at(ty, input.timestamp_ms), Rejection::UnknownWorkflowType(ty.clone())),
+    let (def, missing) = match input
+        .metadata
+        .get(meta::DEFINITION_VERSION)
+        .map(|v| v.parse::<u32>())
+    {
+        Some(Ok(v)) => (
+            defs.get(ty, v),
+            Rejection::UnknownDefinition {
+                workflow_type: ty.clone(),
+                version: v,
+            },
+        ),
+        _ => (
+            defs.latest_at(ty, input.timestamp_ms),
+            Rejection::UnknownWorkflowType(ty.clone()),
+        ),
     };
     let mut run = match Run::start(None, def, input) {
         Ok(r) => r,
-        Err(e) => return reject(None, input, Rejection::IllegalTransition { what: e.to_string() }),
+        Err(e) => {
+            return reject(
+                None,
+                input,
+                Rejection::IllegalTransition {
+                    what: e.to_string(),
+                },
+            )
+        }
     };
     let Some(def) = def else {
         let data = error_data(missing.kind(), &missing.to_string(), input);
@@ -268,21 +371,44 @@ fn created(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &W
     };
     let mut effective = def.default_input.clone();
     effective.extend(input.data.clone());
-    run.emit(T::WorkflowStarted, None, effective, &[(meta::DEFINITION_VERSION, def.version.to_string())]);
+    run.emit(
+        T::WorkflowStarted,
+        None,
+        effective,
+        &[(meta::DEFINITION_VERSION, def.version.to_string())],
+    );
     run.schedule_ready();
     run.finish()
 }
 
-fn task_result(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &WorkflowEvent) -> Decision {
+fn task_result(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
     let Some(s) = state else {
         return reject(None, input, unknown_instance(input));
     };
     let Ok((name, attempt)) = task_ref(input) else {
-        return reject(Some(s), input, Rejection::MissingMetadata { event_type: input.event_type, key: meta::TASK });
+        return reject(
+            Some(s),
+            input,
+            Rejection::MissingMetadata {
+                event_type: input.event_type,
+                key: meta::TASK,
+            },
+        );
     };
     let Some(def) = defs.get(&s.workflow_type, s.definition_version) else {
         let version = s.definition_version;
-        return reject(Some(s), input, Rejection::UnknownDefinition { workflow_type: s.workflow_type.clone(), version });
+        return reject(
+            Some(s),
+            input,
+            Rejection::UnknownDefinition {
+                workflow_type: s.workflow_type.clone(),
+                version,
+            },
+        );
     };
     let Some(task) = def.task(&name) else {
         return reject(Some(s), input, Rejection::UnknownTask(name));
@@ -292,7 +418,13 @@ fn task_result(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input
     }
     let rt = s.task(&name);
     if attempt != rt.attempt {
-        return stale(s, format!("attempt {attempt} of task '{name}' is not the current attempt {}", rt.attempt));
+        return stale(
+            s,
+            format!(
+                "attempt {attempt} of task '{name}' is not the current attempt {}",
+                rt.attempt
+            ),
+        );
     }
     let to = match input.event_type {
         T::TaskStarted => TaskState::Running,
@@ -310,29 +442,51 @@ fn task_result(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input
     let mut retry_delay = 0;
     if input.event_type == T::TaskFailed {
         let err = error_from(input);
-        let retry = task.retry_config.should_retry(attempt, &err.error_type, err.retryable);
+        let retry = task
+            .retry_config
+            .should_retry(attempt, &err.error_type, err.retryable);
         if retry {
             retry_delay = backoff_ms(task, attempt, input.event_id);
-            applied.metadata.insert(meta::RETRY_DELAY_MS.into(), retry_delay.to_string());
+            applied
+                .metadata
+                .insert(meta::RETRY_DELAY_MS.into(), retry_delay.to_string());
         }
-        applied.metadata.insert(meta::RETRY.into(), retry.to_string());
+        applied
+            .metadata
+            .insert(meta::RETRY.into(), retry.to_string());
     }
     let mut run = match Run::start(Some(s), Some(def), &applied) {
         Ok(r) => r,
-        Err(e) => return reject(Some(s), input, Rejection::IllegalTransition { what: e.to_string() }),
+        Err(e) => {
+            return reject(
+                Some(s),
+                input,
+                Rejection::IllegalTransition {
+                    what: e.to_string(),
+                },
+            )
+        }
     };
     match input.event_type {
         T::TaskCompleted => run.schedule_ready(),
         T::TaskFailed if run.state.task_state(&name) == TaskState::Retrying => {
             if run.state.state == WorkflowState::Running {
                 let extra = [(meta::RETRY_DELAY_MS, retry_delay.to_string())];
-                run.emit(T::WorkflowRetrying, Some((&name, attempt + 1)), DataMap::new(), &extra);
+                run.emit(
+                    T::WorkflowRetrying,
+                    Some((&name, attempt + 1)),
+                    DataMap::new(),
+                    &extra,
+                );
             }
             run.schedule(task, attempt + 1, retry_delay);
         }
         T::TaskFailed => {
             let err = error_from(input);
-            let message = format!("task '{name}' failed after {attempt} attempt(s): {}", err.message);
+            let message = format!(
+                "task '{name}' failed after {attempt} attempt(s): {}",
+                err.message
+            );
             run.fail(&err.error_type, &message, Some(&name));
         }
         _ => {}
@@ -340,7 +494,11 @@ fn task_result(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input
     run.finish()
 }
 
-fn cancel(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &WorkflowEvent) -> Decision {
+fn cancel(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
     let Some(s) = state else {
         return reject(None, input, unknown_instance(input));
     };
@@ -353,7 +511,13 @@ fn cancel(state: Option<&InstanceState>, defs: &dyn DefinitionLookup, input: &Wo
             run.close_open_tasks();
             run.finish()
         }
-        Err(e) => reject(Some(s), input, Rejection::IllegalTransition { what: e.to_string() }),
+        Err(e) => reject(
+            Some(s),
+            input,
+            Rejection::IllegalTransition {
+                what: e.to_string(),
+            },
+        ),
     }
 }
 
@@ -368,7 +532,10 @@ fn backoff_ms(task: &TaskConfiguration, attempt: u32, seed: EventId) -> u64 {
 }
 
 fn unknown_instance(input: &WorkflowEvent) -> Rejection {
-    Rejection::UnknownInstance { workflow_type: input.workflow_type.clone(), instance: input.instance_id.to_string() }
+    Rejection::UnknownInstance {
+        workflow_type: input.workflow_type.clone(),
+        instance: input.instance_id.to_string(),
+    }
 }
 
 fn error_data(kind: &str, message: &str, input: &WorkflowEvent) -> DataMap {
@@ -376,24 +543,43 @@ fn error_data(kind: &str, message: &str, input: &WorkflowEvent) -> DataMap {
     data.insert("error_type".into(), kind.into());
     data.insert("message".into(), message.into());
     data.insert("retryable".into(), WorkflowData::Bool(false));
-    data.insert("original_event_id".into(), input.event_id.to_string().into());
-    data.insert("original_event_type".into(), input.event_type.as_str().into());
+    data.insert(
+        "original_event_id".into(),
+        input.event_id.to_string().into(),
+    );
+    data.insert(
+        "original_event_type".into(),
+        input.event_type.as_str().into(),
+    );
     data
 }
 
 fn stale(s: &InstanceState, reason: String) -> Decision {
-    Decision { outcome: Outcome::Stale { reason }, state: Some(s.clone()), appended: Vec::new(), dispatches: Vec::new() }
+    Decision {
+        outcome: Outcome::Stale { reason },
+        state: Some(s.clone()),
+        appended: Vec::new(),
+        dispatches: Vec::new(),
+    }
 }
 
 /// Rejects `input`; when the instance exists, `error.occurred` records why.
 fn reject(state: Option<&InstanceState>, input: &WorkflowEvent, why: Rejection) -> Decision {
     let Some(s) = state else {
-        return Decision { outcome: Outcome::Rejected(why), state: None, appended: Vec::new(), dispatches: Vec::new() };
+        return Decision {
+            outcome: Outcome::Rejected(why),
+            state: None,
+            appended: Vec::new(),
+            dispatches: Vec::new(),
+        };
     };
     let mut chain = input.correlation_chain.clone();
     chain.push(input.event_id);
     let mut metadata = BTreeMap::new();
-    metadata.insert(meta::SOURCE_KIND.to_owned(), SOURCE_KIND_DECISION.to_owned());
+    metadata.insert(
+        meta::SOURCE_KIND.to_owned(),
+        SOURCE_KIND_DECISION.to_owned(),
+    );
     metadata.insert(meta::REASON.to_owned(), why.to_string());
     if let Some(t) = input.metadata.get(meta::TASK) {
         metadata.insert(meta::TASK.to_owned(), t.clone());
@@ -413,5 +599,10 @@ fn reject(state: Option<&InstanceState>, input: &WorkflowEvent, why: Rejection) 
         source_node_id: DECIDER_NODE_ID.to_owned(),
     };
     let state = evolve(Some(s.clone()), &event).expect("error.occurred is always legal");
-    Decision { outcome: Outcome::Rejected(why), state: Some(state), appended: vec![event], dispatches: Vec::new() }
+    Decision {
+        outcome: Outcome::Rejected(why),
+        state: Some(state),
+        appended: vec![event],
+        dispatches: Vec::new(),
+    }
 }

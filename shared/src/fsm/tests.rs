@@ -18,15 +18,24 @@ pub(crate) struct Defs(pub Vec<WorkflowDefinition>);
 
 impl DefinitionLookup for Defs {
     fn get(&self, ty: &str, version: u32) -> Option<&WorkflowDefinition> {
-        self.0.iter().find(|d| d.workflow_type == ty && d.version == version)
+        self.0
+            .iter()
+            .find(|d| d.workflow_type == ty && d.version == version)
     }
     fn latest_at(&self, ty: &str, at_ms: i64) -> Option<&WorkflowDefinition> {
-        self.0.iter().filter(|d| d.workflow_type == ty && d.registered_at_ms <= at_ms).max_by_key(|d| d.version)
+        self.0
+            .iter()
+            .filter(|d| d.workflow_type == ty && d.registered_at_ms <= at_ms)
+            .max_by_key(|d| d.version)
     }
 }
 
 fn diamond(max_attempts: u32) -> Defs {
-    let retry = RetryConfiguration { max_attempts, base_delay_ms: 10, ..Default::default() };
+    let retry = RetryConfiguration {
+        max_attempts,
+        base_delay_ms: 10,
+        ..Default::default()
+    };
     let mut tasks = vec![
         TaskConfiguration::new("a", "noop"),
         TaskConfiguration::new("b", "noop").after("a"),
@@ -50,7 +59,13 @@ struct Driver {
 
 impl Driver {
     fn new(defs: Defs) -> Self {
-        Self { defs, state: None, history: Vec::new(), id: InstanceId::derived(&[b"t"]), ts: 1_000 }
+        Self {
+            defs,
+            state: None,
+            history: Vec::new(),
+            id: InstanceId::derived(&[b"t"]),
+            ts: 1_000,
+        }
     }
 
     fn input(&mut self, ty: T, task: Option<(&str, u32)>, data: DataMap) -> Outcome {
@@ -71,10 +86,16 @@ impl Driver {
     }
 
     fn run_task(&mut self, name: &str, attempt: u32) {
-        assert_eq!(self.input(T::TaskStarted, Some((name, attempt)), DataMap::new()), Outcome::Applied);
+        assert_eq!(
+            self.input(T::TaskStarted, Some((name, attempt)), DataMap::new()),
+            Outcome::Applied
+        );
         let mut out = DataMap::new();
         out.insert("by".into(), name.into());
-        assert_eq!(self.input(T::TaskCompleted, Some((name, attempt)), out), Outcome::Applied);
+        assert_eq!(
+            self.input(T::TaskCompleted, Some((name, attempt)), out),
+            Outcome::Applied
+        );
     }
 
     fn fail_task(&mut self, name: &str, attempt: u32) -> Outcome {
@@ -95,14 +116,23 @@ impl Driver {
 }
 
 fn fold(history: &[WorkflowEvent]) -> InstanceState {
-    history.iter().fold(None, |s, e| Some(evolve(s, e).unwrap())).unwrap()
+    history
+        .iter()
+        .fold(None, |s, e| Some(evolve(s, e).unwrap()))
+        .unwrap()
 }
 
 #[test]
 fn diamond_runs_to_completion_with_gapless_causal_history() {
     let mut d = Driver::new(diamond(1));
-    assert_eq!(d.input(T::WorkflowCreated, None, DataMap::new()), Outcome::Applied);
-    assert_eq!(d.types(), ["workflow.created", "workflow.started", "task.scheduled"]);
+    assert_eq!(
+        d.input(T::WorkflowCreated, None, DataMap::new()),
+        Outcome::Applied
+    );
+    assert_eq!(
+        d.types(),
+        ["workflow.created", "workflow.started", "task.scheduled"]
+    );
     d.run_task("a", 1);
     assert_eq!(d.wf().task_state("b"), TaskState::Scheduled);
     assert_eq!(d.wf().task_state("c"), TaskState::Scheduled);
@@ -117,14 +147,27 @@ fn diamond_runs_to_completion_with_gapless_causal_history() {
         assert_eq!(e.sequence_number, i as u64 + 1);
         if e.is_decision() {
             let cause = e.causation_id.expect("decisions have a cause");
-            let pos = d.history.iter().position(|c| c.event_id == cause).expect("cause in history");
+            let pos = d
+                .history
+                .iter()
+                .position(|c| c.event_id == cause)
+                .expect("cause in history");
             assert!(pos < i);
-            assert!(!d.history[pos].is_decision(), "decisions are caused by inputs");
+            assert!(
+                !d.history[pos].is_decision(),
+                "decisions are caused by inputs"
+            );
         }
     }
     assert_eq!(&fold(&d.history), d.wf());
     // d's dispatch carries b's and c's output
-    assert_eq!(d.history.iter().filter(|e| e.event_type == T::DependencyResolved).count(), 3);
+    assert_eq!(
+        d.history
+            .iter()
+            .filter(|e| e.event_type == T::DependencyResolved)
+            .count(),
+        3
+    );
 }
 
 #[test]
@@ -136,37 +179,76 @@ fn failed_task_is_retried_then_fails_the_workflow() {
     assert_eq!(d.wf().task("a").attempt, 2);
     assert_eq!(d.wf().task_state("a"), TaskState::Scheduled);
     // the late result of attempt 1 is stale
-    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()), Outcome::Stale { .. }));
-    assert_eq!(d.input(T::TaskStarted, Some(("a", 2)), DataMap::new()), Outcome::Applied);
+    assert!(matches!(
+        d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()),
+        Outcome::Stale { .. }
+    ));
+    assert_eq!(
+        d.input(T::TaskStarted, Some(("a", 2)), DataMap::new()),
+        Outcome::Applied
+    );
     assert_eq!(d.wf().state, WorkflowState::Running);
     assert_eq!(d.fail_task("a", 2), Outcome::Applied);
     assert_eq!(d.wf().state, WorkflowState::Failed);
     for t in ["b", "c", "d"] {
         assert_eq!(d.wf().task_state(t), TaskState::Skipped);
     }
-    assert!(d.wf().error.as_ref().unwrap().message.contains("after 2 attempt(s)"));
+    assert!(d
+        .wf()
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("after 2 attempt(s)"));
     assert_eq!(&fold(&d.history), d.wf());
     // results after the end are stale
-    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 2)), DataMap::new()), Outcome::Stale { .. }));
+    assert!(matches!(
+        d.input(T::TaskCompleted, Some(("a", 2)), DataMap::new()),
+        Outcome::Stale { .. }
+    ));
 }
 
 #[test]
 fn unknown_instance_and_unknown_type_and_bad_inputs() {
     let mut d = Driver::new(diamond(1));
-    assert!(matches!(d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()), Outcome::Rejected(_)));
-    assert!(d.history.is_empty(), "nothing to record against for an unknown instance");
+    assert!(matches!(
+        d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()),
+        Outcome::Rejected(_)
+    ));
+    assert!(
+        d.history.is_empty(),
+        "nothing to record against for an unknown instance"
+    );
 
     let mut d = Driver::new(Defs(vec![]));
     d.input(T::WorkflowCreated, None, DataMap::new());
     assert_eq!(d.wf().state, WorkflowState::Failed);
-    assert_eq!(d.types(), ["workflow.created", "error.occurred", "workflow.failed"]);
+    assert_eq!(
+        d.types(),
+        ["workflow.created", "error.occurred", "workflow.failed"]
+    );
 
     let mut d = Driver::new(diamond(1));
     d.input(T::WorkflowCreated, None, DataMap::new());
-    assert!(matches!(d.input(T::TaskScheduled, Some(("a", 1)), DataMap::new()), Outcome::Rejected(_)));
-    assert!(matches!(d.input(T::TaskCompleted, Some(("zz", 1)), DataMap::new()), Outcome::Rejected(_)));
-    assert!(matches!(d.input(T::WorkflowCreated, None, DataMap::new()), Outcome::Rejected(_)));
-    assert_eq!(d.history.iter().filter(|e| e.event_type == T::ErrorOccurred).count(), 3);
+    assert!(matches!(
+        d.input(T::TaskScheduled, Some(("a", 1)), DataMap::new()),
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        d.input(T::TaskCompleted, Some(("zz", 1)), DataMap::new()),
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        d.input(T::WorkflowCreated, None, DataMap::new()),
+        Outcome::Rejected(_)
+    ));
+    assert_eq!(
+        d.history
+            .iter()
+            .filter(|e| e.event_type == T::ErrorOccurred)
+            .count(),
+        3
+    );
     assert_eq!(&fold(&d.history), d.wf());
 }
 
@@ -178,7 +260,10 @@ fn cancel_closes_open_tasks() {
     assert_eq!(d.wf().state, WorkflowState::Cancelled);
     assert_eq!(d.wf().task_state("a"), TaskState::Cancelled);
     assert_eq!(d.wf().task_state("d"), TaskState::Skipped);
-    assert!(matches!(d.input(T::WorkflowCancelled, None, DataMap::new()), Outcome::Stale { .. }));
+    assert!(matches!(
+        d.input(T::WorkflowCancelled, None, DataMap::new()),
+        Outcome::Stale { .. }
+    ));
 }
 
 fn arb_input() -> impl Strategy<Value = (usize, usize, u32, bool)> {

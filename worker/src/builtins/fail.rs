@@ -18,16 +18,26 @@ impl Handler for Fail {
             let fail_attempts = ctx.param_i64("fail_attempts")?;
             if let Some(n) = fail_attempts {
                 if i64::from(ctx.attempt) > n {
-                    return Ok(DataMap::from([("attempt".to_owned(), WorkflowData::Int(i64::from(ctx.attempt)))]));
+                    return Ok(DataMap::from([(
+                        "attempt".to_owned(),
+                        WorkflowData::Int(i64::from(ctx.attempt)),
+                    )]));
                 }
             }
-            let error_type = ctx.param_str("error_type")?.unwrap_or("injected").to_owned();
+            let error_type = ctx
+                .param_str("error_type")?
+                .unwrap_or("injected")
+                .to_owned();
             let message = match ctx.param_str("message")? {
                 Some(m) => m.to_owned(),
                 None => format!("injected failure of attempt {}", ctx.attempt),
             };
             let retryable = ctx.param_bool("retryable")?.unwrap_or(true);
-            Err(TaskError { error_type, message, retryable })
+            Err(TaskError {
+                error_type,
+                message,
+                retryable,
+            })
         })
     }
 }
@@ -37,7 +47,10 @@ mod tests {
     use super::*;
 
     fn ctx(attempt: u32, params: &[(&str, WorkflowData)]) -> TaskContext {
-        let params = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let params = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         let mut c = TaskContext::for_test("fail", DataMap::new(), params);
         c.attempt = attempt;
         c

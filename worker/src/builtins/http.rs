@@ -18,7 +18,9 @@ pub struct Http {
 
 impl Http {
     pub fn new() -> Self {
-        Self { client: reqwest::Client::new() }
+        Self {
+            client: reqwest::Client::new(),
+        }
     }
 }
 
@@ -43,13 +45,25 @@ impl Handler for Http {
     }
 }
 
-fn build(client: &reqwest::Client, ctx: &TaskContext) -> Result<reqwest::RequestBuilder, TaskError> {
+fn build(
+    client: &reqwest::Client,
+    ctx: &TaskContext,
+) -> Result<reqwest::RequestBuilder, TaskError> {
     let invalid = |msg: String| TaskError::terminal("invalid_parameters", msg);
-    let url = ctx.param_str("url")?.ok_or_else(|| invalid("http needs parameter 'url'".into()))?;
-    let url = reqwest::Url::parse(url).map_err(|e| invalid(format!("parameter 'url' ('{url}') is not a URL: {e}")))?;
-    let method = ctx.param_str("method")?.unwrap_or("GET").to_ascii_uppercase();
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|_| invalid(format!("parameter 'method' ('{method}') is not an HTTP method")))?;
+    let url = ctx
+        .param_str("url")?
+        .ok_or_else(|| invalid("http needs parameter 'url'".into()))?;
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("parameter 'url' ('{url}') is not a URL: {e}")))?;
+    let method = ctx
+        .param_str("method")?
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+        invalid(format!(
+            "parameter 'method' ('{method}') is not an HTTP method"
+        ))
+    })?;
     let mut request = client.request(method, url);
     match ctx.parameters.get("headers") {
         None => {}
@@ -64,7 +78,11 @@ fn build(client: &reqwest::Client, ctx: &TaskContext) -> Result<reqwest::Request
                 request = request.header(name.as_str(), value);
             }
         }
-        Some(_) => return Err(invalid("parameter 'headers' must be a map of header names to values".into())),
+        Some(_) => {
+            return Err(invalid(
+                "parameter 'headers' must be a map of header names to values".into(),
+            ))
+        }
     }
     if let Some(body) = ctx.param_str("body")? {
         request = request.body(body.to_owned());
@@ -81,14 +99,22 @@ async fn send(request: reqwest::RequestBuilder) -> Result<DataMap, TaskError> {
         }
     })?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| TaskError::retryable("http_error", format!("reading the response body failed: {e}")))?;
-    let body = truncate_utf8(String::from_utf8_lossy(&body).into_owned(), MAX_OUTPUT_BYTES);
+    let body = response.bytes().await.map_err(|e| {
+        TaskError::retryable(
+            "http_error",
+            format!("reading the response body failed: {e}"),
+        )
+    })?;
+    let body = truncate_utf8(
+        String::from_utf8_lossy(&body).into_owned(),
+        MAX_OUTPUT_BYTES,
+    );
     if status.is_success() {
         return Ok(DataMap::from([
-            ("status".to_owned(), WorkflowData::Int(i64::from(status.as_u16()))),
+            (
+                "status".to_owned(),
+                WorkflowData::Int(i64::from(status.as_u16())),
+            ),
             ("body".to_owned(), WorkflowData::Str(body)),
         ]));
     }
@@ -111,15 +137,30 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/echo",
-                any(|method: Method, headers: HeaderMap, body: String| async move {
-                    let tag = headers.get("x-tag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                    format!("{method} {tag} {body}")
-                }),
+                any(
+                    |method: Method, headers: HeaderMap, body: String| async move {
+                        let tag = headers
+                            .get("x-tag")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        format!("{method} {tag} {body}")
+                    },
+                ),
             )
             .route("/big", get(|| async { "x".repeat(MAX_OUTPUT_BYTES + 10) }))
-            .route("/busy", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later") }))
-            .route("/slow-down", get(|| async { (StatusCode::TOO_MANY_REQUESTS, "") }))
-            .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no such thing") }));
+            .route(
+                "/busy",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later") }),
+            )
+            .route(
+                "/slow-down",
+                get(|| async { (StatusCode::TOO_MANY_REQUESTS, "") }),
+            )
+            .route(
+                "/missing",
+                get(|| async { (StatusCode::NOT_FOUND, "no such thing") }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -146,20 +187,33 @@ mod tests {
             .unwrap();
         assert_eq!(out["status"], WorkflowData::Int(200));
         assert_eq!(out["body"], WorkflowData::Str("POST t1 hello".into()));
-        let out = Http::new().call(ctx(vec![("url", format!("{base}/big").into())])).await.unwrap();
+        let out = Http::new()
+            .call(ctx(vec![("url", format!("{base}/big").into())]))
+            .await
+            .unwrap();
         assert_eq!(out["body"].as_str().unwrap().len(), MAX_OUTPUT_BYTES);
     }
 
     #[tokio::test]
     async fn statuses_map_to_retryable_or_terminal_errors() {
         let base = server().await;
-        let call = |path: &str| Http::new().call(ctx(vec![("url", format!("{base}{path}").into())]));
+        let call =
+            |path: &str| Http::new().call(ctx(vec![("url", format!("{base}{path}").into())]));
         let err = call("/busy").await.unwrap_err();
-        assert_eq!((err.error_type.as_str(), err.retryable), ("http_status_503", true));
+        assert_eq!(
+            (err.error_type.as_str(), err.retryable),
+            ("http_status_503", true)
+        );
         let err = call("/slow-down").await.unwrap_err();
-        assert_eq!((err.error_type.as_str(), err.retryable), ("http_status_429", true));
+        assert_eq!(
+            (err.error_type.as_str(), err.retryable),
+            ("http_status_429", true)
+        );
         let err = call("/missing").await.unwrap_err();
-        assert_eq!((err.error_type.as_str(), err.retryable), ("http_status_404", false));
+        assert_eq!(
+            (err.error_type.as_str(), err.retryable),
+            ("http_status_404", false)
+        );
         assert!(err.message.contains("no such thing"), "{}", err.message);
     }
 
@@ -168,10 +222,22 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = listener.local_addr().unwrap();
         drop(listener);
-        let err = Http::new().call(ctx(vec![("url", format!("http://{closed}/").into())])).await.unwrap_err();
-        assert_eq!((err.error_type.as_str(), err.retryable), ("http_error", true));
-        let err = Http::new().call(ctx(vec![("url", "not a url".into())])).await.unwrap_err();
-        assert_eq!((err.error_type.as_str(), err.retryable), ("invalid_parameters", false));
+        let err = Http::new()
+            .call(ctx(vec![("url", format!("http://{closed}/").into())]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.error_type.as_str(), err.retryable),
+            ("http_error", true)
+        );
+        let err = Http::new()
+            .call(ctx(vec![("url", "not a url".into())]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.error_type.as_str(), err.retryable),
+            ("invalid_parameters", false)
+        );
         let err = Http::new().call(ctx(vec![])).await.unwrap_err();
         assert_eq!(err.error_type, "invalid_parameters");
     }

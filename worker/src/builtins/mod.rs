@@ -30,7 +30,12 @@ pub fn register(registry: &mut Registry, enable_shell: bool) {
     registry.insert_if_absent("noop", Arc::new(Noop));
     registry.insert_if_absent("sleep", Arc::new(Sleep));
     registry.insert_if_absent("http", Arc::new(Http::new()));
-    registry.insert_if_absent("shell", Arc::new(Shell { enabled: enable_shell }));
+    registry.insert_if_absent(
+        "shell",
+        Arc::new(Shell {
+            enabled: enable_shell,
+        }),
+    );
     registry.insert_if_absent("fail", Arc::new(Fail));
 }
 

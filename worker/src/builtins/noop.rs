@@ -20,7 +20,13 @@ mod tests {
 
     #[tokio::test]
     async fn noop_returns_an_empty_output() {
-        let out = Noop.call(TaskContext::for_test("noop", DataMap::new(), DataMap::new())).await;
+        let out = Noop
+            .call(TaskContext::for_test(
+                "noop",
+                DataMap::new(),
+                DataMap::new(),
+            ))
+            .await;
         assert_eq!(out, Ok(DataMap::new()));
     }
 }

@@ -31,7 +31,9 @@ impl Handler for Shell {
             let command = ctx
                 .param_str("command")?
                 .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| TaskError::terminal("invalid_parameters", "shell needs parameter 'command'"))?
+                .ok_or_else(|| {
+                    TaskError::terminal("invalid_parameters", "shell needs parameter 'command'")
+                })?
                 .to_owned();
             run(&ctx, &command).await
         })
@@ -63,7 +65,12 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
             return Err(TaskError::retryable("cancelled", "command killed by worker shutdown"));
         }
     };
-    let text = |bytes: &[u8]| truncate_utf8(String::from_utf8_lossy(bytes).trim().to_owned(), MAX_OUTPUT_BYTES);
+    let text = |bytes: &[u8]| {
+        truncate_utf8(
+            String::from_utf8_lossy(bytes).trim().to_owned(),
+            MAX_OUTPUT_BYTES,
+        )
+    };
     let stdout = text(&output.stdout);
     let stderr = text(&output.stderr);
     match output.status.code() {
@@ -74,9 +81,15 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
         ])),
         Some(code) => Err(TaskError::terminal(
             format!("shell_exit_{code}"),
-            format!("command exited with {code}: {}", truncate_utf8(stderr, 1024)),
+            format!(
+                "command exited with {code}: {}",
+                truncate_utf8(stderr, 1024)
+            ),
         )),
-        None => Err(TaskError::retryable("shell_killed", "command was killed by a signal")),
+        None => Err(TaskError::retryable(
+            "shell_killed",
+            "command was killed by a signal",
+        )),
     }
 }
 
@@ -92,7 +105,10 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_by_default() {
-        let err = Shell { enabled: false }.call(ctx("echo hi")).await.unwrap_err();
+        let err = Shell { enabled: false }
+            .call(ctx("echo hi"))
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "shell_disabled");
         assert!(!err.retryable);
     }
@@ -113,7 +129,10 @@ mod tests {
 
     #[tokio::test]
     async fn non_zero_exit_is_terminal_with_the_code() {
-        let err = Shell { enabled: true }.call(ctx("echo nope >&2; exit 3")).await.unwrap_err();
+        let err = Shell { enabled: true }
+            .call(ctx("echo nope >&2; exit 3"))
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "shell_exit_3");
         assert!(!err.retryable);
         assert!(err.message.contains("nope"), "{}", err.message);
