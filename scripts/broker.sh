@@ -11,6 +11,7 @@
 # Files: .weft/broker.pid, .weft/logs/broker.log, .weft/broker/tansu.db (kept across restarts;
 # `make clean-data` removes it).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PIDFILE=$WEFT_STATE_DIR/broker.pid

@@ -10,6 +10,7 @@
 # Files: .weft/{orchestrator,worker}.pid, .weft/logs/{orchestrator,worker}.log,
 # .weft/orchestrator/ (RocksDB projections; rebuilt from the topics if deleted).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 API_ADDR=${WEFT_DEV_API_ADDR:-127.0.0.1:8080}
@@ -46,7 +47,8 @@ start_process() {
     log "starting weft-$name $* (log: $LOGDIR/$name.log)"
     (
         cd "$WEFT_ROOT"
-        exec "${WEFT_CLEAN_ENV[@]}" setsid "$bin" "$@" </dev/null >>"$LOGDIR/$name.log" 2>&1
+        # NO_COLOR: plain log files, no ANSI escapes.
+        exec "${WEFT_CLEAN_ENV[@]}" NO_COLOR=1 setsid "$bin" "$@" </dev/null >>"$LOGDIR/$name.log" 2>&1
     ) &
     echo $! >"$pidfile"
 }
@@ -86,7 +88,10 @@ cmd_demo() {
     log "weft def apply examples/demo.yaml"
     "${WEFT_CLEAN_ENV[@]}" "$weft" def apply "$WEFT_ROOT/examples/demo.yaml"
     log "weft start demo --input '{\"customer\":\"ada\"}' --wait"
-    "${WEFT_CLEAN_ENV[@]}" "$weft" start demo --input '{"customer":"ada"}' --wait --timeout 5m
+    local out=$WEFT_STATE_DIR/demo-start.out id
+    "${WEFT_CLEAN_ENV[@]}" "$weft" start demo --input '{"customer":"ada"}' --wait --timeout 5m | tee "$out"
+    id=$(grep -m1 -Eo '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$out" || true)
+    id=${id:-<id>}
     cat <<MSG
 
 Weft is running:
@@ -95,9 +100,9 @@ Weft is running:
   broker        $BOOTSTRAP (Tansu, data in .weft/broker/)
   logs          .weft/logs/orchestrator.log, .weft/logs/worker.log, .weft/logs/broker.log
 
-Look at the workflow above (its id is printed by \`weft start\`):
-  $weft get demo <id>
-  $weft history demo <id>
+Look at the workflow (the CLI talks to \$WEFT_API, default $WEFT_API):
+  $weft get demo $id
+  $weft history demo $id
 Start another one:
   $weft start demo --input '{"customer":"grace"}' --wait
 

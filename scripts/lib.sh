@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this
 # Common variables and helpers for Weft's scripts. Source it; do not run it.
 #
 #   WEFT_ROOT        the repository root (derived from this file's location)

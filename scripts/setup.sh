@@ -7,6 +7,7 @@
 # Idempotent, and fast when everything is present. The broker is installed by
 # scripts/broker.sh install.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v cargo >/dev/null 2>&1 ||

@@ -5,8 +5,13 @@
 # be built already (`cargo build --workspace --bins`), since the integration tests
 # start them. Extra arguments go to the test runner.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$WEFT_ROOT"
+
+# Keep failure output readable: no backtraces captured into anyhow errors (a test
+# returning Err); panics still follow RUST_BACKTRACE.
+export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

@@ -178,7 +178,9 @@ impl TestCluster {
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--node-id", node_id])
             .current_dir(self.dir.path())
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            // Plain log files: no ANSI colour escapes.
+            .env("NO_COLOR", "1");
         // Weft's binaries reject unknown WEFT_* variables; these belong to the scripts.
         for var in SCRIPT_ONLY_ENV {
             spec = spec.env_remove(var);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -192,7 +192,7 @@ impl Registry {
             "group.id",
             format!("weft-definitions-{}", uuid::Uuid::new_v4()),
         );
-        let consumer: BaseConsumer = cfg.create().map_err(kafka::Error::from)?;
+        let consumer: StreamConsumer = cfg.create().map_err(kafka::Error::from)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
             .map_err(kafka::Error::from)?;
@@ -211,7 +211,10 @@ impl Registry {
             }
         }
         loop {
-            let msg = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+            // A timeout keeps the loop yielding, so the task can be stopped at shutdown.
+            let msg = tokio::time::timeout(Duration::from_millis(200), consumer.recv())
+                .await
+                .ok();
             match msg {
                 Some(Ok(m)) => {
                     next_offset = m.offset() + 1;

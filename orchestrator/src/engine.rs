@@ -25,6 +25,13 @@ use crate::store::Store;
 
 type Tp = (String, i32);
 
+/// How long a subscribed consumer may wait for its first assignment before it
+/// rejoins the group (longer than the session timeout of a crashed predecessor).
+const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
+/// Rejoins after which an empty assignment is taken as final (more replicas
+/// than partitions).
+const MAX_REJOINS: u32 = 3;
+
 enum RebalanceEvent {
     Assigned(Vec<Tp>),
     Revoked(Vec<Tp>),
@@ -101,12 +108,12 @@ pub async fn run(
     let owned = Arc::new(Mutex::new(HashSet::new()));
     let ctx = Ctx {
         store: shared.store.clone(),
-        events: tx,
+        events: tx.clone(),
         owned: owned.clone(),
     };
     let mut cfg = client_config(&kafka, Role::Consumer);
     cfg.set("group.id", &group_id);
-    let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
+    let mut consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
     let watermarks: Arc<BaseConsumer> = Arc::new(
         client_config(&kafka, Role::Consumer)
             .set("group.id", "weft-watermarks")
@@ -116,22 +123,42 @@ pub async fn run(
     let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
     tokio::pin!(shutdown);
-    subscribe(&consumer, &shared)?;
+    let mut joined = !subscribe(&consumer, &shared)?;
+    let mut join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
+    let mut rejoins = 0u32;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(join_deadline), if !joined => {
+                // Some brokers (Tansu 0.6) never finish a rebalance that a crashed
+                // member of this group joined before its session expired. By now it
+                // has expired: leave and join afresh as a new member.
+                tracing::warn!(waited_s = JOIN_WATCHDOG.as_secs(), "no partition assignment yet; rejoining the group");
+                rejoins += 1;
+                drop(consumer);
+                let ctx = Ctx { store: shared.store.clone(), events: tx.clone(), owned: owned.clone() };
+                consumer = cfg.create_with_context(ctx)?;
+                subscribe(&consumer, &shared)?;
+                join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
+            }
             changed = types.changed() => {
-                if changed.is_ok() {
-                    subscribe(&consumer, &shared)?;
+                if changed.is_ok() && subscribe(&consumer, &shared)? && joined {
+                    joined = false;
+                    join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
                 }
             }
             Some(ev) = rebalances.recv() => match ev {
                 RebalanceEvent::Assigned(parts) => {
+                    tracing::info!(partitions = parts.len(), "group assigned partitions");
+                    // An empty assignment right after joining can mean a crashed
+                    // predecessor still holds everything: keep the watchdog armed.
+                    joined = !parts.is_empty() || rejoins >= MAX_REJOINS;
                     for tp in parts {
                         ensure_task(&shared, &watermarks, &mut senders, &mut handles, tp);
                     }
                 }
                 RebalanceEvent::Revoked(parts) => {
+                    tracing::info!(partitions = parts.len(), "group revoked partitions");
                     for tp in parts {
                         senders.remove(&tp);
                     }
@@ -166,18 +193,19 @@ pub async fn run(
     Ok(())
 }
 
-fn subscribe(consumer: &StreamConsumer<Ctx>, shared: &Shared) -> crate::Result<()> {
+/// Subscribes to the events topic of every registered type; `false` when there is none yet.
+fn subscribe(consumer: &StreamConsumer<Ctx>, shared: &Shared) -> crate::Result<bool> {
     let catalog = shared.registry.catalog();
     let topics: Vec<String> = catalog.types().map(|t| shared.topics.events(t)).collect();
     if topics.is_empty() {
         shared.status.set_subscribed();
-        return Ok(());
+        return Ok(false);
     }
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     shared.status.set_subscribed();
     tracing::info!(topics = ?topics, "subscribed to events topics");
-    Ok(())
+    Ok(true)
 }
 
 /// Starts the processor of `tp` unless one is running; a new processor first

@@ -73,8 +73,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     weft_shared::telemetry::init_logging(&config.log);
+    // Everything is durable once `run` returns; librdkafka's client destructors can
+    // still wait on their background threads, so leave without running them.
     match weft_orchestrator::run(config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => std::process::exit(0),
         Err(e) => {
             tracing::error!(error = %e, "orchestrator failed");
             eprintln!("error: {e}");

@@ -3,7 +3,7 @@
 //! partition, then forget it) and remembers the group metadata exactly-once
 //! transactions need; subscription to the task topics; offset commits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
@@ -11,7 +11,8 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
     StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::config::WeftConfig;
 use weft_shared::kafka::{client_config, Role};
@@ -30,9 +31,20 @@ pub(crate) struct WorkerContext {
     pub group: Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>,
     /// Set when partitions were assigned, so a paused consumer pauses the new ones too.
     pub assignment_changed: AtomicBool,
+    /// Partitions currently assigned (for the stuck-join watchdog).
+    pub assigned: AtomicUsize,
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                tracing::warn!(%reason, "task topics not found yet; they are picked up once they exist");
+            }
+            _ => tracing::error!(error = %error, %reason, "kafka client error"),
+        }
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -46,6 +58,7 @@ impl ConsumerContext for WorkerContext {
                         .collect()
                 };
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
+                self.assigned.store(0, Ordering::SeqCst);
                 if !positions.is_empty() {
                     if let Err(e) = consumer.commit(&to_tpl(&positions), CommitMode::Sync) {
                         tracing::warn!(error = %e, "could not commit offsets of revoked partitions");
@@ -66,6 +79,7 @@ impl ConsumerContext for WorkerContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.assigned.store(tpl.count(), Ordering::SeqCst);
             *lock(&self.group) = consumer.group_metadata().map(Arc::new);
             self.assignment_changed.store(true, Ordering::SeqCst);
         }
@@ -207,4 +221,32 @@ mod tests {
             [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]
         );
     }
+}
+
+/// Leaves the group and joins it again as a new member when nothing has been
+/// assigned: some brokers (Tansu 0.6) never finish a rebalance that this worker
+/// joined while a crashed predecessor's session was still open. Returns whether
+/// it rejoined.
+pub(crate) fn rejoin_if_unassigned(consumer: &TaskConsumer) -> bool {
+    if consumer.context().assigned.load(Ordering::SeqCst) > 0 {
+        return false;
+    }
+    let Ok(subscription) = consumer.subscription() else {
+        return false;
+    };
+    let topics: Vec<String> = subscription
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_owned())
+        .collect();
+    if topics.is_empty() {
+        return false;
+    }
+    tracing::warn!(topics = ?topics, "no partitions assigned yet; rejoining the group");
+    consumer.unsubscribe();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&names) {
+        tracing::error!(error = %e, "could not subscribe again");
+    }
+    true
 }

@@ -211,7 +211,7 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
             OUTCOME_COMPLETED,
         ),
         Err(e) => {
-            tracing::info!(error_type = %e.error_type, retryable = e.retryable, message = %e.message, "task failed");
+            tracing::info!(error_type = %e.error_type, retryable = e.retryable, reason = %e.message, "task failed");
             (
                 attempt_event(d, AttemptEvent::Failed, e.to_event_data(), &shared.node_id),
                 OUTCOME_FAILED,

@@ -138,16 +138,12 @@ mod tests {
         currency: String,
     }
 
-    fn charge() -> Typed<
-        ChargeIn,
-        ChargeOut,
-        impl Fn(TaskContext, ChargeIn) -> futures::future::Ready<Result<ChargeOut, TaskError>>,
-    > {
-        Typed::new(|_ctx: TaskContext, i: ChargeIn| {
-            futures::future::ready(Ok(ChargeOut {
+    fn charge() -> impl Handler {
+        Typed::<ChargeIn, ChargeOut, _>::new(|_ctx: TaskContext, i: ChargeIn| async move {
+            Ok::<_, TaskError>(ChargeOut {
                 charged: i.amount * 2,
                 currency: i.currency,
-            }))
+            })
         })
     }
 

@@ -1,25 +1,17 @@
-//! `weft-worker`: runs the built-in task kinds (`noop`, `sleep`, `http`,
-//! `shell`, `fail`) from the Kafka task topics until SIGTERM or SIGINT.
-//! Flags become configuration overrides on top of the file and `WEFT_*` env.
+//! `weft-worker`: runs the built-in task kinds from the Kafka task topics until SIGTERM/SIGINT;
+//! flags become configuration overrides on top of the file and `WEFT_*` environment.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use anyhow::Context;
 use clap::Parser;
 use weft_shared::config::WeftConfig;
 use weft_worker::Worker;
 
+/// Runs Weft task handlers from the Kafka task topics.
 #[derive(Parser, Debug)]
-#[command(
-    name = "weft-worker",
-    version,
-    about = "Runs Weft task handlers from Kafka task topics"
-)]
+#[command(name = "weft-worker", version)]
 struct Args {
     /// TOML configuration file.
     #[arg(long, env = "WEFT_CONFIG")]
-    config: Option<PathBuf>,
+    config: Option<std::path::PathBuf>,
     /// Sets any configuration key (repeatable), e.g. --set worker.concurrency=8.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     set: Vec<(String, String)>,
@@ -31,7 +23,7 @@ struct Args {
     node_id: Option<String>,
     /// Tasks run at the same time (worker.concurrency).
     #[arg(long)]
-    concurrency: Option<usize>,
+    concurrency: Option<String>,
     /// Workflow types served, comma-separated; default every type (worker.types).
     #[arg(long)]
     types: Option<String>,
@@ -47,63 +39,51 @@ struct Args {
 }
 
 fn parse_set(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))?;
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
     Ok((k.trim().to_owned(), v.to_owned()))
 }
 
 impl Args {
     fn overrides(&self) -> Vec<(String, String)> {
-        let mut out = self.set.clone();
-        let mut push = |k: &str, v: Option<String>| out.extend(v.map(|v| (k.to_owned(), v)));
-        push("kafka.bootstrap", self.bootstrap.clone());
-        push("worker.node_id", self.node_id.clone());
-        push(
-            "worker.concurrency",
-            self.concurrency.map(|c| c.to_string()),
-        );
-        push("worker.types", self.types.clone());
-        push(
-            "worker.enable_shell",
-            self.enable_shell.then(|| "true".to_owned()),
-        );
-        push("worker.http_addr", self.http_addr.clone());
-        out
+        let shell = self.enable_shell.then(|| "true".to_owned());
+        let flags = [
+            ("kafka.bootstrap", &self.bootstrap),
+            ("worker.node_id", &self.node_id),
+            ("worker.concurrency", &self.concurrency),
+            ("worker.types", &self.types),
+            ("worker.enable_shell", &shell),
+            ("worker.http_addr", &self.http_addr),
+        ];
+        let flags = flags
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v.clone()?)));
+        self.set.iter().cloned().chain(flags).collect()
     }
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     let args = Args::parse();
-    let config = match WeftConfig::from_process(args.config.as_deref(), &args.overrides()) {
-        Ok(c) => c,
-        Err(e) => return usage_error(&e),
-    };
+    let config = WeftConfig::from_process(args.config.as_deref(), &args.overrides())
+        .unwrap_or_else(|e| fail(&e, 2));
     if args.dump_config {
         print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
+        return;
     }
     weft_shared::telemetry::init_logging(&config.log);
-    let worker = match Worker::builder(config).with_builtins().build() {
-        Ok(w) => w,
-        Err(e) => return usage_error(&e),
-    };
-    if let Err(e) = worker
-        .run(shutdown_signal())
-        .await
-        .context("worker stopped")
-    {
-        tracing::error!(error = format!("{e:#}"), "worker failed");
-        eprintln!("weft-worker: {e:#}");
-        return ExitCode::FAILURE;
+    let worker = Worker::builder(config)
+        .with_builtins()
+        .build()
+        .unwrap_or_else(|e| fail(&e, 2));
+    if let Err(e) = worker.run(shutdown_signal()).await {
+        fail(&e, 1);
     }
-    ExitCode::SUCCESS
 }
 
-fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+/// Prints `e` as one line on stderr and exits: 2 for bad arguments or configuration, else 1.
+fn fail(e: &dyn std::fmt::Display, code: i32) -> ! {
     eprintln!("weft-worker: {e}");
-    ExitCode::from(2)
+    std::process::exit(code)
 }
 
 async fn shutdown_signal() {

@@ -101,13 +101,18 @@ pub(crate) async fn run(
         "worker draining"
     );
     heartbeats.abort();
-    heartbeat::publish(
+    let draining = heartbeat::publish(
         &shared,
         settings.concurrency,
         HealthStatus::Draining,
         started_at_ms,
-    )
-    .await;
+    );
+    if tokio::time::timeout(Duration::from_secs(3), draining)
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not publish the draining heartbeat in time");
+    }
     drain(
         &consumer,
         &shared,
@@ -128,6 +133,11 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// How long after subscribing (or rejoining) the worker waits for an assignment.
+const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
+/// Rejoins after which an empty assignment is taken as final.
+const MAX_REJOINS: u32 = 3;
+
 /// Takes records while slots are free, until `shutdown` resolves.
 async fn consume(
     consumer: &TaskConsumer,
@@ -139,6 +149,10 @@ async fn consume(
     tokio::pin!(shutdown);
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     let mut paused = false;
+    // Checks that the group assigned something; see `consumer::rejoin_if_unassigned`.
+    let mut join_watchdog =
+        tokio::time::interval_at(tokio::time::Instant::now() + JOIN_WATCHDOG, JOIN_WATCHDOG);
+    let mut rejoins = 0;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
@@ -149,6 +163,13 @@ async fn consume(
             () = &mut shutdown => return,
             () = shared.offsets_done.notified() => commit_done(consumer, shared),
             _ = commit_tick.tick() => commit_done(consumer, shared),
+            _ = join_watchdog.tick(), if rejoins < MAX_REJOINS => {
+                if consumer::rejoin_if_unassigned(consumer) {
+                    rejoins += 1;
+                } else {
+                    rejoins = MAX_REJOINS;
+                }
+            }
             received = consumer.recv() => {
                 let msg = match received {
                     Ok(m) => m.detach(),

@@ -1,0 +1,198 @@
+//! Helpers of the mock-cluster tests: dispatches, worker configuration,
+//! producing, reading topics back with deadlines, committed offsets.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use weft_shared::avro::AvroRecord;
+use weft_shared::config::{TransactionsMode, WeftConfig};
+use weft_shared::data::{DataMap, WorkflowData};
+use weft_shared::event::now_ms;
+use weft_shared::ids::{EventId, ExecutionId, InstanceId, TaskId};
+use weft_shared::kafka::header_map;
+use weft_shared::model::{ExecutionSemantics, TaskPriority, TaskType, TimeoutConfiguration};
+use weft_shared::{TaskDispatch, WorkflowEvent, WorkflowEventType};
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn dispatch(handler: &str, semantics: ExecutionSemantics) -> TaskDispatch {
+    let instance_id = InstanceId::random();
+    let task_id = TaskId::of(instance_id, "step");
+    TaskDispatch {
+        workflow_type: "orders".into(),
+        instance_id,
+        definition_version: 1,
+        task_id,
+        task_name: "step".into(),
+        task_type: TaskType::Compute,
+        handler: handler.into(),
+        attempt: 1,
+        execution_id: ExecutionId::of(task_id, 1),
+        input: DataMap::from([("order".to_owned(), WorkflowData::Str("o-1".into()))]),
+        parameters: DataMap::new(),
+        upstream: BTreeMap::new(),
+        execution_semantics: semantics,
+        priority: TaskPriority::Normal,
+        timeout_config: TimeoutConfiguration::default(),
+        idempotency_key: format!("{instance_id}:step"),
+        scheduled_event_id: EventId::random(),
+        correlation_chain: vec![EventId::random()],
+        scheduled_at_ms: now_ms(),
+        not_before_ms: 0,
+        deadline_ms: 0,
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    }
+}
+
+pub fn init_logs() {
+    weft_shared::telemetry::init_logging(&WeftConfig::default().log);
+}
+
+pub fn config(
+    bootstrap: &str,
+    group: &str,
+    types: &[&str],
+    transactions: TransactionsMode,
+) -> WeftConfig {
+    let mut c = WeftConfig::default();
+    c.kafka.bootstrap = bootstrap.to_owned();
+    c.kafka.transactions = transactions;
+    c.worker.group_id = group.to_owned();
+    c.worker.node_id = format!("{group}-node");
+    c.worker.types = types.iter().map(|t| (*t).to_owned()).collect();
+    c.worker.concurrency = 4;
+    c.worker.http_addr = "127.0.0.1:0".into();
+    c.worker.shutdown_grace_ms = 2_000;
+    c
+}
+
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// One record as read back: key, headers and value.
+pub struct Rec {
+    pub key: String,
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads `topic` from the start until `enough` holds of what was read, or the deadline passes.
+pub async fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    enough: impl Fn(&[Rec]) -> bool,
+) -> anyhow::Result<Vec<Rec>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", uuid_like()))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + DEADLINE;
+    let mut out = Vec::new();
+    while !enough(&out) {
+        let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(m) => m?,
+            Err(_) => bail!("timed out reading {topic}; got {} records", out.len()),
+        };
+        out.push(Rec {
+            key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
+            headers: header_map(msg.headers()),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// A running worker: its task, and the sender that stops it.
+pub type Running = tokio::task::JoinHandle<Result<(), weft_worker::WorkerError>>;
+
+/// Awaits `fut` unless the worker stops first (which is then the error).
+pub async fn while_running<T>(
+    running: &mut Running,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        out = fut => out,
+        ended = running => bail!("worker stopped early: {ended:?}"),
+    }
+}
+
+pub fn uuid_like() -> String {
+    InstanceId::random().to_string()
+}
+
+pub fn events_of(recs: &[Rec], instance: InstanceId) -> Vec<WorkflowEvent> {
+    recs.iter()
+        .filter(|r| r.key == instance.to_string())
+        .filter_map(|r| WorkflowEvent::decode(&r.payload).ok())
+        .collect()
+}
+
+pub fn has(recs: &[Rec], d: &TaskDispatch, t: WorkflowEventType) -> bool {
+    events_of(recs, d.instance_id)
+        .iter()
+        .any(|e| e.event_type == t)
+}
+
+/// The committed offsets of `topic`'s partitions for `group`, summed (unset counts 0).
+pub fn committed_now(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(5))?;
+    let offset = |o: Offset| if let Offset::Offset(o) = o { o } else { 0 };
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| offset(e.offset()))
+        .sum())
+}
+
+/// [`committed_now`], polled until it reaches `expect` or the deadline passes.
+pub async fn committed_until(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    expect: i64,
+) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let total = committed_now(bootstrap, group, topic, partitions)?;
+        if total >= expect || Instant::now() > deadline {
+            return Ok(total);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

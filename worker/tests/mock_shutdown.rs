@@ -1,0 +1,91 @@
+//! Shutdown on librdkafka's mock cluster: a task that outlives the grace
+//! period is cancelled and its record stays uncommitted (another worker gets
+//! it), while a task behind it that finished is published but not committed
+//! past the unfinished one.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+use tokio::time::Instant;
+use weft_shared::avro::AvroRecord;
+use weft_shared::config::TransactionsMode;
+use weft_shared::data::{DataMap, WorkflowData};
+use weft_shared::model::ExecutionSemantics;
+use weft_shared::{Topics, WorkflowEventType};
+use weft_worker::Worker;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_cancels_and_leaves_the_record_uncommitted() -> anyhow::Result<()> {
+    init_logs();
+    let cluster = MockCluster::new(1)?;
+    let bootstrap = cluster.bootstrap_servers();
+    let topics = Topics::default();
+    for name in [
+        topics.tasks("orders"),
+        topics.events("orders"),
+        topics.nodes(),
+    ] {
+        cluster.create_topic(&name, 1, 1)?;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
+    let mut slow = dispatch("sleep", ExecutionSemantics::AtLeastOnce);
+    slow.parameters = DataMap::from([("ms".to_owned(), WorkflowData::Int(600_000))]);
+    let quick = dispatch("noop", ExecutionSemantics::AtLeastOnce);
+    for d in [&slow, &quick] {
+        let key = d.instance_id.to_string();
+        produce(&producer, &topics.tasks("orders"), &key, &d.encode()).await?;
+    }
+
+    let group = format!("workers-{}", uuid_like());
+    let mut cfg = config(&bootstrap, &group, &["orders"], TransactionsMode::Off);
+    cfg.worker.shutdown_grace_ms = 300;
+    let worker = Worker::builder(cfg).with_builtins().build()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut running: Running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let events = while_running(
+        &mut running,
+        read_until(&bootstrap, &topics.events("orders"), |recs| {
+            has(recs, &quick, WorkflowEventType::TaskCompleted)
+                && has(recs, &slow, WorkflowEventType::TaskStarted)
+        }),
+    )
+    .await?;
+    assert!(!has(&events, &slow, WorkflowEventType::TaskCompleted));
+
+    let asked = Instant::now();
+    stop_tx.send(()).ok();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .context("worker did not stop")???;
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        asked.elapsed()
+    );
+
+    // the slow task (offset 0) never finished, so nothing is committed, the quick one included
+    let committed = committed_now(&bootstrap, &group, &topics.tasks("orders"), 1)?;
+    assert_eq!(committed, 0);
+    let events = read_until(&bootstrap, &topics.events("orders"), |recs| recs.len() >= 3).await?;
+    let slow_events: Vec<_> = events_of(&events, slow.instance_id)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        slow_events,
+        [WorkflowEventType::TaskStarted],
+        "no result for a cancelled task"
+    );
+    Ok(())
+}
