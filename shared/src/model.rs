@@ -121,26 +121,36 @@ string_enum!(
     }
 );
 
+// string_enum! cannot carry #[default], so the default is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for ExecutionSemantics {
     fn default() -> Self {
         ExecutionSemantics::AtLeastOnce
     }
 }
+// string_enum! cannot carry #[default], so the default is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for TaskPriority {
     fn default() -> Self {
         TaskPriority::Normal
     }
 }
+// string_enum! cannot carry #[default], so the default is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for IsolationLevel {
     fn default() -> Self {
         IsolationLevel::ReadCommitted
     }
 }
+// string_enum! cannot carry #[default], so the default is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for TaskType {
     fn default() -> Self {
         TaskType::Compute
     }
 }
+// string_enum! cannot carry #[default], so the default is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for DependencyCondition {
     fn default() -> Self {
         DependencyCondition::Completed

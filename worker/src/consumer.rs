@@ -204,25 +204,6 @@ pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, pau
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscription_is_explicit_or_a_regex_of_task_topics() {
-        let t = Topics::new("weft");
-        assert_eq!(
-            subscription(&t, &["orders".into(), "b".into()]),
-            ["weft.orders.tasks", "weft.b.tasks"]
-        );
-        assert_eq!(subscription(&t, &[]), [r"^weft\.[A-Za-z0-9_-]+\.tasks$"]);
-        assert_eq!(
-            subscription(&Topics::new("a.b+"), &[]),
-            [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]
-        );
-    }
-}
-
 /// Leaves the group and joins it again as a new member when nothing has been
 /// assigned: some brokers (Tansu 0.6) never finish a rebalance that this worker
 /// joined while a crashed predecessor's session was still open. Returns whether
@@ -249,4 +230,23 @@ pub(crate) fn rejoin_if_unassigned(consumer: &TaskConsumer) -> bool {
         tracing::error!(error = %e, "could not subscribe again");
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_is_explicit_or_a_regex_of_task_topics() {
+        let t = Topics::new("weft");
+        assert_eq!(
+            subscription(&t, &["orders".into(), "b".into()]),
+            ["weft.orders.tasks", "weft.b.tasks"]
+        );
+        assert_eq!(subscription(&t, &[]), [r"^weft\.[A-Za-z0-9_-]+\.tasks$"]);
+        assert_eq!(
+            subscription(&Topics::new("a.b+"), &[]),
+            [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]
+        );
+    }
 }
