@@ -294,3 +294,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_running_instance_keeps_its_definition_version() {
+    let mut defs = diamond(1);
+    let mut v2 = WorkflowDefinition::new("diamond", vec![TaskConfiguration::new("only", "noop")]);
+    v2.version = 2;
+    v2.registered_at_ms = 5_000;
+    defs.0.push(v2);
+    let mut d = Driver::new(defs);
+    // ts 1_001: before v2 was registered, so "latest" at that time is v1
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    assert_eq!(d.wf().definition_version, 1);
+    d.ts = 10_000; // v2 is now the latest; the instance still runs v1
+    d.run_task("a", 1);
+    assert_eq!(d.wf().task_state("b"), TaskState::Scheduled);
+    assert!(matches!(
+        d.input(T::TaskCompleted, Some(("only", 1)), DataMap::new()),
+        Outcome::Rejected(_)
+    ));
+
+    let mut pinned = Driver::new(Defs(d.defs.0.clone()));
+    pinned.ts = 10_000;
+    let mut e = WorkflowEvent::new(T::WorkflowCreated, "diamond", pinned.id, "c", 10_001);
+    e.metadata
+        .insert(meta::DEFINITION_VERSION.into(), "2".into());
+    let decision = decide(None, &pinned.defs, &e);
+    assert_eq!(decision.state.unwrap().definition_version, 2);
+}
