@@ -120,7 +120,7 @@ impl Registry {
             );
             kafka::ensure_topics(&self.kafka, &specs).await?;
         }
-        {
+        let types = {
             let mut guard = self.catalog.write().expect("catalog lock");
             let mut next = Catalog {
                 by_type: guard.by_type.clone(),
@@ -129,12 +129,17 @@ impl Registry {
                 .entry(def.workflow_type.clone())
                 .or_default()
                 .insert(def.version, Arc::new(def));
+            let n = next.by_type.len();
             *guard = Arc::new(next);
-        }
-        if new_type {
-            let n = self.catalog().by_type.len();
-            self.types_tx.send_replace(n);
-        }
+            n
+        };
+        // Only a change in the number of types changes the subscription (the API
+        // and the topic follower may insert the same new type concurrently).
+        self.types_tx.send_if_modified(|current| {
+            let changed = *current != types;
+            *current = types;
+            changed
+        });
         Ok(())
     }
 

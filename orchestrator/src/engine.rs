@@ -193,12 +193,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Subscribes to the events topic of every registered type; `false` when there is none yet.
+/// Subscribes to the events topic of every registered type; `false` when there
+/// is none yet or the subscription is already that (a needless re-subscribe
+/// makes the group rebalance, and some brokers keep a ghost member from it).
 fn subscribe(consumer: &StreamConsumer<Ctx>, shared: &Shared) -> crate::Result<bool> {
     let catalog = shared.registry.catalog();
     let topics: Vec<String> = catalog.types().map(|t| shared.topics.events(t)).collect();
     if topics.is_empty() {
         shared.status.set_subscribed();
+        return Ok(false);
+    }
+    let current: Vec<String> = consumer
+        .subscription()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.topic().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sorted = topics.clone();
+    sorted.sort();
+    let mut current_sorted = current;
+    current_sorted.sort();
+    if sorted == current_sorted {
         return Ok(false);
     }
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

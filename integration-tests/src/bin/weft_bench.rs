@@ -54,12 +54,12 @@ const WORKFLOW_TYPE: &str = "diamond";
 const TASKS_PER_WORKFLOW: usize = 4;
 
 /// Pause between polling rounds.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Instances polled at once within a round.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Instances polled at once.
 const POLL_BATCH: usize = 8;
-/// A round stops after this many instances that are not completed yet (instances
-/// are polled oldest first, so the rest are most likely not completed either).
-const MISSES_PER_ROUND: usize = 16;
+/// Instances polled per round: the pending ones are polled in turn, a round
+/// taking the next ones of the queue (which bounds the load polling adds).
+const POLL_PER_ROUND: usize = 32;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -99,6 +99,8 @@ struct Started {
     sent_ms: i64,
     /// Round trip of the start request.
     request: Duration,
+    /// What the last poll saw: the state, or why there was none.
+    last_seen: String,
 }
 
 /// A completed instance.
@@ -160,6 +162,7 @@ async fn run(args: &Args) -> Result<()> {
             args.log_lines
         );
         cluster.print_logs(args.log_lines);
+        keep_logs(&cluster);
     }
     result
 }
@@ -220,6 +223,7 @@ async fn bench(cluster: &TestCluster, args: &Args) -> Result<()> {
                         id,
                         sent_ms,
                         request: sent.elapsed(),
+                        last_seen: "not polled yet".into(),
                     });
                     Ok(())
                 }
@@ -359,8 +363,8 @@ async fn bench(cluster: &TestCluster, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Polls the started instances (oldest first) until all `n` are completed; fails
-/// if one ends otherwise or `deadline` passes after `t0`.
+/// Polls the started instances in turn until all `n` are completed; fails if one
+/// ends otherwise or `deadline` passes after `t0`.
 async fn poll_until_completed(
     apis: &[ApiClient],
     mut rx: mpsc::UnboundedReceiver<Started>,
@@ -376,60 +380,56 @@ async fn poll_until_completed(
             pending.push_back(s);
         }
         if t0.elapsed() > deadline {
-            let sample: Vec<&str> = pending.iter().take(5).map(|s| s.id.as_str()).collect();
-            let mut detail = String::new();
-            if let Some(s) = pending.front() {
-                for api in apis {
-                    let answer = match api.get(WORKFLOW_TYPE, &s.id).await {
-                        Ok(v) => format!("state {}", v["state"]),
-                        Err(e) => format!("{e:#}"),
-                    };
-                    detail.push_str(&format!(
-                        "\n  {} says of {}: {answer}",
-                        api.base_url(),
-                        s.id
-                    ));
-                }
-            }
+            let sample: Vec<String> = pending
+                .iter()
+                .take(5)
+                .map(|s| format!("\n  {}: {}", s.id, s.last_seen))
+                .collect();
             bail!(
                 "{} of {n} workflows did not complete within {deadline:?} of the first start \
-                 request ({} not even started); e.g. {sample:?}{detail}",
+                 request ({} not even started); pending by last seen state: {}; e.g.{}",
                 n - completed.len(),
-                n - completed.len() - pending.len()
+                n - completed.len() - pending.len(),
+                tally(&pending),
+                sample.concat()
             );
         }
 
-        let mut next = VecDeque::with_capacity(pending.len());
-        let mut misses = 0;
-        while misses < MISSES_PER_ROUND {
-            let batch: Vec<Started> = (0..POLL_BATCH).map_while(|_| pending.pop_front()).collect();
-            if batch.is_empty() {
-                break;
-            }
+        let quota = POLL_PER_ROUND.min(pending.len());
+        let mut polled = 0;
+        while polled < quota {
+            let batch: Vec<Started> = (0..POLL_BATCH.min(quota - polled))
+                .map_while(|_| pending.pop_front())
+                .collect();
+            polled += batch.len();
             let polls = join_all(batch.iter().map(|s| poll_one(apis, &s.id))).await;
-            for (started, poll) in batch.into_iter().zip(polls) {
+            for (mut started, poll) in batch.into_iter().zip(polls) {
                 match poll? {
-                    Some((orchestrator, created_ms, updated_ms)) => completed.push(Completed {
+                    Poll::Completed {
+                        orchestrator,
+                        created_ms,
+                        updated_ms,
+                    } => completed.push(Completed {
                         started,
                         orchestrator,
                         created_ms,
                         updated_ms,
                     }),
-                    None => {
-                        misses += 1;
-                        next.push_back(started);
+                    // Its turn comes again after the others'.
+                    Poll::Pending(seen) => {
+                        started.last_seen = seen;
+                        pending.push_back(started);
                     }
                 }
             }
         }
-        next.append(&mut pending);
-        pending = next;
 
         if last_report.elapsed() >= Duration::from_secs(5) {
             println!(
-                "  {:>6.1} s: {} of {n} completed",
+                "  {:>6.1} s: {} of {n} completed; pending by last seen state: {}",
                 t0.elapsed().as_secs_f64(),
-                completed.len()
+                completed.len(),
+                tally(&pending)
             );
             last_report = Instant::now();
         }
@@ -440,30 +440,76 @@ async fn poll_until_completed(
     Ok(completed)
 }
 
-/// Asks every orchestrator about instance `id`: `(orchestrator, created_at_ms,
-/// updated_at_ms)` once one reports it completed, `None` while none does (not yet
-/// projected, still running, or an error), an error if it ended otherwise.
-async fn poll_one(apis: &[ApiClient], id: &str) -> Result<Option<(usize, i64, i64)>> {
+/// `state × count, ...` of the pending instances' last seen states.
+fn tally(pending: &VecDeque<Started>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in pending {
+        *counts.entry(s.last_seen.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(state, count)| format!("{state} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What polling one instance found.
+enum Poll {
+    /// An orchestrator reports it completed, with these event timestamps.
+    Completed {
+        orchestrator: usize,
+        created_ms: i64,
+        updated_ms: i64,
+    },
+    /// Not completed yet: its state, `not projected` (404) or the error.
+    Pending(String),
+}
+
+/// Asks every orchestrator about instance `id`; an error if it ended other than
+/// completed.
+async fn poll_one(apis: &[ApiClient], id: &str) -> Result<Poll> {
     let answers = join_all(apis.iter().map(|api| api.get(WORKFLOW_TYPE, id))).await;
+    let mut seen: Option<String> = None;
     for (i, answer) in answers.into_iter().enumerate() {
-        let Ok(v) = answer else { continue };
+        let v = match answer {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if seen.is_none() {
+                    seen = Some(if msg.contains("404") {
+                        "not projected".into()
+                    } else {
+                        format!("error: {msg}")
+                    });
+                }
+                continue;
+            }
+        };
         match v["state"].as_str() {
             Some("completed") => {
-                let created = v["created_at_ms"]
+                let created_ms = v["created_at_ms"]
                     .as_i64()
                     .with_context(|| format!("no created_at_ms in {v}"))?;
-                let updated = v["updated_at_ms"]
+                let updated_ms = v["updated_at_ms"]
                     .as_i64()
                     .with_context(|| format!("no updated_at_ms in {v}"))?;
-                return Ok(Some((i, created, updated)));
+                return Ok(Poll::Completed {
+                    orchestrator: i,
+                    created_ms,
+                    updated_ms,
+                });
             }
             Some(s @ ("failed" | "cancelled" | "timeout" | "compensated")) => {
                 bail!("workflow {id} ended {s}: {v}")
             }
-            _ => {}
+            Some(s) => seen = Some(s.to_owned()),
+            None => seen = Some(format!("no state in {v}")),
         }
     }
-    Ok(None)
+    Ok(Poll::Pending(seen.unwrap_or_else(|| "no answer".into())))
 }
 
 /// Reads every completed instance's history from the orchestrator that reported it.
@@ -536,6 +582,28 @@ impl Percentiles {
 
     fn to_json(self) -> Value {
         json!({ "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max })
+    }
+}
+
+/// Copies the cluster's logs (the cluster's directory is removed when it is
+/// dropped) to a directory of their own in the temporary directory, and says where.
+fn keep_logs(cluster: &TestCluster) {
+    let from = cluster.dir().join("logs");
+    let to = std::env::temp_dir().join(format!("weft-bench-logs-{}", std::process::id()));
+    let copied = std::fs::create_dir_all(&to).and_then(|()| {
+        for entry in std::fs::read_dir(&from)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+        Ok(())
+    });
+    match copied {
+        Ok(()) => eprintln!("weft-bench: the full logs are kept in {}", to.display()),
+        Err(e) => eprintln!(
+            "weft-bench: could not copy the logs from {} to {}: {e}",
+            from.display(),
+            to.display()
+        ),
     }
 }
 
