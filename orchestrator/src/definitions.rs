@@ -197,6 +197,8 @@ impl Registry {
             "group.id",
             format!("weft-definitions-{}", uuid::Uuid::new_v4()),
         );
+        // New definitions are rare: long-poll instead of asking the broker every few ms.
+        cfg.set("fetch.wait.max.ms", "500");
         let consumer: StreamConsumer = cfg.create().map_err(kafka::Error::from)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
