@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Diamond workflows to run.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 500)]
     workflows: usize,
     /// Start requests in flight at once.
     #[arg(long, default_value_t = 32)]
@@ -148,6 +148,7 @@ async fn run(args: &Args) -> Result<()> {
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     ensure!(args.raw_messages >= 1, "--raw-messages must be at least 1");
 
+    let load = load_average();
     println!(
         "weft-bench: starting a broker, {} orchestrator(s) and {} worker(s)...",
         args.orchestrators, args.workers
@@ -155,7 +156,7 @@ async fn run(args: &Args) -> Result<()> {
     let cluster = TestCluster::start(ClusterOptions::new(args.orchestrators, args.workers))
         .await
         .context("starting the cluster")?;
-    let result = bench(&cluster, args).await;
+    let result = bench(&cluster, args, load.as_deref()).await;
     if result.is_err() {
         eprintln!(
             "\nweft-bench: the run failed; last {} log lines of every process:",
@@ -167,7 +168,7 @@ async fn run(args: &Args) -> Result<()> {
     result
 }
 
-async fn bench(cluster: &TestCluster, args: &Args) -> Result<()> {
+async fn bench(cluster: &TestCluster, args: &Args, load: Option<&str>) -> Result<()> {
     let n = args.workflows;
     let apis: Vec<ApiClient> = (0..args.orchestrators).map(|i| cluster.api_at(i)).collect();
 
@@ -266,7 +267,10 @@ async fn bench(cluster: &TestCluster, args: &Args) -> Result<()> {
 
     println!();
     println!("=== weft-bench: diamond workflows (A -> (B, C) -> D, no-op tasks) ===");
-    println!("machine        {nproc} CPUs (nproc), {cpu}");
+    println!(
+        "machine        {nproc} CPUs (nproc), {cpu}; load average before the run: {}",
+        load.unwrap_or("unknown")
+    );
     println!(
         "settings       {} orchestrator(s), {} worker(s), {n} workflows, {} start requests \
          in flight, {} raw records{}",
@@ -338,6 +342,7 @@ async fn bench(cluster: &TestCluster, args: &Args) -> Result<()> {
     let report = json!({
         "nproc": nproc,
         "cpu": cpu,
+        "load_average_before": load,
         "orchestrators": args.orchestrators,
         "workers": args.workers,
         "workflows": n,
@@ -616,6 +621,18 @@ fn now_ms() -> i64 {
 fn round(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
     (x * f).round() / f
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg` (Linux): other work
+/// on the machine skews the figures.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// The CPU model from `/proc/cpuinfo` (Linux), if there is one.
