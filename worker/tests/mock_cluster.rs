@@ -7,9 +7,6 @@
 mod common;
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
 use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
 use weft_shared::data::{DataMap, WorkflowData};
@@ -24,20 +21,20 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     init_logs();
-    let cluster = MockCluster::new(1)?;
-    let bootstrap = cluster.bootstrap_servers();
     let topics = Topics::default();
-    for (name, partitions) in [
-        (topics.tasks("orders"), 2),
-        (topics.events("orders"), 2),
-        (topics.dlq("orders"), 1),
-        (topics.nodes(), 1),
-    ] {
-        cluster.create_topic(&name, partitions, 1)?;
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()?;
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        producer,
+    } = mock_cluster(
+        1,
+        &[
+            (topics.tasks("orders"), 2),
+            (topics.events("orders"), 2),
+            (topics.dlq("orders"), 1),
+            (topics.nodes(), 1),
+        ],
+    )?;
 
     let ok = dispatch("noop", ExecutionSemantics::AtLeastOnce);
     let eo = dispatch("noop", ExecutionSemantics::ExactlyOnce);
@@ -72,10 +69,7 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     .with_builtins()
     .build()?;
     assert!(worker.handler_names().contains(&"noop".to_owned()));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut running: Running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, mut running) = spawn_worker(worker);
 
     let events = while_running(
         &mut running,

@@ -8,9 +8,6 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
 use tokio::time::Instant;
 use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
@@ -24,19 +21,19 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_cancels_and_leaves_the_record_uncommitted() -> anyhow::Result<()> {
     init_logs();
-    let cluster = MockCluster::new(1)?;
-    let bootstrap = cluster.bootstrap_servers();
     let topics = Topics::default();
-    for name in [
-        topics.tasks("orders"),
-        topics.events("orders"),
-        topics.nodes(),
-    ] {
-        cluster.create_topic(&name, 1, 1)?;
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()?;
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        producer,
+    } = mock_cluster(
+        1,
+        &[
+            (topics.tasks("orders"), 1),
+            (topics.events("orders"), 1),
+            (topics.nodes(), 1),
+        ],
+    )?;
     let mut slow = dispatch("sleep", ExecutionSemantics::AtLeastOnce);
     slow.parameters = DataMap::from([("ms".to_owned(), WorkflowData::Int(600_000))]);
     let quick = dispatch("noop", ExecutionSemantics::AtLeastOnce);
@@ -49,10 +46,7 @@ async fn grace_period_cancels_and_leaves_the_record_uncommitted() -> anyhow::Res
     let mut cfg = config(&bootstrap, &group, &["orders"], TransactionsMode::Off);
     cfg.worker.shutdown_grace_ms = 300;
     let worker = Worker::builder(cfg).with_builtins().build()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut running: Running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, mut running) = spawn_worker(worker);
     let events = while_running(
         &mut running,
         read_until(&bootstrap, &topics.events("orders"), |recs| {

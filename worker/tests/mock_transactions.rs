@@ -5,9 +5,6 @@
 mod common;
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
 use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
 use weft_shared::model::ExecutionSemantics;
@@ -19,19 +16,19 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_runs_in_a_transaction_with_regex_subscription() -> anyhow::Result<()> {
     init_logs();
-    let cluster = MockCluster::new(3)?;
-    let bootstrap = cluster.bootstrap_servers();
     let topics = Topics::default();
-    for name in [
-        topics.tasks("payments"),
-        topics.events("payments"),
-        topics.nodes(),
-    ] {
-        cluster.create_topic(&name, 1, 3)?;
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()?;
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        producer,
+    } = mock_cluster(
+        3,
+        &[
+            (topics.tasks("payments"), 1),
+            (topics.events("payments"), 1),
+            (topics.nodes(), 1),
+        ],
+    )?;
     let mut d = dispatch("noop", ExecutionSemantics::ExactlyOnce);
     d.workflow_type = "payments".into();
     produce(
@@ -45,10 +42,7 @@ async fn exactly_once_runs_in_a_transaction_with_regex_subscription() -> anyhow:
     let group = format!("workers-{}", uuid_like());
     let cfg = config(&bootstrap, &group, &[], TransactionsMode::On);
     let worker = Worker::builder(cfg).with_builtins().build()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut running: Running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, mut running) = spawn_worker(worker);
 
     let events = while_running(
         &mut running,

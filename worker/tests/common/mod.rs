@@ -196,3 +196,35 @@ pub async fn committed_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A mock cluster with `topics` (name, partitions) created, and a producer for it.
+pub struct Mock {
+    pub cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub bootstrap: String,
+    pub producer: FutureProducer,
+}
+
+pub fn mock_cluster(brokers: i32, topics: &[(String, i32)]) -> anyhow::Result<Mock> {
+    let cluster = rdkafka::mocking::MockCluster::new(brokers)?;
+    let bootstrap = cluster.bootstrap_servers();
+    for (name, partitions) in topics {
+        cluster.create_topic(name, *partitions, brokers)?;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
+    Ok(Mock {
+        cluster,
+        bootstrap,
+        producer,
+    })
+}
+
+/// Runs `worker` in a task until the returned sender fires (or is dropped).
+pub fn spawn_worker(worker: weft_worker::Worker) -> (tokio::sync::oneshot::Sender<()>, Running) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running: Running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, running)
+}
