@@ -103,6 +103,11 @@ pub fn workflow_type_topics(
             partitions,
             compacted: false,
         },
+        TopicSpec {
+            name: topics.heartbeats(workflow_type),
+            partitions,
+            compacted: false,
+        },
     ]
 }
 

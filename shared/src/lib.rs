@@ -5,6 +5,7 @@
 
 pub mod avro;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod definition;
 pub mod dispatch;

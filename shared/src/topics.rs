@@ -39,6 +39,11 @@ impl Topics {
         format!("{}.{workflow_type}.snapshots", self.prefix)
     }
 
+    /// Task heartbeats of running attempts (not history; see `control`).
+    pub fn heartbeats(&self, workflow_type: &str) -> String {
+        format!("{}.{workflow_type}.heartbeats", self.prefix)
+    }
+
     /// Records that could not be decoded or applied, with the reason in headers.
     pub fn dlq(&self, workflow_type: &str) -> String {
         format!("{}.{workflow_type}.dlq", self.prefix)
@@ -63,6 +68,7 @@ impl Topics {
             "tasks" => TopicKind::Tasks,
             "snapshots" => TopicKind::Snapshots,
             "dlq" => TopicKind::Dlq,
+            "heartbeats" => TopicKind::Heartbeats,
             _ => return None,
         };
         (!ty.is_empty() && !ty.contains('.')).then_some((ty, kind))
@@ -76,6 +82,7 @@ pub enum TopicKind {
     Tasks,
     Snapshots,
     Dlq,
+    Heartbeats,
 }
 
 /// Kafka record headers Weft writes.
@@ -90,6 +97,9 @@ pub mod headers {
     pub const DLQ_REASON: &str = "weft-dlq-reason";
     /// Where a DLQ record came from: `topic/partition/offset`.
     pub const DLQ_SOURCE: &str = "weft-dlq-source";
+    /// On a tasks-topic record: it is a control record (`TaskControl`), not a
+    /// dispatch; the value names the action (`cancel`).
+    pub const CONTROL: &str = "weft-control";
 }
 
 #[cfg(test)]
