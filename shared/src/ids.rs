@@ -127,6 +127,11 @@ impl EventId {
     pub fn derived_from(cause: EventId, index: u32) -> Self {
         Self::derived(&[b"event", cause.as_bytes(), &index.to_be_bytes()])
     }
+
+    /// The id of the event of `instance` named `name` (a timer firing, say).
+    pub fn named(instance: InstanceId, name: &str) -> Self {
+        Self::derived(&[b"named", instance.as_bytes(), name.as_bytes()])
+    }
 }
 
 impl InstanceId {

@@ -263,6 +263,17 @@ fn task(
         .map(|(i, d)| dependency(d, &format!("{path}.depends_on[{i}]")))
         .collect::<Result<_, _>>()?;
     t.parameters = data_map(raw.parameters, &join(&path, "parameters"))?;
+    if t.task_type == crate::model::TaskType::Wait {
+        // A wait's duration is kept in ms, whatever notation it was written in.
+        if let Some(d) = t.parameters.remove("duration") {
+            let json = d.to_json();
+            let ms = duration_ms(&json, &join(&path, "parameters.duration"))?;
+            t.parameters.insert(
+                "duration_ms".into(),
+                crate::data::WorkflowData::Int(ms as i64),
+            );
+        }
+    }
     t.constraints = data_map(raw.constraints, &join(&path, "constraints"))?;
     t.retry_config = retry(raw.retry, default_retry, &path)?;
     t.timeout_config = timeouts(raw.timeout, &path)?;

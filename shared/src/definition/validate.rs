@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod structure;
+
 use super::parse::DefinitionFormat;
 use super::WorkflowDefinition;
 use crate::model::RetryConfiguration;
@@ -59,6 +61,9 @@ pub enum DefinitionError {
     /// A task names itself as its compensation.
     #[error("task '{task}' cannot be its own compensation")]
     SelfCompensation { task: String },
+    /// A group or `wait` task is malformed.
+    #[error("task '{task}': {message}")]
+    InvalidTask { task: String, message: String },
     /// `max_attempts` is 0 (`path` is `retry` or `tasks[i] (name).retry`).
     #[error("{path}.max_attempts must be at least 1")]
     RetryAttempts { path: String },
@@ -147,7 +152,7 @@ pub fn validate(def: &WorkflowDefinition) -> Result<(), DefinitionError> {
     if let Some(path) = find_cycle(def) {
         return Err(DefinitionError::Cycle { path });
     }
-    Ok(())
+    structure::check(def)
 }
 
 /// The task names in an order that respects every dependency; ties go to the

@@ -6,7 +6,8 @@
 use crate::event::{WorkflowEvent, WorkflowEventType as T};
 use crate::fsm::instance::{InstanceState, TaskRuntime};
 use crate::fsm::meta;
-use crate::model::ErrorInfo;
+use crate::fsm::timer::{timers_of, TimerKind};
+use crate::model::{CompensationAction, ErrorInfo};
 use crate::state::{TaskState, WorkflowState};
 
 /// A history event that cannot be folded into the state.
@@ -52,6 +53,9 @@ pub fn evolve(
                 tasks: Default::default(),
                 error: None,
                 error_history: Vec::new(),
+                timers: Default::default(),
+                signals: Default::default(),
+                compensations: Vec::new(),
             });
         }
         (None, _) => {
@@ -71,6 +75,16 @@ pub fn evolve(
     s.last_seq = expected;
     s.updated_at_ms = s.updated_at_ms.max(event.timestamp_ms);
     let ts = event.timestamp_ms;
+    fold_state(&mut s, event, ts)?;
+    fold_timers(&mut s, event);
+    if let Some(name) = event.metadata.get(meta::TASK) {
+        track_compensation(&mut s, name, ts);
+    }
+    Ok(s)
+}
+
+/// The state change `event` makes (everything but timers).
+fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(), EvolveError> {
     match event.event_type {
         T::WorkflowCreated => {
             return Err(illegal("workflow", s.state.as_str(), "pending"));
@@ -86,24 +100,31 @@ pub fn evolve(
                 })?;
             // workflow.started carries the effective input (defaults merged in).
             s.input = event.data.clone();
-            workflow_to(&mut s, WorkflowState::Running)?;
+            workflow_to(s, WorkflowState::Running)?;
         }
-        T::WorkflowCompleted => workflow_to(&mut s, WorkflowState::Completed)?,
+        T::WorkflowCompleted => workflow_to(s, WorkflowState::Completed)?,
         T::WorkflowFailed => {
             s.error = Some(error_from(event));
-            workflow_to(&mut s, WorkflowState::Failed)?;
+            workflow_to(s, WorkflowState::Failed)?;
         }
-        T::WorkflowCancelled => workflow_to(&mut s, WorkflowState::Cancelled)?,
-        T::WorkflowPaused => workflow_to(&mut s, WorkflowState::Paused)?,
-        T::WorkflowResumed => workflow_to(&mut s, WorkflowState::Running)?,
-        T::WorkflowRetrying => workflow_to(&mut s, WorkflowState::Retrying)?,
-        T::WorkflowTimeout => workflow_to(&mut s, WorkflowState::Timeout)?,
-        T::CompensationStarted => workflow_to(&mut s, WorkflowState::Compensating)?,
-        T::CompensationCompleted => workflow_to(&mut s, WorkflowState::Compensated)?,
-        T::CompensationFailed => workflow_to(&mut s, WorkflowState::Failed)?,
+        T::WorkflowCancelled => workflow_to(s, WorkflowState::Cancelled)?,
+        T::WorkflowPaused => workflow_to(s, WorkflowState::Paused)?,
+        T::WorkflowResumed => workflow_to(s, WorkflowState::Running)?,
+        T::WorkflowRetrying => workflow_to(s, WorkflowState::Retrying)?,
+        T::WorkflowTimeout => {
+            s.error = Some(error_from(event));
+            workflow_to(s, WorkflowState::Timeout)?;
+        }
+        T::CompensationStarted => {
+            s.error = Some(error_from(event));
+            s.compensations = compensation_plan(event);
+            workflow_to(s, WorkflowState::Compensating)?;
+        }
+        T::CompensationCompleted => workflow_to(s, WorkflowState::Compensated)?,
+        T::CompensationFailed => workflow_to(s, WorkflowState::Failed)?,
         T::TaskScheduled => {
             let (name, attempt) = task_ref(event)?;
-            let t = task_to(&mut s, &name, TaskState::Scheduled)?;
+            let t = task_to(s, &name, TaskState::Scheduled)?;
             t.attempt = attempt;
             t.scheduled_event_id = Some(event.event_id);
             t.scheduled_at_ms = Some(ts);
@@ -113,51 +134,147 @@ pub fn evolve(
         }
         T::TaskStarted => {
             let (name, _) = task_ref(event)?;
-            let t = task_to(&mut s, &name, TaskState::Running)?;
+            let t = task_to(s, &name, TaskState::Running)?;
             t.started_at_ms = Some(ts);
             t.node_id = Some(event.source_node_id.clone());
             if s.state == WorkflowState::Retrying {
-                workflow_to(&mut s, WorkflowState::Running)?;
+                workflow_to(s, WorkflowState::Running)?;
             }
         }
         T::TaskCompleted => {
             let (name, _) = task_ref(event)?;
-            let t = task_to(&mut s, &name, TaskState::Completed)?;
+            let t = task_to(s, &name, TaskState::Completed)?;
             t.output = Some(event.data.clone());
             t.error = None;
             t.finished_at_ms = Some(ts);
+            t.completed_seq = event.sequence_number;
+            if let Some(signal) = event.metadata.get(meta::SIGNAL) {
+                s.signals.remove(signal);
+            }
         }
         T::TaskFailed => {
             let (name, _) = task_ref(event)?;
             let retry = event.metadata.get(meta::RETRY).map(String::as_str) == Some("true");
+            let err = error_from(event);
             let to = if retry {
                 TaskState::Retrying
+            } else if is_timeout_error(&err.error_type) {
+                TaskState::Timeout
             } else {
                 TaskState::Failed
             };
-            let err = error_from(event);
-            let t = task_to(&mut s, &name, to)?;
+            let t = task_to(s, &name, to)?;
             t.error = Some(err.clone());
             t.finished_at_ms = Some(ts);
             s.error_history.push(err);
         }
         T::TaskCancelled => {
             let (name, _) = task_ref(event)?;
-            task_to(&mut s, &name, TaskState::Cancelled)?.finished_at_ms = Some(ts);
+            task_to(s, &name, TaskState::Cancelled)?.finished_at_ms = Some(ts);
         }
         T::TaskSkipped => {
             let (name, _) = task_ref(event)?;
-            task_to(&mut s, &name, TaskState::Skipped)?.finished_at_ms = Some(ts);
+            task_to(s, &name, TaskState::Skipped)?.finished_at_ms = Some(ts);
         }
         T::ErrorOccurred => s.error_history.push(error_from(event)),
+        T::StateTransitioned => {
+            // A decision moving a task (a `wait` task starts waiting, a group starts).
+            if let (Some(name), Some(to)) =
+                (event.metadata.get(meta::TASK), event.metadata.get(meta::TO))
+            {
+                let to: TaskState = to.parse().map_err(|_| EvolveError::Missing {
+                    event_type: event.event_type,
+                    key: meta::TO,
+                })?;
+                task_to(s, name, to)?;
+            }
+        }
+        T::DependencyResolved => {
+            // An external signal: kept until a `wait` task consumes it.
+            if let Some(name) = event.metadata.get(meta::SIGNAL) {
+                if !event.metadata.contains_key(meta::TASK) {
+                    s.signals.insert(name.clone(), event.data.clone());
+                }
+            }
+        }
         // Informational: recorded in the history, no state change.
-        T::DependencyResolved
-        | T::DependencyFailed
-        | T::StateTransitioned
-        | T::ResourceAllocated
-        | T::ResourceReleased => {}
+        T::DependencyFailed | T::ResourceAllocated | T::ResourceReleased => {}
     }
-    Ok(s)
+    Ok(())
+}
+
+/// Clears the timers `event` makes moot, then adds the ones it sets.
+fn fold_timers(s: &mut InstanceState, event: &WorkflowEvent) {
+    if s.state.is_terminal() || event.event_type == T::CompensationStarted {
+        s.timers.clear();
+    } else if let Some(name) = event.metadata.get(meta::TASK) {
+        let clear: Option<fn(TimerKind) -> bool> = match event.event_type {
+            T::TaskScheduled
+            | T::TaskCompleted
+            | T::TaskFailed
+            | T::TaskCancelled
+            | T::TaskSkipped => Some(|_| true),
+            T::TaskStarted => Some(|k| k == TimerKind::Response),
+            _ => None,
+        };
+        if let Some(clear) = clear {
+            s.timers
+                .retain(|_, t| t.task.as_deref() != Some(name.as_str()) || !clear(t.kind));
+        }
+    }
+    if let Some(id) = event.metadata.get(meta::TIMER) {
+        s.timers.remove(id);
+    }
+    if !s.state.is_terminal() {
+        for t in timers_of(event) {
+            s.timers.insert(t.id(), t);
+        }
+    }
+}
+
+/// Error types of attempts that ran out of time: a final one leaves the task `timeout`.
+pub(crate) fn is_timeout_error(error_type: &str) -> bool {
+    matches!(
+        error_type,
+        "execution_timeout" | "response_timeout" | "heartbeat_timeout" | "wait_timeout"
+    )
+}
+
+/// The compensation log `compensation.started` announces: its `plan` lists
+/// `task>compensation` in the order they run.
+fn compensation_plan(event: &WorkflowEvent) -> Vec<CompensationAction> {
+    let Some(crate::data::WorkflowData::List(plan)) = event.data.get("plan") else {
+        return Vec::new();
+    };
+    plan.iter()
+        .filter_map(|entry| entry.split_once('>'))
+        .map(|(task, comp)| CompensationAction {
+            task_name: task.to_owned(),
+            compensation_task: comp.to_owned(),
+            state: TaskState::Pending,
+            attempt: 0,
+            error: None,
+            timestamp_ms: event.timestamp_ms,
+        })
+        .collect()
+}
+
+/// Mirrors a compensation task's progress into the compensation log.
+fn track_compensation(s: &mut InstanceState, name: &str, ts: i64) {
+    if s.compensations.is_empty() {
+        return;
+    }
+    let Some(rt) = s.tasks.get(name).cloned() else {
+        return;
+    };
+    for c in s.compensations.iter_mut() {
+        if c.compensation_task == name {
+            c.state = rt.state;
+            c.attempt = rt.attempt;
+            c.error = rt.error.clone();
+            c.timestamp_ms = ts;
+        }
+    }
 }
 
 fn illegal(what: &str, from: &str, to: &str) -> EvolveError {

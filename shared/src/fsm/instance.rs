@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataMap;
+use crate::fsm::timer::Timer;
 use crate::ids::{EventId, InstanceId};
-use crate::model::ErrorInfo;
+use crate::model::{CompensationAction, ErrorInfo};
 use crate::state::{TaskState, WorkflowState};
 
 /// Runtime state of one task of an instance.
@@ -24,6 +25,9 @@ pub struct TaskRuntime {
     pub scheduled_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// Sequence number of its `task.completed` (saga compensation runs in reverse of it).
+    #[serde(default)]
+    pub completed_seq: u64,
 }
 
 impl Default for TaskRuntime {
@@ -38,6 +42,7 @@ impl Default for TaskRuntime {
             scheduled_at_ms: None,
             started_at_ms: None,
             finished_at_ms: None,
+            completed_seq: 0,
         }
     }
 }
@@ -62,6 +67,15 @@ pub struct InstanceState {
     /// The error that ended the workflow, if it failed.
     pub error: Option<ErrorInfo>,
     pub error_history: Vec<ErrorInfo>,
+    /// Pending durable timers by id (see `fsm::timer`).
+    #[serde(default)]
+    pub timers: BTreeMap<String, Timer>,
+    /// Signals received that no `wait` task has consumed yet, by name.
+    #[serde(default)]
+    pub signals: BTreeMap<String, DataMap>,
+    /// The saga's compensation log, in the order compensations run.
+    #[serde(default)]
+    pub compensations: Vec<CompensationAction>,
 }
 
 impl InstanceState {

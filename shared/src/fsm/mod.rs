@@ -13,9 +13,13 @@ mod instance;
 mod react;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reliability;
+pub mod timer;
 
 pub use evolve::{evolve, EvolveError};
 pub use instance::{InstanceState, TaskRuntime};
+pub use timer::{Timer, TimerKind};
 
 use crate::definition::WorkflowDefinition;
 use crate::dispatch::TaskDispatch;
@@ -36,6 +40,15 @@ pub mod meta {
     pub const RETRY_DELAY_MS: &str = "weft.retry_delay_ms";
     /// Why an event was rejected or why a workflow failed.
     pub const REASON: &str = "weft.reason";
+    /// Timers an event sets (JSON list of `Timer`).
+    pub const TIMERS: &str = "weft.timers";
+    /// On a timer-fire input: the id of the timer that fired.
+    pub const TIMER: &str = "weft.timer";
+    /// On an external `dependency.resolved` input (and the `task.completed` it
+    /// causes): the signal's name.
+    pub const SIGNAL: &str = "weft.signal";
+    /// On a `state.transitioned` decision about a task: the task's new state.
+    pub const TO: &str = "weft.to";
     pub use crate::event::{
         META_DEFINITION_VERSION as DEFINITION_VERSION, META_SOURCE_KIND as SOURCE_KIND,
     };
@@ -77,6 +90,14 @@ pub enum Rejection {
     UnknownDefinition { workflow_type: String, version: u32 },
     #[error("no definition of workflow type '{0}' is registered")]
     UnknownWorkflowType(String),
+    #[error("result of attempt {attempt} of task '{task}' arrived after attempt {current} superseded it")]
+    StaleAttempt {
+        task: String,
+        attempt: u32,
+        current: u32,
+    },
+    #[error("workflow already ended ({0})")]
+    Finished(WorkflowState),
 }
 
 impl Rejection {
@@ -91,6 +112,8 @@ impl Rejection {
             Rejection::IllegalTransition { .. } => "illegal_transition",
             Rejection::UnknownDefinition { .. } => "unknown_definition",
             Rejection::UnknownWorkflowType(_) => "unknown_workflow_type",
+            Rejection::StaleAttempt { .. } => "stale_attempt",
+            Rejection::Finished(_) => "workflow_finished",
         }
     }
 }
@@ -118,6 +141,8 @@ pub struct Decision {
     pub appended: Vec<WorkflowEvent>,
     /// Task attempts to dispatch to workers.
     pub dispatches: Vec<TaskDispatch>,
+    /// Control records for workers (cancel running attempts).
+    pub controls: Vec<crate::control::TaskControl>,
 }
 
 impl Decision {

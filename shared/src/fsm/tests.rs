@@ -48,44 +48,128 @@ fn diamond(max_attempts: u32) -> Defs {
     Defs(vec![WorkflowDefinition::new("diamond", tasks)])
 }
 
+/// The diamond with retries, timeouts, a signal wait, a group and a saga.
+fn rich() -> Defs {
+    let mut defs = diamond(3);
+    let tasks = &mut defs.0[0].tasks;
+    for t in tasks.iter_mut() {
+        t.timeout_config.response_timeout_ms = 500;
+        t.timeout_config.heartbeat_timeout_ms = 700;
+    }
+    tasks[0].compensation = Some("undo_a".into());
+    let mut wait = TaskConfiguration::new("w", "noop").after("a");
+    wait.task_type = crate::model::TaskType::Wait;
+    wait.parameters.insert("signal".into(), "go".into());
+    wait.parameters
+        .insert("duration_ms".into(), WorkflowData::Int(900));
+    let mut group = TaskConfiguration::new("g", "noop").after("b");
+    group.task_type = crate::model::TaskType::Parallel;
+    group
+        .parameters
+        .insert("tasks".into(), WorkflowData::List(vec!["m".into()]));
+    tasks.extend([
+        wait,
+        group,
+        TaskConfiguration::new("m", "noop"),
+        TaskConfiguration::new("undo_a", "noop"),
+    ]);
+    defs.0[0].timeout_config.execution_timeout_ms = 5_000;
+    defs
+}
+
 /// An engine-less test driver: decides inputs and keeps the history.
-struct Driver {
-    defs: Defs,
-    state: Option<InstanceState>,
-    history: Vec<WorkflowEvent>,
-    id: InstanceId,
-    ts: i64,
+pub(crate) struct Driver {
+    pub defs: Defs,
+    pub state: Option<InstanceState>,
+    pub history: Vec<WorkflowEvent>,
+    pub dispatches: Vec<crate::dispatch::TaskDispatch>,
+    pub controls: Vec<crate::control::TaskControl>,
+    pub id: InstanceId,
+    pub ts: i64,
 }
 
 impl Driver {
-    fn new(defs: Defs) -> Self {
+    pub fn new(defs: Defs) -> Self {
         Self {
             defs,
             state: None,
             history: Vec::new(),
+            dispatches: Vec::new(),
+            controls: Vec::new(),
             id: InstanceId::derived(&[b"t"]),
             ts: 1_000,
         }
     }
 
-    fn input(&mut self, ty: T, task: Option<(&str, u32)>, data: DataMap) -> Outcome {
+    pub fn input(&mut self, ty: T, task: Option<(&str, u32)>, data: DataMap) -> Outcome {
+        self.input_with(ty, task, data, &[])
+    }
+
+    pub fn input_with(
+        &mut self,
+        ty: T,
+        task: Option<(&str, u32)>,
+        data: DataMap,
+        extra: &[(&str, &str)],
+    ) -> Outcome {
         self.ts += 1;
-        let mut e = WorkflowEvent::new(ty, "diamond", self.id, format!("k{}", self.ts), self.ts);
+        let ty_name = self
+            .defs
+            .0
+            .first()
+            .map(|d| d.workflow_type.clone())
+            .unwrap_or_else(|| "diamond".into());
+        let mut e = WorkflowEvent::new(ty, &ty_name, self.id, format!("k{}", self.ts), self.ts);
+        for (k, v) in extra {
+            e.metadata.insert((*k).into(), (*v).into());
+        }
         e.event_id = EventId::derived(&[b"input", &self.ts.to_be_bytes()]);
         e.data = data;
         if let Some((name, attempt)) = task {
             e.metadata.insert(meta::TASK.into(), name.into());
             e.metadata.insert(meta::ATTEMPT.into(), attempt.to_string());
         }
-        let d = decide(self.state.as_ref(), &self.defs, &e);
+        self.apply(&e)
+    }
+
+    fn apply(&mut self, e: &WorkflowEvent) -> Outcome {
+        let d = decide(self.state.as_ref(), &self.defs, e);
         if let Some(s) = &d.state {
             self.state = Some(s.clone());
         }
         self.history.extend(d.appended.iter().cloned());
+        self.dispatches.extend(d.dispatches.iter().cloned());
+        self.controls.extend(d.controls.iter().cloned());
         d.outcome
     }
 
-    fn run_task(&mut self, name: &str, attempt: u32) {
+    /// Fires every timer due by the latest timestamp (advancing the clock to
+    /// the earliest first); returns how many fired.
+    pub fn fire_due(&mut self) -> usize {
+        self.fire_until(i64::MAX / 4)
+    }
+
+    /// Fires timers due at or before `until`, earliest first.
+    pub fn fire_until(&mut self, until: i64) -> usize {
+        let mut fired = 0;
+        loop {
+            let Some(t) = self.state.as_ref().and_then(|s| {
+                s.timers
+                    .values()
+                    .filter(|t| t.fire_at_ms <= until)
+                    .min_by_key(|t| t.fire_at_ms)
+                    .cloned()
+            }) else {
+                return fired;
+            };
+            let e = t.fire_event(&self.wf().workflow_type, self.id);
+            self.ts = self.ts.max(t.fire_at_ms);
+            assert_eq!(self.apply(&e), Outcome::Applied, "timer {} fires", t.id());
+            fired += 1;
+        }
+    }
+
+    pub fn run_task(&mut self, name: &str, attempt: u32) {
         assert_eq!(
             self.input(T::TaskStarted, Some((name, attempt)), DataMap::new()),
             Outcome::Applied
@@ -98,7 +182,7 @@ impl Driver {
         );
     }
 
-    fn fail_task(&mut self, name: &str, attempt: u32) -> Outcome {
+    pub fn fail_task(&mut self, name: &str, attempt: u32) -> Outcome {
         let mut data = DataMap::new();
         data.insert("error_type".into(), "boom".into());
         data.insert("message".into(), "it broke".into());
@@ -106,16 +190,16 @@ impl Driver {
         self.input(T::TaskFailed, Some((name, attempt)), data)
     }
 
-    fn types(&self) -> Vec<&str> {
+    pub fn types(&self) -> Vec<&str> {
         self.history.iter().map(|e| e.event_type.as_str()).collect()
     }
 
-    fn wf(&self) -> &InstanceState {
+    pub fn wf(&self) -> &InstanceState {
         self.state.as_ref().unwrap()
     }
 }
 
-fn fold(history: &[WorkflowEvent]) -> InstanceState {
+pub(crate) fn fold(history: &[WorkflowEvent]) -> InstanceState {
     history
         .iter()
         .fold(None, |s, e| Some(evolve(s, e).unwrap()))
@@ -176,13 +260,19 @@ fn failed_task_is_retried_then_fails_the_workflow() {
     d.input(T::WorkflowCreated, None, DataMap::new());
     assert_eq!(d.fail_task("a", 1), Outcome::Applied);
     assert_eq!(d.wf().state, WorkflowState::Retrying);
+    // the backoff is a durable timer; the next attempt is scheduled when it fires
+    assert_eq!(d.wf().task_state("a"), TaskState::Retrying);
+    assert_eq!(d.wf().timers.len(), 1);
+    assert_eq!(d.fire_due(), 1);
     assert_eq!(d.wf().task("a").attempt, 2);
     assert_eq!(d.wf().task_state("a"), TaskState::Scheduled);
-    // the late result of attempt 1 is stale
+    assert!(d.wf().timers.is_empty());
+    // the late result of attempt 1 is rejected and recorded
     assert!(matches!(
         d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()),
-        Outcome::Stale { .. }
+        Outcome::Rejected(crate::fsm::Rejection::StaleAttempt { .. })
     ));
+    assert_eq!(d.types().last(), Some(&"error.occurred"));
     assert_eq!(
         d.input(T::TaskStarted, Some(("a", 2)), DataMap::new()),
         Outcome::Applied
@@ -260,29 +350,41 @@ fn cancel_closes_open_tasks() {
     assert_eq!(d.wf().state, WorkflowState::Cancelled);
     assert_eq!(d.wf().task_state("a"), TaskState::Cancelled);
     assert_eq!(d.wf().task_state("d"), TaskState::Skipped);
+    // cancelling a finished workflow is rejected with the reason recorded
     assert!(matches!(
         d.input(T::WorkflowCancelled, None, DataMap::new()),
-        Outcome::Stale { .. }
+        Outcome::Rejected(crate::fsm::Rejection::Finished(WorkflowState::Cancelled))
     ));
+    assert_eq!(d.types().last(), Some(&"error.occurred"));
+    assert_eq!(&fold(&d.history), d.wf());
 }
 
 fn arb_input() -> impl Strategy<Value = (usize, usize, u32, bool)> {
-    (0usize..6, 0usize..4, 0u32..4, any::<bool>())
+    (0usize..10, 0usize..6, 0u32..4, any::<bool>())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn random_inputs_never_panic_and_fold_deterministically(inputs in prop::collection::vec(arb_input(), 0..60)) {
-        let types = [T::WorkflowCreated, T::TaskStarted, T::TaskCompleted, T::TaskFailed, T::WorkflowCancelled, T::DependencyResolved];
-        let names = ["a", "b", "c", "d"];
-        let mut d1 = Driver::new(diamond(3));
-        let mut d2 = Driver::new(diamond(3));
+        let types = [T::WorkflowCreated, T::TaskStarted, T::TaskCompleted, T::TaskFailed, T::WorkflowCancelled, T::DependencyResolved, T::WorkflowPaused, T::WorkflowResumed];
+        let names = ["a", "b", "c", "d", "m", "undo_a"];
+        let mut d1 = Driver::new(rich());
+        let mut d2 = Driver::new(rich());
         for (ty, task, attempt, retryable) in inputs {
+            if ty >= types.len() {
+                // fire the earliest pending timer, if any
+                let f1 = d1.fire_until(d1.state.as_ref().and_then(|s| s.timers.values().map(|t| t.fire_at_ms).min()).unwrap_or(0));
+                let f2 = d2.fire_until(d2.state.as_ref().and_then(|s| s.timers.values().map(|t| t.fire_at_ms).min()).unwrap_or(0));
+                prop_assert_eq!(f1, f2);
+                continue;
+            }
             let mut data: DataMap = BTreeMap::new();
             data.insert("retryable".into(), WorkflowData::Bool(retryable));
-            let o1 = d1.input(types[ty], Some((names[task], attempt)), data.clone());
-            let o2 = d2.input(types[ty], Some((names[task], attempt)), data);
+            let task = (1..=3).contains(&ty).then_some((names[task], attempt));
+            let extra: &[(&str, &str)] = if ty == 5 { &[(meta::SIGNAL, "go")] } else { &[] };
+            let o1 = d1.input_with(types[ty], task, data.clone(), extra);
+            let o2 = d2.input_with(types[ty], task, data, extra);
             prop_assert_eq!(o1, o2);
         }
         prop_assert_eq!(&d1.history, &d2.history);

@@ -151,3 +151,39 @@ fn empty_handler() {
     let d = def(vec![TaskConfiguration::new("a", " ")]);
     assert_eq!(err(&d), "task 'a' has an empty handler");
 }
+
+#[test]
+fn groups_and_waits_are_checked() {
+    let ok = r#"
+type: shaped
+tasks:
+  - {name: g, type: sequential, parameters: {tasks: [a, b]}}
+  - {name: a, handler: noop}
+  - {name: b, handler: noop}
+  - {name: w, type: wait, parameters: {duration: 2s}, depends_on: [g]}
+"#;
+    let def = crate::definition::parse_definition(ok, None).expect("valid");
+    assert_eq!(
+        def.task("w").unwrap().parameters["duration_ms"],
+        crate::data::WorkflowData::Int(2_000)
+    );
+    for (doc, needle) in [
+        ("tasks:\n  - {name: g, type: parallel}\n  - {name: a}", "parameters.tasks"),
+        ("tasks:\n  - {name: g, type: parallel, parameters: {tasks: [zz]}}", "member 'zz' does not exist"),
+        (
+            "tasks:\n  - {name: g, type: parallel, parameters: {tasks: [a]}}\n  - {name: h, type: parallel, parameters: {tasks: [a]}}\n  - {name: a}",
+            "already belongs to group 'g'",
+        ),
+        (
+            "tasks:\n  - {name: g, type: parallel, parameters: {tasks: [h]}}\n  - {name: h, type: parallel, parameters: {tasks: [g]}}",
+            "contain each other",
+        ),
+        ("tasks:\n  - {name: w, type: wait}", "parameters.signal"),
+        ("tasks:\n  - {name: w, type: wait, parameters: {duration: soon}}", "invalid duration"),
+    ] {
+        let err = crate::definition::parse_definition(&format!("type: bad\n{doc}"), None)
+            .expect_err(doc)
+            .to_string();
+        assert!(err.contains(needle), "{doc}: {err}");
+    }
+}
