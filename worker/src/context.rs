@@ -1,10 +1,13 @@
 //! [`TaskContext`]: everything a handler knows about the task attempt it runs —
-//! ids, input, parameters, upstream outputs, the deadline, and a cancellation
-//! token that fires when the worker shuts down past its grace period.
+//! ids, input, parameters, upstream outputs, the deadline, a cancellation
+//! token (fired by a cancel control record, the deadline, or the worker's
+//! shutdown past its grace period) and [`TaskContext::heartbeat`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weft_shared::data::{DataMap, WorkflowData};
 use weft_shared::ids::{ExecutionId, InstanceId};
@@ -37,8 +40,24 @@ pub struct TaskContext {
     pub deadline: Option<SystemTime>,
     /// The id of the worker node running the attempt.
     pub node_id: String,
-    /// Fired when the worker stops past its shutdown grace period: stop and return.
+    /// Fired when the attempt must stop: a cancel control record (the workflow
+    /// or task was cancelled), the deadline passed, or the worker stops past
+    /// its shutdown grace period. Return promptly; the handler is aborted after
+    /// the grace period.
     pub cancel: CancellationToken,
+    /// Asks the attempt's heartbeat loop for a heartbeat now.
+    liveness: Liveness,
+}
+
+/// The handle behind [`TaskContext::heartbeat`]: wakes the attempt's task
+/// heartbeat loop (none when the dispatch asked for no heartbeats).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Liveness(Option<Arc<Notify>>);
+
+impl Liveness {
+    pub(crate) fn new(notify: Arc<Notify>) -> Self {
+        Self(Some(notify))
+    }
 }
 
 impl TaskContext {
@@ -66,7 +85,14 @@ impl TaskContext {
             deadline,
             node_id: node_id.to_owned(),
             cancel,
+            liveness: Liveness::default(),
         }
+    }
+
+    /// The context with its heartbeat handle set.
+    pub(crate) fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
     }
 
     /// A context for calling a handler directly (tests, tools): attempt 1,
@@ -87,6 +113,7 @@ impl TaskContext {
             deadline: None,
             node_id: "test".to_owned(),
             cancel: CancellationToken::new(),
+            liveness: Liveness::default(),
         }
     }
 
@@ -111,6 +138,17 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
+    /// Reports that the handler is alive: a task heartbeat goes out now
+    /// instead of at the next tick. Cheap (calls coalesce); does nothing when
+    /// the task has no heartbeat timeout. The worker already heartbeats on its
+    /// own while the handler runs, so this is only for handlers that want the
+    /// orchestrator to hear from them at a point of their choosing.
+    pub fn heartbeat(&self) {
+        if let Some(notify) = &self.liveness.0 {
+            notify.notify_one();
+        }
+    }
+
     /// A string parameter; `Ok(None)` when absent, `invalid_parameters` when not a string.
     pub fn param_str(&self, name: &str) -> Result<Option<&str>, TaskError> {
         match self.parameters.get(name) {
@@ -131,6 +169,21 @@ impl TaskContext {
                 .map(Some)
                 .map_err(|_| invalid(name, "an integer", &WorkflowData::Str(s.clone()))),
             Some(other) => Err(invalid(name, "an integer", other)),
+        }
+    }
+
+    /// A number parameter (a float, an integer, or a string holding one).
+    pub fn param_f64(&self, name: &str) -> Result<Option<f64>, TaskError> {
+        match self.parameters.get(name) {
+            None => Ok(None),
+            Some(WorkflowData::Float(f)) => Ok(Some(*f)),
+            Some(WorkflowData::Int(i)) => Ok(Some(*i as f64)),
+            Some(WorkflowData::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, "a number", &WorkflowData::Str(s.clone()))),
+            Some(other) => Err(invalid(name, "a number", other)),
         }
     }
 

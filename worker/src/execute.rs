@@ -1,9 +1,12 @@
-//! Running one task record: decode it (or send it to the DLQ), wait for
-//! `not_before_ms`, publish `task.started`, run the handler under the
-//! execution timeout, publish the result, and mark the offset done when the
+//! Running one task record: decode it (or send it to the DLQ), drop it when
+//! this worker already ran or is running that attempt or a control record
+//! cancelled it, wait for `not_before_ms`, publish `task.started`, run the
+//! handler under supervision (deadline, cancel, shutdown; see `supervise`)
+//! with task heartbeats, publish the result, and mark the offset done when the
 //! task's execution semantics say so.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,20 +15,24 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weft_shared::avro::AvroRecord;
-use weft_shared::data::DataMap;
 use weft_shared::event::now_ms;
+use weft_shared::ids::ExecutionId;
 use weft_shared::model::ExecutionSemantics;
 use weft_shared::topics::{headers, TopicKind};
 use weft_shared::TaskDispatch;
 
+use crate::attempts::{Admission, AttemptHandle, Attempts};
 use crate::consumer::lock;
-use crate::context::TaskContext;
 use crate::error::TaskError;
 use crate::events::{attempt_event, started_data, AttemptEvent};
 use crate::handler::Registry;
-use crate::metrics::{Metrics, OUTCOME_ABANDONED, OUTCOME_COMPLETED, OUTCOME_FAILED};
+use crate::metrics::{
+    Metrics, OUTCOME_ABANDONED, OUTCOME_CANCELLED, OUTCOME_COMPLETED, OUTCOME_FAILED,
+};
 use crate::offsets::{OffsetTracker, Ticket};
 use crate::publish::Publisher;
+use crate::supervise::{shutdown_grace, supervise, Outcome};
+use crate::task_heartbeat::Beats;
 
 /// What every task of a running worker shares.
 pub(crate) struct Shared {
@@ -39,16 +46,22 @@ pub(crate) struct Shared {
     pub transactions: bool,
     /// Execution ids running now.
     pub active: Mutex<BTreeSet<String>>,
+    /// Attempts admitted, taken and cancelled (duplicates and cancels).
+    pub attempts: Mutex<Attempts>,
+    /// The shutdown grace period of attempts whose dispatch sets none.
+    pub default_grace: Duration,
+    /// The longest shutdown grace period of any attempt admitted (ms): bounds the drain.
+    pub max_grace_ms: AtomicU64,
     /// Woken when an offset was marked done, so the loop commits.
     pub offsets_done: Notify,
     /// Fired when shutdown starts: tasks not yet started give their record back.
     pub stop: CancellationToken,
-    /// Fired when the shutdown grace period is over: running handlers stop.
+    /// Fired when the drain is over: every handler still running stops.
     pub cancel: CancellationToken,
 }
 
 impl Shared {
-    fn mark_done(&self, ticket: &Ticket) {
+    pub(crate) fn mark_done(&self, ticket: &Ticket) {
         if lock(&self.tracker).done(ticket) {
             self.offsets_done.notify_one();
         }
@@ -149,12 +162,90 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
+/// Keeps an admitted attempt in the registry while alive; on drop forgets it
+/// and, when its record was marked done, marks its duplicates' records done too.
+struct Admitted<'a> {
+    shared: &'a Shared,
+    execution_id: ExecutionId,
+    done: bool,
+}
+
+impl Admitted<'_> {
+    fn mark_done(&mut self, ticket: &Ticket) {
+        self.shared.mark_done(ticket);
+        self.done = true;
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let duplicates = lock(&self.shared.attempts).finish(self.execution_id);
+        if self.done {
+            for t in &duplicates {
+                self.shared.mark_done(t);
+            }
+        }
+    }
+}
+
+/// Admits `d` (or drops it as a duplicate or cancelled attempt, marking its record done).
+fn admit<'a>(
+    shared: &'a Shared,
+    d: &TaskDispatch,
+    ticket: &Ticket,
+    label: &str,
+) -> Option<(AttemptHandle, Admitted<'a>)> {
+    let attach = d.execution_semantics != ExecutionSemantics::AtMostOnce;
+    let admission = lock(&shared.attempts).admit(
+        &d.attempt_key(),
+        d.execution_id,
+        ticket,
+        attach,
+        &shared.cancel,
+    );
+    match admission {
+        Admission::Run(handle) => {
+            let admitted = Admitted {
+                shared,
+                execution_id: d.execution_id,
+                done: false,
+            };
+            return Some((handle, admitted));
+        }
+        Admission::DuplicateOfRunning => {
+            shared.metrics.duplicate_dispatches_total.inc();
+            tracing::info!(attempt_key = %d.attempt_key(), "duplicate dispatch of an attempt running here; dropped");
+            if !attach {
+                shared.mark_done(ticket);
+            }
+        }
+        Admission::DuplicateOfFinished => {
+            shared.metrics.duplicate_dispatches_total.inc();
+            tracing::info!(attempt_key = %d.attempt_key(), "duplicate dispatch of an attempt that ran here; dropped");
+            shared.mark_done(ticket);
+        }
+        Admission::Cancelled => {
+            tracing::info!("dispatch of a cancelled attempt; skipped");
+            shared.metrics.finished(label, OUTCOME_CANCELLED);
+            shared.mark_done(ticket);
+        }
+    }
+    None
+}
+
+async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
     let label = if shared.registry.get(&d.handler).is_some() {
         d.handler.as_str()
     } else {
         "unknown"
     };
+    let Some((attempt, mut admitted)) = admit(shared, d, ticket, label) else {
+        return;
+    };
+    let grace = shutdown_grace(d, shared.default_grace);
+    shared
+        .max_grace_ms
+        .fetch_max(grace.as_millis() as u64, Ordering::SeqCst);
     let wait = d.not_before_ms.saturating_sub(now_ms());
     if wait > 0 {
         tracing::debug!(wait_ms = wait, "waiting for not_before");
@@ -164,12 +255,21 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
                 tracing::info!("shutting down before the task started; leaving it for another worker");
                 return;
             }
+            () = attempt.token.cancelled() => {}
         }
+    }
+    if attempt.token.is_cancelled() {
+        if attempt.cancelled_by_control().is_some() {
+            tracing::info!("attempt cancelled before it started; skipped");
+            shared.metrics.finished(label, OUTCOME_CANCELLED);
+            admitted.mark_done(ticket);
+        }
+        return;
     }
     let semantics = d.execution_semantics;
     let transactional = semantics == ExecutionSemantics::ExactlyOnce && shared.transactions;
     if semantics == ExecutionSemantics::AtMostOnce {
-        shared.mark_done(ticket);
+        admitted.mark_done(ticket);
     }
     let _in_flight = InFlight::enter(shared, d.execution_id.to_string());
 
@@ -187,25 +287,43 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
 
     let begun = Instant::now();
     let outcome = if semantics == ExecutionSemantics::ExactlyOnce && !shared.transactions {
-        Err(TaskError::terminal(
+        Outcome::Finished(Err(TaskError::terminal(
             "exactly_once_unsupported",
             "exactly_once needs a broker with transactions; set kafka.transactions=on against Apache Kafka",
-        ))
+        )))
     } else {
-        run_handler(shared, d).await
+        let beats = Beats::start(shared, d);
+        let outcome = supervise(shared, d, &attempt, beats.liveness()).await;
+        drop(beats);
+        outcome
     };
     shared
         .metrics
         .task_duration_seconds
         .with_label_values(&[label])
         .observe(begun.elapsed().as_secs_f64());
-    if outcome.is_err() && shared.cancel.is_cancelled() {
-        tracing::info!("task cancelled by shutdown; leaving it for another worker");
-        shared.metrics.finished(label, OUTCOME_ABANDONED);
-        return;
-    }
+    let outcome = match outcome {
+        Outcome::Finished(Err(_)) if shared.cancel.is_cancelled() => Outcome::Abandoned,
+        other => other,
+    };
+    let result = match outcome {
+        Outcome::Finished(result) => result,
+        Outcome::Cancelled => {
+            tracing::info!("task cancelled; no result is published");
+            shared.metrics.finished(label, OUTCOME_CANCELLED);
+            if semantics != ExecutionSemantics::AtMostOnce {
+                admitted.mark_done(ticket);
+            }
+            return;
+        }
+        Outcome::Abandoned => {
+            tracing::info!("task cancelled by shutdown; leaving it for another worker");
+            shared.metrics.finished(label, OUTCOME_ABANDONED);
+            return;
+        }
+    };
 
-    let (event, outcome_label) = match outcome {
+    let (event, outcome_label) = match result {
         Ok(output) => (
             attempt_event(d, AttemptEvent::Completed, output, &shared.node_id),
             OUTCOME_COMPLETED,
@@ -223,7 +341,7 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
         return;
     }
     if semantics != ExecutionSemantics::AtMostOnce {
-        shared.mark_done(ticket);
+        admitted.mark_done(ticket);
     }
     shared.metrics.finished(label, outcome_label);
     if outcome_label == OUTCOME_COMPLETED {
@@ -232,39 +350,6 @@ async fn run_attempt(shared: &Shared, d: &TaskDispatch, ticket: &Ticket) {
             "task completed"
         );
     }
-}
-
-/// Runs the handler on its own task (so a panic fails the attempt, not the
-/// worker), under the execution timeout.
-async fn run_handler(shared: &Shared, d: &TaskDispatch) -> Result<DataMap, TaskError> {
-    let handler = shared.registry.resolve(&d.handler)?;
-    let ctx = TaskContext::from_dispatch(d, &shared.node_id, shared.cancel.child_token());
-    let mut join = tokio::spawn(handler.call(ctx));
-    let timeout_ms = d.timeout_config.execution_timeout_ms;
-    let joined = if timeout_ms > 0 {
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut join).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                join.abort();
-                return Err(TaskError::retryable(
-                    "timeout",
-                    format!(
-                        "handler '{}' did not finish within {timeout_ms} ms",
-                        d.handler
-                    ),
-                ));
-            }
-        }
-    } else {
-        (&mut join).await
-    };
-    joined.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "handler panicked");
-        Err(TaskError::retryable(
-            "handler_panic",
-            format!("handler '{}' panicked", d.handler),
-        ))
-    })
 }
 
 /// Publishes `event` until the broker acks it; gives up (false) only when the

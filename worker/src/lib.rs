@@ -2,6 +2,10 @@
 //! runs a handler for each task dispatch with bounded concurrency, and appends
 //! `task.started` and `task.completed` / `task.failed` to the workflow's events
 //! topic, committing offsets as each task's execution semantics require.
+//! While a handler runs it publishes task heartbeats (when the task has a
+//! heartbeat timeout), enforces the attempt's deadline, honours cancel
+//! control records from the orchestrator (the handler's `ctx.cancel` fires;
+//! no result is published), and drops duplicate dispatches of one attempt.
 //!
 //! ```no_run
 //! use weft_worker::{TaskContext, TaskError, Worker};
@@ -23,9 +27,11 @@
 //! # Ok(()) }
 //! ```
 
+mod attempts;
 pub mod builtins;
 mod consumer;
 mod context;
+mod control;
 mod error;
 mod events;
 mod execute;
@@ -36,6 +42,8 @@ mod offsets;
 mod publish;
 mod runtime;
 mod server;
+mod supervise;
+mod task_heartbeat;
 mod worker;
 
 pub use consumer::subscription;
@@ -49,4 +57,6 @@ pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use metrics::Metrics;
 pub use offsets::{OffsetTracker, Position, Ticket};
 pub use server::router;
+pub use supervise::{DEADLINE_GRACE, SHUTDOWN_ABORT_AFTER};
+pub use task_heartbeat::MIN_INTERVAL as MIN_TASK_HEARTBEAT_INTERVAL;
 pub use worker::{Worker, WorkerBuilder};

@@ -16,12 +16,21 @@ pub const IN_FLIGHT_TASKS: &str = "weft_worker_in_flight_tasks";
 /// Task records sent to a DLQ because they could not be decoded.
 pub const DLQ_RECORDS_TOTAL: &str = "weft_worker_dlq_records_total";
 
+/// Dispatches dropped because this worker already ran or is running that attempt.
+pub const DUPLICATE_DISPATCHES_TOTAL: &str = "weft_worker_duplicate_dispatches_total";
+/// Control records applied, by action and whether the attempt was running here.
+pub const CONTROL_RECORDS_TOTAL: &str = "weft_worker_control_records_total";
+/// Task heartbeats published for running attempts.
+pub const TASK_HEARTBEATS_TOTAL: &str = "weft_worker_task_heartbeats_total";
+
 /// Outcome label: the result was published as `task.completed`.
 pub const OUTCOME_COMPLETED: &str = "completed";
 /// Outcome label: the result was published as `task.failed`.
 pub const OUTCOME_FAILED: &str = "failed";
 /// Outcome label: the attempt was given up without a result (shutdown), for another worker to redo.
 pub const OUTCOME_ABANDONED: &str = "abandoned";
+/// Outcome label: a control record cancelled the attempt (running or not yet started); nothing published.
+pub const OUTCOME_CANCELLED: &str = "cancelled";
 
 /// The worker's metrics.
 #[derive(Clone)]
@@ -31,6 +40,9 @@ pub struct Metrics {
     pub task_duration_seconds: HistogramVec,
     pub in_flight_tasks: IntGauge,
     pub dlq_records_total: IntCounter,
+    pub duplicate_dispatches_total: IntCounter,
+    pub control_records_total: IntCounterVec,
+    pub task_heartbeats_total: IntCounter,
 }
 
 impl Metrics {
@@ -59,12 +71,33 @@ impl Metrics {
             "Task records sent to a DLQ because they could not be decoded.",
         )
         .expect("valid metric");
+        let duplicate_dispatches_total = IntCounter::new(
+            DUPLICATE_DISPATCHES_TOTAL,
+            "Dispatches dropped because this worker already ran or is running that attempt.",
+        )
+        .expect("valid metric");
+        let control_records_total = IntCounterVec::new(
+            Opts::new(
+                CONTROL_RECORDS_TOTAL,
+                "Control records applied, by action and whether the attempt was running here.",
+            ),
+            &["action", "running"],
+        )
+        .expect("valid metric");
+        let task_heartbeats_total = IntCounter::new(
+            TASK_HEARTBEATS_TOTAL,
+            "Task heartbeats published for running attempts.",
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(tasks_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(task_duration_seconds.clone()),
             Box::new(in_flight_tasks.clone()),
             Box::new(dlq_records_total.clone()),
+            Box::new(duplicate_dispatches_total.clone()),
+            Box::new(control_records_total.clone()),
+            Box::new(task_heartbeats_total.clone()),
         ] {
             registry
                 .register(collector)
@@ -76,6 +109,9 @@ impl Metrics {
             task_duration_seconds,
             in_flight_tasks,
             dlq_records_total,
+            duplicate_dispatches_total,
+            control_records_total,
+            task_heartbeats_total,
         }
     }
 
@@ -115,12 +151,20 @@ mod tests {
             .observe(0.01);
         m.in_flight_tasks.inc();
         m.dlq_records_total.inc();
+        m.duplicate_dispatches_total.inc();
+        m.control_records_total
+            .with_label_values(&["cancel", "true"])
+            .inc();
+        m.task_heartbeats_total.inc();
         let text = m.render();
         for name in [
             TASKS_TOTAL,
             TASK_DURATION_SECONDS,
             IN_FLIGHT_TASKS,
             DLQ_RECORDS_TOTAL,
+            DUPLICATE_DISPATCHES_TOTAL,
+            CONTROL_RECORDS_TOTAL,
+            TASK_HEARTBEATS_TOTAL,
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }

@@ -1,10 +1,13 @@
 //! The worker's main loop: one consumer feeding tasks into a bounded set of
 //! slots, committing the done prefix of each partition as tasks finish, and
-//! the drain on shutdown (stop fetching, let running tasks finish within the
-//! grace period, cancel the rest, commit, leave the group).
+//! the drain on shutdown (stop fetching, let running tasks finish within
+//! their grace period — the dispatch's `grace_period_ms`, else
+//! `worker.shutdown_grace_ms` — cancel the rest, commit, leave the group).
+//! Control records are applied in the loop as they come (they need no slot),
+//! and by the control listener beside it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,9 +23,11 @@ use weft_shared::event::now_ms;
 use weft_shared::node::HealthStatus;
 
 use crate::consumer::{self, lock, pause_when_saturated, TaskConsumer, WorkerContext};
+use crate::control;
 use crate::error::WorkerError;
 use crate::execute::{self, Shared};
 use crate::publish::Publisher;
+use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
 use crate::{heartbeat, server};
 
@@ -70,6 +75,9 @@ pub(crate) async fn run(
         group: context.group.clone(),
         transactions,
         active: Mutex::default(),
+        attempts: Mutex::default(),
+        default_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        max_grace_ms: AtomicU64::new(settings.shutdown_grace_ms),
         offsets_done: Notify::new(),
         stop: CancellationToken::new(),
         cancel: CancellationToken::new(),
@@ -88,6 +96,13 @@ pub(crate) async fn run(
         started_at_ms,
     ));
 
+    let listener = tokio::spawn(control::listen(
+        shared.clone(),
+        config.kafka.clone(),
+        settings.group_id.clone(),
+        settings.types.clone(),
+    ));
+
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let mut tasks = JoinSet::new();
     consume(&consumer, &shared, &slots, &mut tasks, shutdown).await;
@@ -95,9 +110,11 @@ pub(crate) async fn run(
     // drain
     ready.store(false, Ordering::SeqCst);
     shared.stop.cancel();
+    let grace = Duration::from_millis(shared.max_grace_ms.load(Ordering::SeqCst));
     tracing::info!(
         in_flight = tasks.len(),
-        grace_ms = settings.shutdown_grace_ms,
+        default_grace_ms = settings.shutdown_grace_ms,
+        longest_grace_ms = grace.as_millis() as u64,
         "worker draining"
     );
     heartbeats.abort();
@@ -113,13 +130,15 @@ pub(crate) async fn run(
     {
         tracing::warn!("could not publish the draining heartbeat in time");
     }
+    // every attempt cancels itself when its own grace period is over; this is the backstop
     drain(
         &consumer,
         &shared,
         &mut tasks,
-        Duration::from_millis(settings.shutdown_grace_ms),
+        grace + SHUTDOWN_ABORT_AFTER + Duration::from_secs(1),
     )
     .await;
+    listener.abort();
     let positions = lock(&shared.tracker).all_positions();
     tokio::task::spawn_blocking(move || {
         consumer::commit(&consumer, &positions, CommitMode::Sync);
@@ -180,6 +199,17 @@ async fn consume(
                     }
                 };
                 let ticket = lock(&shared.tracker).track(msg.topic(), msg.partition(), msg.offset());
+                if let Some(control) = control::control_of(&msg) {
+                    match control {
+                        Ok(c) => control::apply(shared, &c, "tasks"),
+                        Err(reason) => tracing::warn!(
+                            %reason, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                            "unreadable control record; skipped"
+                        ),
+                    }
+                    shared.mark_done(&ticket);
+                    continue;
+                }
                 let permit = match slots.clone().try_acquire_owned() {
                     Ok(p) => p,
                     // a record fetched just before pausing: wait for a slot
@@ -194,8 +224,9 @@ async fn consume(
     }
 }
 
-/// Lets running tasks finish for up to `grace`, committing as they do; then
-/// cancels the rest and gives them a moment to give their records back.
+/// Lets running tasks finish for up to `grace` (each also stops itself at the
+/// end of its own grace period), committing as they do; then cancels the rest
+/// and gives them a moment to give their records back.
 async fn drain(
     consumer: &TaskConsumer,
     shared: &Arc<Shared>,

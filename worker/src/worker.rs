@@ -42,7 +42,8 @@ impl WorkerBuilder {
         self.handler(name, Typed::<In, Out, F>::new(f))
     }
 
-    /// Adds the built-in kinds (`noop`, `sleep`, `http`, `shell`, `fail`) under
+    /// Adds the built-in kinds (`noop`, `sleep`, `http`, `shell`, `fail`,
+    /// `flaky`, `ledger`, `choose`) under
     /// any names not taken by registered handlers.
     pub fn with_builtins(mut self) -> Self {
         self.builtins = true;

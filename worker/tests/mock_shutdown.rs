@@ -83,3 +83,59 @@ async fn grace_period_cancels_and_leaves_the_record_uncommitted() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatch_grace_period_wins_over_the_worker_default() -> anyhow::Result<()> {
+    init_logs();
+    let topics = Topics::default();
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        producer,
+    } = mock_cluster(
+        1,
+        &[
+            (topics.tasks("orders"), 1),
+            (topics.events("orders"), 1),
+            (topics.nodes(), 1),
+        ],
+    )?;
+    let mut slow = dispatch("sleep", ExecutionSemantics::AtLeastOnce);
+    slow.parameters = DataMap::from([("ms".to_owned(), WorkflowData::Int(600_000))]);
+    slow.timeout_config.grace_period_ms = 200;
+    produce(
+        &producer,
+        &topics.tasks("orders"),
+        &slow.instance_id.to_string(),
+        &slow.encode(),
+    )
+    .await?;
+
+    let group = format!("workers-{}", uuid_like());
+    let mut cfg = config(&bootstrap, &group, &["orders"], TransactionsMode::Off);
+    cfg.worker.shutdown_grace_ms = 120_000; // the task's own 200 ms applies
+    let worker = Worker::builder(cfg).with_builtins().build()?;
+    let (stop_tx, mut running) = spawn_worker(worker);
+    while_running(
+        &mut running,
+        read_until(&bootstrap, &topics.events("orders"), |recs| {
+            has(recs, &slow, WorkflowEventType::TaskStarted)
+        }),
+    )
+    .await?;
+    let asked = Instant::now();
+    stop_tx.send(()).ok();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .context("worker did not stop")???;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "stopped in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        committed_now(&bootstrap, &group, &topics.tasks("orders"), 1)?,
+        0
+    );
+    Ok(())
+}

@@ -1,18 +1,27 @@
 //! The built-in task kinds every `weft-worker` offers: `noop`, `sleep`,
-//! `http`, `shell` (only with `worker.enable_shell`) and `fail` (for testing
-//! failure paths). Built-ins read their settings from the task `parameters`
-//! only — never from workflow input, so input cannot pick a URL or a command.
+//! `http`, `shell` (only with `worker.enable_shell`), `choose` (a decision's
+//! branches), and for testing failure paths `fail`, `flaky` and `ledger` (an
+//! effect applied once per idempotency key). Built-ins read their settings
+//! from the task `parameters` only — never from workflow input, so input
+//! cannot pick a URL, a command or a file (`choose` reads the one input key
+//! its parameters name).
 
+mod choose;
 mod fail;
+mod flaky;
 mod http;
+pub mod ledger;
 mod noop;
 mod shell;
 mod sleep;
 
 use std::sync::Arc;
 
+pub use choose::{Choose, BRANCHES};
 pub use fail::Fail;
+pub use flaky::Flaky;
 pub use http::Http;
+pub use ledger::Ledger;
 pub use noop::Noop;
 pub use shell::Shell;
 pub use sleep::Sleep;
@@ -20,7 +29,9 @@ pub use sleep::Sleep;
 use crate::handler::Registry;
 
 /// The handler names of the built-in kinds.
-pub const NAMES: &[&str] = &["noop", "sleep", "http", "shell", "fail"];
+pub const NAMES: &[&str] = &[
+    "noop", "sleep", "http", "shell", "fail", "flaky", "ledger", "choose",
+];
 
 /// Largest body or stream kept in an output (bytes); longer ones are cut.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -37,6 +48,9 @@ pub fn register(registry: &mut Registry, enable_shell: bool) {
         }),
     );
     registry.insert_if_absent("fail", Arc::new(Fail));
+    registry.insert_if_absent("flaky", Arc::new(Flaky));
+    registry.insert_if_absent("ledger", Arc::new(Ledger));
+    registry.insert_if_absent("choose", Arc::new(Choose));
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
@@ -66,6 +80,9 @@ mod tests {
         let mut r = Registry::default();
         r.insert("noop", Arc::new(Sleep));
         register(&mut r, false);
-        assert_eq!(r.names(), ["fail", "http", "noop", "shell", "sleep"]);
+        assert_eq!(
+            r.names(),
+            ["choose", "fail", "flaky", "http", "ledger", "noop", "shell", "sleep"]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The `sleep` kind: waits `ms` milliseconds (or a humantime `duration` such
 //! as `1m 30s`), then succeeds with `{slept_ms}`; stops early with retryable
-//! `cancelled` when the worker cancels the attempt.
+//! `cancelled` when the attempt is cancelled (a cancel control record, its
+//! deadline, or the worker's shutdown).
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ impl Handler for Sleep {
             tokio::select! {
                 () = tokio::time::sleep(duration) => {}
                 () = ctx.cancel.cancelled() => {
-                    return Err(TaskError::retryable("cancelled", "sleep cancelled by worker shutdown"));
+                    return Err(TaskError::retryable("cancelled", "sleep cancelled"));
                 }
             }
             let slept = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);

@@ -228,3 +228,60 @@ pub fn spawn_worker(worker: weft_worker::Worker) -> (tokio::sync::oneshot::Sende
     }));
     (stop_tx, running)
 }
+
+/// Produces a control record (`weft-control` header) for `d`'s attempt.
+pub async fn produce_control(
+    producer: &FutureProducer,
+    topic: &str,
+    d: &TaskDispatch,
+    grace_period_ms: u64,
+) -> anyhow::Result<()> {
+    let control = weft_shared::control::TaskControl {
+        action: weft_shared::control::ControlAction::Cancel,
+        workflow_type: d.workflow_type.clone(),
+        instance_id: d.instance_id,
+        task_name: d.task_name.clone(),
+        attempt: d.attempt,
+        execution_id: d.execution_id,
+        grace_period_ms,
+        reason: "test cancel".into(),
+    };
+    let key = d.instance_id.to_string();
+    let payload = control.encode();
+    let headers = weft_shared::kafka::headers(&[(weft_shared::topics::headers::CONTROL, "cancel")]);
+    let record = FutureRecord::to(topic)
+        .key(&key)
+        .payload(&payload)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Polls `cond` until it holds, or fails after [`DEADLINE`] naming `what`.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Every record `topic` holds now (its high watermarks, over `partitions` partitions).
+pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<Rec>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let mut total = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
+        total += high - low;
+    }
+    let total = usize::try_from(total)?;
+    read_until(bootstrap, topic, |recs| recs.len() >= total).await
+}
