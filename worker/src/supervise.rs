@@ -6,7 +6,7 @@
 //! cancellation signal, then the record is left for another worker). A handler
 //! asked to stop has a grace period to return before it is aborted.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -69,9 +69,15 @@ pub(crate) async fn supervise(
         Err(e) => return Outcome::Finished(Err(e)),
     };
     let token = attempt.token.clone();
-    let ctx = TaskContext::from_dispatch(d, &shared.node_id, token.clone()).with_liveness(liveness);
+    let deadline_at = deadline_ms(d, now_ms());
+    let mut ctx =
+        TaskContext::from_dispatch(d, &shared.node_id, token.clone()).with_liveness(liveness);
+    // the handler sees the effective deadline (execution timeout included)
+    ctx.deadline = deadline_at
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
     let mut join = tokio::spawn(handler.call(ctx));
-    let deadline = deadline_ms(d, now_ms()).map(|ms| {
+    let deadline = deadline_at.map(|ms| {
         let left = ms.saturating_sub(now_ms()).max(0).unsigned_abs();
         Instant::now() + Duration::from_millis(left)
     });

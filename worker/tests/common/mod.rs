@@ -19,7 +19,7 @@ use weft_shared::event::now_ms;
 use weft_shared::ids::{EventId, ExecutionId, InstanceId, TaskId};
 use weft_shared::kafka::header_map;
 use weft_shared::model::{ExecutionSemantics, TaskPriority, TaskType, TimeoutConfiguration};
-use weft_shared::{TaskDispatch, WorkflowEvent, WorkflowEventType};
+use weft_shared::{TaskDispatch, Topics, WorkflowEvent, WorkflowEventType};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -284,4 +284,41 @@ pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
     }
     let total = usize::try_from(total)?;
     read_until(bootstrap, topic, |recs| recs.len() >= total).await
+}
+
+/// The topics of the `orders` type (one partition each) with heartbeats and nodes.
+pub fn control_topics(t: &Topics) -> Vec<(String, i32)> {
+    vec![
+        (t.tasks("orders"), 1),
+        (t.events("orders"), 1),
+        (t.heartbeats("orders"), 1),
+        (t.nodes(), 1),
+    ]
+}
+
+/// A `sleep` dispatch of `ms` milliseconds.
+pub fn sleep_for(ms: i64) -> TaskDispatch {
+    let mut d = dispatch("sleep", ExecutionSemantics::AtLeastOnce);
+    d.parameters = DataMap::from([("ms".to_owned(), WorkflowData::Int(ms))]);
+    d
+}
+
+/// The event types `recs` hold for `d`'s instance, in order.
+pub fn kinds(recs: &[Rec], d: &TaskDispatch) -> Vec<WorkflowEventType> {
+    events_of(recs, d.instance_id)
+        .iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+/// Stops a running worker and waits for it.
+pub async fn stop(
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    running: Running,
+) -> anyhow::Result<()> {
+    stop_tx.send(()).ok();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .map_err(|_| anyhow::anyhow!("worker did not stop"))???;
+    Ok(())
 }
