@@ -13,6 +13,7 @@ pub const EVENTS_DUPLICATE_TOTAL: &str = "weft_orchestrator_events_duplicate_tot
 pub const EVENTS_ORPHAN_TOTAL: &str = "weft_orchestrator_orphan_decisions_total";
 pub const DECISIONS_TOTAL: &str = "weft_orchestrator_decisions_total";
 pub const DISPATCHES_TOTAL: &str = "weft_orchestrator_dispatches_total";
+pub const TIMERS_FIRED_TOTAL: &str = "weft_orchestrator_timers_fired_total";
 pub const DLQ_RECORDS_TOTAL: &str = "weft_orchestrator_dlq_records_total";
 pub const BATCH_DURATION_SECONDS: &str = "weft_orchestrator_batch_duration_seconds";
 pub const WORKFLOWS_FINISHED_TOTAL: &str = "weft_workflows_finished_total";
@@ -29,6 +30,7 @@ pub struct Metrics {
     pub orphans: IntCounter,
     pub decisions: IntCounter,
     pub dispatches: IntCounter,
+    pub timers_fired: IntCounter,
     pub dlq: IntCounter,
     pub batch_seconds: Histogram,
     pub finished_total: IntCounterVec,
@@ -111,6 +113,7 @@ impl Metrics {
             ),
             decisions: counter(&registry, DECISIONS_TOTAL, "events derived by the decider"),
             dispatches: counter(&registry, DISPATCHES_TOTAL, "task attempts dispatched"),
+            timers_fired: counter(&registry, TIMERS_FIRED_TOTAL, "durable timer fires published"),
             dlq: counter(
                 &registry,
                 DLQ_RECORDS_TOTAL,

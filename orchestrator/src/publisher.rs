@@ -198,4 +198,65 @@ mod tests {
             );
         }
     }
+
+    /// The partition's flush loop (publish, retry until the broker took it)
+    /// across a broker outage in the middle of a transaction and a failed
+    /// commit: every decision is visible to `read_committed` readers, none
+    /// twice (by idempotency key — what the orchestrator deduplicates on).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_outage_mid_transaction_loses_and_repeats_no_decision() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("weft.t.events", 1, 1).expect("topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let publisher = Publisher::transactional(&settings(bootstrap.clone()), "weft-test-1")
+            .expect("init transactions");
+        let records: Vec<OutboxRecord> = (0..40).map(record).collect();
+        let batches: Vec<Vec<OutboxRecord>> = records.chunks(10).map(<[_]>::to_vec).collect();
+        cluster.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR],
+        );
+        let mut failures = 0;
+        for (i, batch) in batches.iter().enumerate() {
+            if i == 1 {
+                // The broker goes away while this transaction is open.
+                cluster.broker_down(1).expect("broker down");
+            }
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let publish =
+                    tokio::time::timeout(Duration::from_secs(20), publisher.publish(batch));
+                if i == 1 && attempts == 1 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    cluster.broker_up(1).expect("broker up");
+                }
+                match publish.await {
+                    Ok(Ok(())) => break,
+                    _ => {
+                        failures += 1;
+                        assert!(attempts < 10, "batch {i} never published");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+        let seen = read_committed(&bootstrap);
+        let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+        let expected: std::collections::BTreeSet<String> =
+            (0..40).map(|i| format!("decision {i}")).collect();
+        assert_eq!(
+            distinct
+                .into_iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+            expected,
+            "every decision visible ({failures} failed flushes retried)"
+        );
+        assert_eq!(
+            seen.len(),
+            40,
+            "an aborted transaction's records are never visible, so none twice"
+        );
+    }
 }

@@ -224,6 +224,22 @@ pub(crate) fn rejoin_if_unassigned(consumer: &TaskConsumer) -> bool {
         return false;
     }
     tracing::warn!(topics = ?topics, "no partitions assigned yet; rejoining the group");
+    rejoin(consumer)
+}
+
+/// Leaves the group and subscribes again to the same topics; true if it did.
+pub(crate) fn rejoin(consumer: &TaskConsumer) -> bool {
+    let Ok(subscription) = consumer.subscription() else {
+        return false;
+    };
+    let topics: Vec<String> = subscription
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_owned())
+        .collect();
+    if topics.is_empty() {
+        return false;
+    }
     consumer.unsubscribe();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&names) {

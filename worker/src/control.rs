@@ -92,6 +92,9 @@ pub(crate) async fn listen(
     let consumer: StreamConsumer = match client_config(&settings, Role::Consumer)
         .set("group.id", &group)
         .set("enable.partition.eof", "false")
+        // Cancels are rare and not latency-critical: long-poll, so the listener
+        // costs the broker a request per partition every half second, not every 10 ms.
+        .set("fetch.wait.max.ms", "500")
         .create()
     {
         Ok(c) => c,

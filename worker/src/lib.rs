@@ -39,6 +39,7 @@ mod handler;
 mod heartbeat;
 pub mod metrics;
 mod offsets;
+mod orphans;
 mod publish;
 mod runtime;
 mod server;

@@ -172,6 +172,11 @@ async fn consume(
     let mut join_watchdog =
         tokio::time::interval_at(tokio::time::Instant::now() + JOIN_WATCHDOG, JOIN_WATCHDOG);
     let mut rejoins = 0;
+    let mut orphan_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::orphans::CHECK_EVERY,
+        crate::orphans::CHECK_EVERY,
+    );
+    let mut orphans = crate::orphans::OrphanWatch::default();
     loop {
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
@@ -188,6 +193,9 @@ async fn consume(
                 } else {
                     rejoins = MAX_REJOINS;
                 }
+            }
+            _ = orphan_tick.tick() => {
+                orphans.check(consumer, shared.publisher.topics());
             }
             received = consumer.recv() => {
                 let msg = match received {

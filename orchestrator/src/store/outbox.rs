@@ -1,5 +1,5 @@
 //! Outbox records: derived records (decided events, task dispatches, DLQ
-//! copies) written to RocksDB in the same batch as the projection that decided
+//! copies, snapshots) written to RocksDB in the same batch as the projection that decided
 //! them, and deleted once the broker acknowledged them. A crash between the two
 //! loses nothing: the partition's next owner publishes what is left.
 
@@ -12,6 +12,12 @@ pub enum OutboxKind {
     Dispatch = 2,
     /// A record sent to the DLQ; `ident` is its source position.
     Dlq = 3,
+    /// A snapshot for the compacted snapshots topic; `ident` names the
+    /// instance. Never read back, so never struck during replay.
+    Snapshot = 4,
+    /// A control record for workers (cancel an attempt) on the tasks topic;
+    /// `ident` names the attempt. Never read back, so never struck.
+    Control = 5,
 }
 
 /// One record waiting to be published.
@@ -60,6 +66,8 @@ impl OutboxRecord {
             1 => OutboxKind::Event,
             2 => OutboxKind::Dispatch,
             3 => OutboxKind::Dlq,
+            4 => OutboxKind::Snapshot,
+            5 => OutboxKind::Control,
             _ => return Err(CorruptOutbox("unknown kind")),
         };
         let ident = r.string()?;
