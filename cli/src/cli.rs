@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::args::{
+    CancelArgs, InstanceRef, ListArgs, PauseResumeArgs, ReplayArgs, SignalArgs, StateArgs,
+    WatchArgs,
+};
+
 /// Where the orchestrator's HTTP API listens unless `--api` / `WEFT_API` say otherwise.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
 
-/// Weft: register workflow definitions, start instances and inspect them.
+/// Weft: register workflow definitions, start, control and inspect instances.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version)]
 pub struct Cli {
@@ -38,6 +43,22 @@ pub enum Command {
     Get(GetArgs),
     /// List a workflow instance's events, one line each.
     History(HistoryArgs),
+    /// List the instances of a workflow type (filter by state and creation time).
+    List(ListArgs),
+    /// Show an instance's state, now or right after a given event.
+    State(StateArgs),
+    /// Fold a range of an instance's history and show the events and the resulting state (read-only).
+    Replay(ReplayArgs),
+    /// Print an instance's events as they happen; exits 0 when the workflow ends.
+    Watch(WatchArgs),
+    /// Cancel an instance.
+    Cancel(CancelArgs),
+    /// Pause an instance (no new task is dispatched until it is resumed).
+    Pause(PauseResumeArgs),
+    /// Resume a paused instance.
+    Resume(PauseResumeArgs),
+    /// Send a named signal with data to an instance.
+    Signal(SignalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +129,7 @@ pub struct HistoryArgs {
     /// Last sequence number to list.
     #[arg(long, value_name = "N")]
     pub to: Option<u64>,
-    /// At most this many events.
+    /// At most this many events (without it: every event of the range, page by page).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
     /// Print the API's JSON instead of one line per event.

@@ -8,6 +8,7 @@
 //! keeps working while the domain types evolve.
 
 pub mod api;
+pub mod args;
 pub mod cli;
 pub mod commands;
 pub mod model;

@@ -1,7 +1,8 @@
 //! A small client of the orchestrator's HTTP API for tests: every call returns
 //! the response body as `serde_json::Value`, and a non-2xx answer is an error
 //! carrying the status and body. [`ApiClient::send`] gives the raw status for
-//! tests of bad requests.
+//! tests of bad requests; [`ApiClient::watch`] reads a `/watch` event stream
+//! to its end.
 
 use std::time::Duration;
 
@@ -48,8 +49,22 @@ impl ApiClient {
         path: &str,
         body: Option<(&str, String)>,
     ) -> Result<ApiResponse> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// Like [`send`](Self::send), with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> Result<ApiResponse> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some((content_type, body)) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -146,6 +161,75 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/workflows?<query>` (the query string without `?`).
+    pub async fn list(&self, query: &str) -> Result<Value> {
+        self.call(Method::GET, &format!("/v1/workflows?{query}"), None)
+            .await
+    }
+
+    /// `POST /v1/workflows/{type}/{id}/<action>` (`cancel`, `pause`, `resume`,
+    /// `signals/NAME`) with a JSON body and an optional `Idempotency-Key`;
+    /// status and body whatever the status.
+    pub async fn control(
+        &self,
+        workflow_type: &str,
+        id: &str,
+        action: &str,
+        body: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<ApiResponse> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| ("Idempotency-Key", k))
+            .into_iter()
+            .collect();
+        self.send_with(
+            Method::POST,
+            &format!("/v1/workflows/{workflow_type}/{id}/{action}"),
+            &headers,
+            Some(("application/json", body.to_string())),
+        )
+        .await
+    }
+
+    /// Reads `GET /v1/workflows/{type}/{id}/watch[?from=N]` until the server
+    /// closes it (or `deadline` passes, an error) and returns its frames as
+    /// `(event name, data JSON)`.
+    pub async fn watch(
+        &self,
+        workflow_type: &str,
+        id: &str,
+        from: Option<u64>,
+        deadline: Duration,
+    ) -> Result<Vec<(String, Value)>> {
+        let mut url = format!("{}/v1/workflows/{workflow_type}/{id}/watch", self.base);
+        if let Some(from) = from {
+            url.push_str(&format!("?from={from}"));
+        }
+        let read = async {
+            let mut resp = reqwest::Client::new()
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            if !resp.status().is_success() {
+                bail!(
+                    "GET {url} answered {}: {}",
+                    resp.status(),
+                    resp.text().await?
+                );
+            }
+            let mut text = String::new();
+            while let Some(chunk) = resp.chunk().await.context("reading the event stream")? {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            Ok(text)
+        };
+        let text = tokio::time::timeout(deadline, read)
+            .await
+            .with_context(|| format!("the stream {url} did not end within {deadline:?}"))??;
+        Ok(sse_frames(&text))
+    }
+
     /// `GET /readyz` answered 200.
     pub async fn is_ready(&self) -> bool {
         self.send(Method::GET, "/readyz", None)
@@ -160,4 +244,29 @@ impl ApiClient {
             other => Ok(other.to_string()),
         }
     }
+}
+
+/// The `(event, data)` frames of a complete `text/event-stream` body
+/// (comments skipped; data parsed as JSON, or kept as a string).
+pub fn sse_frames(text: &str) -> Vec<(String, Value)> {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut event = "message".to_string();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if data.is_empty() {
+                return None;
+            }
+            let data = data.join("\n");
+            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            Some((event, value))
+        })
+        .collect()
 }

@@ -66,6 +66,8 @@ pub async fn run(
         definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
     let status = Arc::new(status::Status::default());
     let metrics = Arc::new(metrics::Metrics::new());
+    let (events_tx, _) = tokio::sync::broadcast::channel(api::EVENT_FEED_CAPACITY);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let app = api::router(api::AppState {
         registry: registry.clone(),
@@ -75,6 +77,8 @@ pub async fn run(
         status: status.clone(),
         metrics: metrics.clone(),
         node_id: node_id.clone(),
+        events: events_tx.clone(),
+        shutdown: stop_rx.clone(),
     });
     let addr = config.orchestrator.http_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -84,7 +88,6 @@ pub async fn run(
             source,
         })?;
     tracing::info!(%addr, node_id = %node_id, "http api listening");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -112,6 +115,7 @@ pub async fn run(
         metrics,
         status,
         batch_max: config.orchestrator.batch_max,
+        events_tx,
     };
     let mut engine_stop = stop_rx;
     tokio::spawn(async move {

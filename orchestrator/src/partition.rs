@@ -44,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub batch_max: usize,
+    /// Every applied history event, sent after its batch is committed (for `/watch`).
+    pub events_tx: tokio::sync::broadcast::Sender<Arc<WorkflowEvent>>,
 }
 
 /// The outbox of one partition, mirrored in memory.
@@ -223,6 +225,10 @@ impl Partition {
             wb.put_event(e);
         }
         wb.commit()?;
+        for e in p.events {
+            // No receiver (nobody watching) is not an error.
+            let _ = self.shared.events_tx.send(Arc::new(e));
+        }
         Ok(p.added)
     }
 

@@ -2,10 +2,15 @@
 //! write their normal output to the given writer and return errors whose
 //! `Display` (with `{:#}`) is a single line for `error: ...`.
 
+pub mod control;
 pub mod def;
 pub mod get;
 pub mod history;
+pub mod list;
+pub mod replay;
 pub mod start;
+pub mod state;
+pub mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::api::Client;
+use crate::api::{Client, ControlAction};
 use crate::cli::{Cli, Command, DefCommand};
 
 /// Run one command against the API named by `cli.api`, printing to stdout.
@@ -30,6 +35,33 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Start(args) => return start::run(&client, &args, out).await,
         Command::Get(args) => get::run(&client, &args, out).await?,
         Command::History(args) => history::run(&client, &args, out).await?,
+        Command::List(args) => list::run(&client, &args, out).await?,
+        Command::State(args) => state::run(&client, &args, out).await?,
+        Command::Replay(args) => replay::run(&client, &args, out).await?,
+        Command::Watch(args) => return watch::run(&client, &args, out).await,
+        Command::Cancel(args) => {
+            let action = ControlAction::Cancel {
+                reason: args.reason.clone(),
+            };
+            let key = args.idempotency_key.as_deref();
+            control::run(&client, &args.instance, action, key, out).await?
+        }
+        Command::Pause(args) => {
+            let key = args.idempotency_key.as_deref();
+            control::run(&client, &args.instance, ControlAction::Pause, key, out).await?
+        }
+        Command::Resume(args) => {
+            let key = args.idempotency_key.as_deref();
+            control::run(&client, &args.instance, ControlAction::Resume, key, out).await?
+        }
+        Command::Signal(args) => {
+            let action = ControlAction::Signal {
+                name: args.name.clone(),
+                data: control::signal_data(args.data.as_deref())?,
+            };
+            let key = args.idempotency_key.as_deref();
+            control::run(&client, &args.instance, action, key, out).await?
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

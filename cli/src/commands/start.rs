@@ -106,7 +106,7 @@ async fn follow(
     }
 }
 
-fn is_transient(e: &ApiError) -> bool {
+pub(crate) fn is_transient(e: &ApiError) -> bool {
     match e {
         ApiError::Server { status, .. } => status.is_server_error(),
         ApiError::Timeout { .. } | ApiError::Transport { .. } => true,

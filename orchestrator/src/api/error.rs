@@ -1,5 +1,6 @@
 //! API errors: every failure is a status code and a JSON body
-//! `{"error": "<what is wrong and where>"}`.
+//! `{"error": "<what is wrong and where>"}`. Messages about a request name
+//! the part that is wrong: the query parameter, path segment or body field.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,12 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
             message: message.into(),
         }
     }

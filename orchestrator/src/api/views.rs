@@ -1,4 +1,5 @@
-//! JSON views of instances and events for the HTTP API.
+//! JSON views of instances and events for the HTTP API (their schemas are in
+//! `orchestrator/openapi.json`: `Instance`, `InstanceSummary`, `Event`).
 
 use serde_json::{json, Value};
 use weft_shared::data::data_map_to_json;
@@ -74,5 +75,19 @@ pub fn event(e: &WorkflowEvent) -> Value {
         "metadata": e.metadata,
         "idempotency_key": e.idempotency_key,
         "source_node_id": e.source_node_id,
+    })
+}
+
+/// One instance in a list: its identity, state and times, without tasks.
+pub fn summary(s: &InstanceState) -> Value {
+    json!({
+        "instance_id": s.instance_id,
+        "workflow_type": s.workflow_type,
+        "definition_version": s.definition_version,
+        "state": s.state,
+        "sequence_number": s.last_seq,
+        "created_at_ms": s.created_at_ms,
+        "updated_at_ms": s.updated_at_ms,
+        "error": s.error.as_ref().map(error_json),
     })
 }

@@ -1,9 +1,16 @@
 //! HTTP client for the orchestrator's API. Every failure becomes an
 //! [`ApiError`] whose `Display` is one line fit for `error: ...`: an
 //! unreachable orchestrator says so (and how to start one), a 4xx/5xx answer
-//! carries the server's own `{"error": "..."}` message.
+//! carries the server's own `{"error": "..."}` message. [`workflows`] holds
+//! the query and control calls, [`sse`] the `/watch` event stream.
+
+mod sse;
+mod workflows;
 
 use std::time::Duration;
+
+pub use sse::{SseFrame, SseParser, WatchStream};
+pub use workflows::{ControlAction, ListQuery};
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
@@ -48,7 +55,9 @@ pub struct EventRange {
 /// A client for one orchestrator.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
+    /// For long-lived streams (`weft watch`): a connect timeout, no total timeout.
+    pub(crate) stream_http: reqwest::Client,
     base: Url,
     /// The base as the user spelled it (trailing `/` trimmed), for messages.
     display_base: String,
@@ -72,8 +81,14 @@ impl Client {
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| bad(error_chain(&e)))?;
         Ok(Self {
             http,
+            stream_http,
             base: url,
             display_base: trimmed.to_string(),
         })
@@ -161,7 +176,7 @@ impl Client {
     }
 
     /// The base URL plus percent-encoded path segments and a query.
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked in Client::new: the base URL can be a base")
@@ -173,7 +188,7 @@ impl Client {
         url
     }
 
-    async fn send(&self, url: Url, req: reqwest::RequestBuilder) -> ApiResult<Value> {
+    pub(crate) async fn send(&self, url: Url, req: reqwest::RequestBuilder) -> ApiResult<Value> {
         let resp = req
             .send()
             .await
@@ -198,7 +213,7 @@ impl Client {
         })
     }
 
-    fn transport_error(&self, url: &Url, e: &reqwest::Error) -> ApiError {
+    pub(crate) fn transport_error(&self, url: &Url, e: &reqwest::Error) -> ApiError {
         if e.is_connect() {
             ApiError::Unreachable {
                 base: self.display_base.clone(),

@@ -1,12 +1,16 @@
 //! All text the CLI prints: progress lines while waiting, the final verdict,
-//! the instance summary and history lines. Pure functions of their inputs, so
-//! they are unit-tested without a server.
+//! the instance summary and history lines; [`list`] has the `weft list` table
+//! and the `weft watch` lines. Pure functions of their inputs, so they are
+//! unit-tested without a server.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::model::{InstanceView, TaskView};
+
+mod list;
+pub use list::{instance_table, watch_line};
 
 /// Metadata key naming the task an event concerns.
 pub const META_TASK: &str = "weft.task";
@@ -194,14 +198,14 @@ pub fn history_lines(events: &[Value]) -> Vec<String> {
 }
 
 /// `+0.152s` / `-0.004s` (producers' clocks may disagree slightly).
-fn fmt_offset(ms: i64) -> String {
+pub(crate) fn fmt_offset(ms: i64) -> String {
     let sign = if ms < 0 { '-' } else { '+' };
     let ms = ms.unsigned_abs();
     format!("{sign}{}.{:03}s", ms / 1000, ms % 1000)
 }
 
 /// A JSON scalar as plain text (strings without quotes).
-fn scalar(v: &Value) -> String {
+pub(crate) fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -210,7 +214,7 @@ fn scalar(v: &Value) -> String {
 
 /// Lay out rows as columns separated by two spaces; `right` lists the
 /// right-aligned columns with a minimum width. Empty trailing cells vanish.
-fn columns(rows: &[Vec<String>], right: &[(usize, usize)]) -> Vec<String> {
+pub(crate) fn columns(rows: &[Vec<String>], right: &[(usize, usize)]) -> Vec<String> {
     let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..ncols)
         .map(|c| {

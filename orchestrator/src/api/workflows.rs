@@ -1,0 +1,192 @@
+//! Workflow instances: start one (idempotently), read one, and list/query
+//! the instances of a type by state(s) and creation time, paged with a cursor
+//! (served from the store's secondary indexes).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use weft_shared::data::data_map_from_json;
+use weft_shared::event::{now_ms, META_DEFINITION_VERSION, META_SOURCE_KIND};
+use weft_shared::fsm::DefinitionLookup;
+use weft_shared::ids::{EventId, InstanceId};
+use weft_shared::state::WorkflowState;
+use weft_shared::{WorkflowEvent, WorkflowEventType};
+
+use super::control::publish;
+use super::params::{self, Params};
+use super::{catalog_with, unknown_instance, unknown_type, views, ApiError, AppState};
+use crate::store;
+
+/// Default and largest page of `GET /v1/workflows`.
+const LIST_DEFAULT_LIMIT: u64 = 50;
+const LIST_MAX_LIMIT: u64 = 1000;
+
+pub async fn start(
+    State(s): State<AppState>,
+    Path(ty): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let catalog = s.registry.catalog();
+    let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
+    let fields = params::json_object(&body, Some(&["input", "idempotency_key"]))?;
+    let input = match fields.get("input") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "body field 'input' must be a JSON object, not {}",
+                params::kind(other)
+            )))
+        }
+    };
+    let input = data_map_from_json(&input, "input")
+        .map_err(|e| ApiError::bad_request(format!("body field 'input' is invalid: {e}")))?;
+    let key =
+        match fields.get("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
+            Some(_) => return Err(ApiError::bad_request(
+                "body field 'idempotency_key' must be a non-empty string of at most 256 characters",
+            )),
+        };
+    let instance_id = match &key {
+        Some(k) => InstanceId::for_idempotency_key(&ty, k),
+        None => InstanceId::random(),
+    };
+    let mut event = WorkflowEvent::new(
+        WorkflowEventType::WorkflowCreated,
+        ty.clone(),
+        instance_id,
+        format!("create:{instance_id}"),
+        now_ms(),
+    );
+    event.event_id = EventId::derived(&[b"created", instance_id.as_bytes()]);
+    event.data = input;
+    event.source_node_id = s.node_id.clone();
+    event
+        .metadata
+        .insert(META_DEFINITION_VERSION.into(), def.version.to_string());
+    event
+        .metadata
+        .insert(META_SOURCE_KIND.into(), "input".into());
+    publish(&s, &event).await?;
+    tracing::info!(workflow_type = %ty, instance_id = %instance_id, version = def.version, "workflow start requested");
+    let body = json!({ "instance_id": instance_id, "workflow_type": ty, "definition_version": def.version });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    params.allow(&[])?;
+    let id = params::instance_id(&id)?;
+    let catalog = catalog_with(&s, &ty)?;
+    let state = s
+        .store
+        .instance(&ty, id)?
+        .ok_or_else(|| unknown_instance(&ty, id))?;
+    Ok(Json(views::instance(
+        &state,
+        catalog.get(&ty, state.definition_version),
+    )))
+}
+
+/// `GET /v1/workflows?type=T&state=S&state=S2&created_after=..&limit=N&cursor=C`.
+pub async fn list(State(s): State<AppState>, params: Params) -> Result<Json<Value>, ApiError> {
+    params.allow(&["type", "state", "created_after", "limit", "cursor"])?;
+    let query = list_query(&params)?;
+    catalog_with(&s, &query.workflow_type)?;
+    let page = s.store.query_workflows(&query).map_err(|e| match e {
+        e @ store::Error::BadCursor(_) => {
+            ApiError::bad_request(format!("query parameter 'cursor': {e}"))
+        }
+        other => ApiError::from(other),
+    })?;
+    let items: Vec<Value> = page.items.iter().map(views::summary).collect();
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// The store query a list request asks for.
+fn list_query(p: &Params) -> Result<store::Query, ApiError> {
+    let workflow_type = match p.one("type")? {
+        Some(ty) if !ty.is_empty() => ty.to_owned(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "query parameter 'type' is required (the workflow type to list)",
+            ))
+        }
+    };
+    let mut states = Vec::new();
+    for raw in p.all("state") {
+        let state: WorkflowState = raw
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("query parameter 'state': {e}")))?;
+        if !states.contains(&state) {
+            states.push(state);
+        }
+    }
+    let created_after_ms = p
+        .one("created_after")?
+        .map(|raw| params::timestamp_ms("created_after", raw))
+        .transpose()?;
+    let limit = p
+        .int("limit", 1, LIST_MAX_LIMIT)?
+        .unwrap_or(LIST_DEFAULT_LIMIT) as usize;
+    let cursor = match p.one("cursor")? {
+        Some("") => return Err(ApiError::bad_request("query parameter 'cursor' is empty")),
+        other => other.map(str::to_owned),
+    };
+    Ok(store::Query {
+        workflow_type,
+        states,
+        created_after_ms,
+        limit,
+        cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parameters_are_parsed_and_named_in_errors() {
+        let p = Params::from_pairs(&[
+            ("type", "demo"),
+            ("state", "running"),
+            ("state", "failed,running"),
+            ("created_after", "2024-05-01T12:00:00Z"),
+            ("limit", "10"),
+        ]);
+        let q = list_query(&p).unwrap();
+        assert_eq!(q.workflow_type, "demo");
+        assert_eq!(
+            q.states,
+            vec![WorkflowState::Running, WorkflowState::Failed]
+        );
+        assert_eq!(q.created_after_ms, Some(1_714_564_800_000));
+        assert_eq!((q.limit, q.cursor), (10, None));
+
+        let err = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("type", "demo")];
+            all.extend_from_slice(pairs);
+            list_query(&Params::from_pairs(&all)).unwrap_err().message
+        };
+        assert!(list_query(&Params::default())
+            .unwrap_err()
+            .message
+            .contains("'type' is required"));
+        assert!(err(&[("state", "runing")]).contains("'state': unknown WorkflowState 'runing'"));
+        assert!(err(&[("limit", "-3")]).contains("'limit'"));
+        assert!(err(&[("limit", "0")]).contains("'limit'"));
+        assert!(err(&[("created_after", "soon")]).contains("'created_after'"));
+        assert!(err(&[("cursor", "")]).contains("'cursor'"));
+    }
+}
