@@ -9,6 +9,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 BENCH_ARGS ?=
+REBUILD_BENCH_ARGS ?=
 
 .PHONY: help setup build run stop status test lint fmt bench clean-data
 
@@ -18,7 +19,7 @@ help:
 	@echo "make test        build everything and run all tests (starts its own brokers)"
 	@echo "make lint        rustfmt check and clippy -D warnings"
 	@echo "make fmt         format the code"
-	@echo "make bench       run weft-bench (BENCH_ARGS=... for its options)"
+	@echo "make bench       run weft-bench and weft-rebuild-bench (BENCH_ARGS=..., REBUILD_BENCH_ARGS=...)"
 	@echo "make setup       install build prerequisites and the Tansu broker"
 	@echo "make build       build binaries and tests"
 	@echo "make clean-data  stop everything and delete .weft/ (broker data, projections, logs)"
@@ -58,6 +59,7 @@ fmt:
 bench: setup
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -p weft-integration-tests --bin weft-bench -- $(BENCH_ARGS)
+	$(CARGO) run -p weft-integration-tests --bin weft-rebuild-bench -- $(REBUILD_BENCH_ARGS)
 
 clean-data: stop
 	rm -rf .weft

@@ -8,6 +8,7 @@
 //! - [`wait_until`] / [`wait_for`]: poll a condition with a deadline (tests never
 //!   assert by sleeping).
 //! - [`bench_support`]: raw broker round trips for the broker test and `weft-bench`.
+//! - [`rebuild`]: a topic of complete histories and a raw reader for `weft-rebuild-bench`.
 //!
 //! Prerequisites: `make setup` (installs Tansu into `~/.cache/weft`, or set
 //! `WEFT_TANSU_BIN`) and `cargo build --workspace --bins` (the binaries are taken
@@ -20,6 +21,7 @@ pub mod broker;
 pub mod cluster;
 pub mod paths;
 pub mod process;
+pub mod rebuild;
 pub mod wait;
 
 pub use api::{ApiClient, ApiResponse};

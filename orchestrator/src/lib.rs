@@ -8,6 +8,7 @@ pub mod definitions;
 pub mod engine;
 pub mod metrics;
 pub mod partition;
+pub mod protocol;
 pub mod publisher;
 pub mod status;
 pub mod store;
@@ -59,7 +60,8 @@ pub async fn run(
         path: data_dir.display().to_string(),
         source,
     })?;
-    let store = store::Store::open(&data_dir.join("projections"))?;
+    let store = store::Store::open(&data_dir.join("projections"))?
+        .with_snapshot_every(config.orchestrator.snapshot_every);
     kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;
     let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
     let registry =

@@ -21,7 +21,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 use weft_shared::avro::AvroRecord;
 use weft_shared::config::{KafkaSettings, TransactionsMode};
-use weft_shared::fsm::{decide, meta, Outcome};
+use weft_shared::fsm::{decide, meta, DefinitionLookup, Outcome};
 use weft_shared::ids::InstanceId;
 use weft_shared::kafka::header_map;
 use weft_shared::topics::headers as h;
@@ -31,7 +31,7 @@ use crate::definitions::Registry;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::status::Status;
-use crate::store::{OutboxKind, OutboxRecord, Store};
+use crate::store::{OutboxKind, OutboxRecord, Previous, Store};
 
 /// Everything a partition processor needs.
 #[derive(Clone)]
@@ -70,6 +70,13 @@ impl Outbox {
         self.records.remove(&seq);
         Some(seq)
     }
+
+    /// Pushes `r` in place of a pending record with the same ident (a newer
+    /// snapshot of an instance supersedes one not yet published).
+    fn replace(&mut self, r: OutboxRecord, added: &mut Vec<u64>, removed: &mut Vec<u64>) {
+        removed.extend(self.remove(&r.ident));
+        added.push(self.push(r));
+    }
 }
 
 /// A partition processor.
@@ -88,6 +95,8 @@ pub struct Partition {
 #[derive(Default)]
 struct Pending {
     states: HashMap<InstanceId, Option<weft_shared::fsm::InstanceState>>,
+    /// What the store held for each instance before this batch (indexes, snapshots).
+    before: HashMap<InstanceId, Option<Previous>>,
     seen: HashSet<(InstanceId, String)>,
     events: Vec<WorkflowEvent>,
     added: Vec<u64>,
@@ -205,9 +214,14 @@ impl Partition {
         }
         let store = &self.shared.store;
         let mut wb = store.batch();
-        for (_, state) in p.states.iter() {
-            if let Some(s) = state {
-                wb.put_instance(s);
+        for (id, s) in p.states.iter() {
+            let Some(s) = s else { continue };
+            let previous = p.before.get(id).copied().flatten();
+            let definition = catalog.get(&s.workflow_type, s.definition_version);
+            if let Some(snap) = wb.put_instance(previous, s, definition)? {
+                let topic = self.shared.topics.snapshots(&self.workflow_type);
+                let record = OutboxRecord::snapshot(topic, &snap);
+                self.outbox.replace(record, &mut p.added, &mut p.removed);
             }
         }
         for seq in &p.added {
@@ -294,7 +308,11 @@ impl Partition {
         }
         let state = match p.states.get(&id) {
             Some(s) => s.clone(),
-            None => self.shared.store.instance(&self.workflow_type, id)?,
+            None => {
+                let s = self.shared.store.instance(&self.workflow_type, id)?;
+                p.before.entry(id).or_insert(s.as_ref().map(Previous::of));
+                s
+            }
         };
         let decision = decide(state.as_ref(), catalog, &event);
         match &decision.outcome {

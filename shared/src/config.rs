@@ -94,6 +94,8 @@ pub struct OrchestratorSettings {
     pub group_id: String,
     /// Most records processed per batch.
     pub batch_max: usize,
+    /// A snapshot of an instance is taken every this many events (0: never).
+    pub snapshot_every: u64,
 }
 
 /// The `[worker]` section.

@@ -10,7 +10,27 @@ pub const CF_EVENTS: &str = "events_v1";
 pub const CF_IDEMPOTENCY: &str = "idempotency_v1";
 pub const CF_OUTBOX: &str = "outbox_v1";
 pub const CF_META: &str = "meta_v1";
-pub const ALL_CFS: &[&str] = &[CF_INSTANCES, CF_EVENTS, CF_IDEMPOTENCY, CF_OUTBOX, CF_META];
+/// Secondary index: `<type> 0 <state> 0 <created_at> <id>` -> empty.
+pub const CF_BY_STATE: &str = "by_state_v1";
+/// Secondary index: `<type> 0 <created_at> <id>` -> empty.
+pub const CF_BY_CREATED: &str = "by_created_v1";
+/// Snapshots: `<instance key> <seq u64>` -> Avro `WorkflowSnapshot`.
+pub const CF_SNAPSHOTS: &str = "snapshots_v1";
+/// Durable timers: `<partition scope> <fire_at> <id> <timer id>` -> Timer JSON.
+pub const CF_TIMERS: &str = "timers_v1";
+pub const ALL_CFS: &[&str] = &[
+    CF_INSTANCES,
+    CF_EVENTS,
+    CF_IDEMPOTENCY,
+    CF_OUTBOX,
+    CF_META,
+    CF_BY_STATE,
+    CF_BY_CREATED,
+    CF_SNAPSHOTS,
+    CF_TIMERS,
+];
+/// The index column families, rebuilt from the instances when missing.
+pub const INDEX_CFS: &[&str] = &[CF_BY_STATE, CF_BY_CREATED];
 
 /// Version byte in front of every stored instance state.
 pub const STATE_ENCODING_V1: u8 = 1;
@@ -35,6 +55,57 @@ pub fn event(ty: &str, id: InstanceId, seq: u64) -> Vec<u8> {
 pub fn idempotency(ty: &str, id: InstanceId, key: &str) -> Vec<u8> {
     let mut k = instance(ty, id);
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `<type> 0`: the scope of one workflow type in the index column families.
+pub fn type_scope(ty: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ty.len() + 1);
+    k.extend_from_slice(ty.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `<type> 0 <state> 0`: one state's range of the by-state index.
+pub fn state_scope(ty: &str, state: &str) -> Vec<u8> {
+    let mut k = type_scope(ty);
+    k.extend_from_slice(state.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Length of the `<created_at> <id>` position that ends every index key.
+pub const POSITION_LEN: usize = 24;
+
+/// `<created_at> <id>`: where an instance sorts in an index (created_at with
+/// its sign bit flipped, so negative times sort first).
+pub fn position(created_at_ms: i64, id: &[u8; 16]) -> [u8; POSITION_LEN] {
+    let mut p = [0u8; POSITION_LEN];
+    p[..8].copy_from_slice(&((created_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    p[8..].copy_from_slice(id);
+    p
+}
+
+/// The `(created_at, id)` of a position.
+pub fn parse_position(p: &[u8]) -> Option<(i64, InstanceId)> {
+    if p.len() != POSITION_LEN {
+        return None;
+    }
+    let ts = u64::from_be_bytes(p[..8].try_into().ok()?) ^ (1 << 63);
+    Some((ts as i64, InstanceId::from_bytes(p[8..].try_into().ok()?)))
+}
+
+/// By-state index key of an instance.
+pub fn by_state(ty: &str, state: &str, created_at_ms: i64, id: InstanceId) -> Vec<u8> {
+    let mut k = state_scope(ty, state);
+    k.extend_from_slice(&position(created_at_ms, id.as_bytes()));
+    k
+}
+
+/// By-creation index key of an instance.
+pub fn by_created(ty: &str, created_at_ms: i64, id: InstanceId) -> Vec<u8> {
+    let mut k = type_scope(ty);
+    k.extend_from_slice(&position(created_at_ms, id.as_bytes()));
     k
 }
 
@@ -85,6 +156,18 @@ mod tests {
         assert!(a < b);
         assert!(a.starts_with(&instance("t", id)));
         assert!(b < prefix_end(&instance("t", id)));
+    }
+
+    #[test]
+    fn positions_sort_by_time_then_id() {
+        let a = InstanceId::from_bytes([0xff; 16]);
+        let b = InstanceId::from_bytes([0; 16]);
+        assert!(position(-5, a.as_bytes()) < position(3, b.as_bytes()));
+        assert!(position(3, b.as_bytes()) < position(3, a.as_bytes()));
+        assert_eq!(parse_position(&position(-5, a.as_bytes())), Some((-5, a)));
+        let k = by_state("t", "running", 7, a);
+        assert!(k.starts_with(&state_scope("t", "running")));
+        assert!(!k.starts_with(&state_scope("t", "run")));
     }
 
     #[test]

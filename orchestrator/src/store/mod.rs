@@ -1,13 +1,21 @@
 //! The orchestrator's RocksDB projections: instance states, each instance's
-//! history by sequence number, applied idempotency keys, the outbox of records
-//! waiting to be published, and per-partition offsets. Everything in it is
-//! derived from the topics; a partition's changes and its offset are written in
-//! one `WriteBatch`, so the projection is always exactly "the topic up to the
-//! stored offset".
+//! history by sequence number, applied idempotency keys, secondary indexes for
+//! queries (by type, state and creation time), snapshots every N events, the
+//! outbox of records waiting to be published, and per-partition offsets.
+//! Everything in it is derived from the topics; a partition's changes and its
+//! offset are written in one `WriteBatch`, so the projection is always exactly
+//! "the topic up to the stored offset".
 
+mod convert;
+mod index;
 mod keys;
 mod outbox;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+mod timers;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,10 +23,13 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use weft_shared::avro::AvroRecord;
 use weft_shared::fsm::InstanceState;
 use weft_shared::ids::InstanceId;
-use weft_shared::WorkflowEvent;
+use weft_shared::{WorkflowDefinition, WorkflowEvent, WorkflowSnapshot};
 
+pub use convert::{from_snapshot, to_snapshot};
+pub use index::{Page, Previous, Query};
 pub use keys::ALL_CFS;
 pub use outbox::{OutboxKind, OutboxRecord};
+pub use snapshot::{DEFAULT_SNAPSHOT_EVERY, SNAPSHOTS_KEPT, SNAPSHOT_LADDER};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +42,12 @@ pub enum Error {
     CorruptEvent(#[from] weft_shared::avro::CodecError),
     #[error(transparent)]
     CorruptOutbox(#[from] outbox::CorruptOutbox),
+    #[error("stored snapshot is corrupt: {0}")]
+    CorruptSnapshot(String),
+    #[error("stored history cannot be folded: {0}")]
+    Fold(#[from] weft_shared::fsm::EvolveError),
+    #[error("invalid cursor '{0}': pass back the next_cursor of a previous page")]
+    BadCursor(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -39,20 +56,46 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    /// A snapshot is taken when an instance's `last_seq` crosses a multiple of this (0: never).
+    snapshot_every: u64,
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`. Index column families that
+    /// are missing from an existing database are rebuilt from its instances.
     pub fn open(path: &Path) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let backfill = existing.iter().any(|c| c == keys::CF_INSTANCES)
+            && keys::INDEX_CFS
+                .iter()
+                .any(|c| !existing.iter().any(|e| e == c));
         let cfs = keys::ALL_CFS
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db: Arc::new(db) })
+        let store = Self {
+            db: Arc::new(db),
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+        };
+        if backfill {
+            index::backfill(&store)?;
+        }
+        Ok(store)
+    }
+
+    /// Sets the snapshot interval in events per instance (0 disables snapshots).
+    pub fn with_snapshot_every(mut self, every: u64) -> Self {
+        self.snapshot_every = every;
+        self
+    }
+
+    /// The snapshot interval in events per instance.
+    pub fn snapshot_every(&self) -> u64 {
+        self.snapshot_every
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -150,6 +193,7 @@ impl Store {
         Batch {
             store: self,
             wb: WriteBatch::default(),
+            written: HashMap::new(),
         }
     }
 
@@ -182,17 +226,32 @@ impl Store {
 pub struct Batch<'a> {
     store: &'a Store,
     wb: WriteBatch,
+    /// Instances written by this batch, with what they became (a second write
+    /// of one instance must replace the first one's index entries).
+    written: HashMap<Vec<u8>, Previous>,
 }
 
 impl Batch<'_> {
-    pub fn put_instance(&mut self, s: &InstanceState) {
+    /// Writes an instance's state and keeps its index entries; `previous` is
+    /// what is stored now (`None`: a new instance). When `last_seq` crossed a
+    /// multiple of the snapshot interval, a snapshot is stored too (with the
+    /// tasks of `definition`, if given) and returned, to be published.
+    pub fn put_instance(
+        &mut self,
+        previous: Option<Previous>,
+        s: &InstanceState,
+        definition: Option<&WorkflowDefinition>,
+    ) -> Result<Option<WorkflowSnapshot>> {
+        let key = keys::instance(&s.workflow_type, s.instance_id);
+        let previous = self
+            .written
+            .insert(key.clone(), Previous::of(s))
+            .or(previous);
         let mut v = vec![keys::STATE_ENCODING_V1];
         v.extend(serde_json::to_vec(s).expect("instance state serialises"));
-        self.wb.put_cf(
-            self.store.cf(keys::CF_INSTANCES),
-            keys::instance(&s.workflow_type, s.instance_id),
-            v,
-        );
+        self.wb.put_cf(self.store.cf(keys::CF_INSTANCES), key, v);
+        index::put(self, previous, s);
+        snapshot::maybe_take(self, previous, s, definition)
     }
 
     /// Appends a history event and marks its idempotency key applied.
