@@ -2,6 +2,9 @@
 //! processes (each with its own data dir and HTTP port) and M `weft-worker`
 //! processes, all on loopback, all logging into one temporary directory.
 //! [`TestCluster::start`] returns once every orchestrator's `/readyz` says 200.
+//! Orchestrators can join later ([`TestCluster::add_orchestrator`],
+//! [`TestCluster::launch_orchestrator`]) and be SIGKILLed for good
+//! ([`TestCluster::kill_orchestrator`]) or restarted.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -237,6 +240,25 @@ impl TestCluster {
         let i = self.spawn_orchestrator()?;
         self.wait_ready(i).await?;
         Ok(i)
+    }
+
+    /// Starts one more orchestrator (own data dir and port, same group) without
+    /// waiting for it, and returns its index; [`wait_ready`](Self::wait_ready) waits.
+    pub fn launch_orchestrator(&mut self) -> Result<usize> {
+        self.spawn_orchestrator()
+    }
+
+    /// SIGKILLs orchestrator `i` and leaves it down (its data dir stays; `process_mut().start()`
+    /// brings it back).
+    pub fn kill_orchestrator(&mut self, i: usize) {
+        self.orchestrators[i].process.kill9();
+    }
+
+    /// Indices of the orchestrators whose process is running.
+    pub fn running_orchestrators(&mut self) -> Vec<usize> {
+        (0..self.orchestrators.len())
+            .filter(|&i| self.orchestrators[i].process.is_running())
+            .collect()
     }
 
     /// Starts one more worker, waits until it is ready, and returns its index.

@@ -21,6 +21,7 @@ use weft_shared::kafka::{client_config, Role};
 use weft_shared::topics::TopicKind;
 
 use crate::partition::{Partition, Shared};
+use crate::status::scope;
 use crate::store::Store;
 
 type Tp = (String, i32);
@@ -113,6 +114,10 @@ pub async fn run(
     };
     let mut cfg = client_config(&kafka, Role::Consumer);
     cfg.set("group.id", &group_id);
+    // session.timeout.ms stays at the shared 10 s: how long a SIGKILLed replica's
+    // partitions wait before they move. 6 s (Kafka's minimum) moved them sooner,
+    // but Tansu under load answered heartbeats late enough to expel live members
+    // (ADR 0004).
     let mut consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
     let watermarks: Arc<BaseConsumer> = Arc::new(
         client_config(&kafka, Role::Consumer)
@@ -126,6 +131,7 @@ pub async fn run(
     let mut joined = !subscribe(&consumer, &shared)?;
     let mut join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
     let mut rejoins = 0u32;
+    let mut rejoin_requests = shared.status.rejoin_requests();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -136,10 +142,20 @@ pub async fn run(
                 tracing::warn!(waited_s = JOIN_WATCHDOG.as_secs(), "no partition assignment yet; rejoining the group");
                 rejoins += 1;
                 drop(consumer);
-                let ctx = Ctx { store: shared.store.clone(), events: tx.clone(), owned: owned.clone() };
-                consumer = cfg.create_with_context(ctx)?;
-                subscribe(&consumer, &shared)?;
+                consumer = new_member(&cfg, &shared, &tx, &owned)?;
                 join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
+            }
+            requested = rejoin_requests.changed() => {
+                // The ownership watchdog saw partitions the group failed to hand
+                // out (see replicas::watchdog): leave, which revokes everything
+                // this member holds, and join as a new member.
+                if requested.is_ok() && joined {
+                    tracing::warn!("rejoining the group at the ownership watchdog's request");
+                    drop(consumer);
+                    consumer = new_member(&cfg, &shared, &tx, &owned)?;
+                    (joined, rejoins) = (false, 0);
+                    join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
+                }
             }
             changed = types.changed() => {
                 if changed.is_ok() && subscribe(&consumer, &shared)? && joined {
@@ -161,6 +177,7 @@ pub async fn run(
                     tracing::info!(partitions = parts.len(), "group revoked partitions");
                     for tp in parts {
                         senders.remove(&tp);
+                        shared.status.remove(&scope(&tp.0, tp.1));
                     }
                 }
             },
@@ -191,6 +208,23 @@ pub async fn run(
     }
     consumer.unsubscribe();
     Ok(())
+}
+
+/// A new group member (the old one was dropped, which left the group).
+fn new_member(
+    cfg: &rdkafka::ClientConfig,
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<RebalanceEvent>,
+    owned: &Arc<Mutex<HashSet<Tp>>>,
+) -> crate::Result<StreamConsumer<Ctx>> {
+    let ctx = Ctx {
+        store: shared.store.clone(),
+        events: tx.clone(),
+        owned: owned.clone(),
+    };
+    let consumer = cfg.create_with_context(ctx)?;
+    subscribe(&consumer, shared)?;
+    Ok(consumer)
 }
 
 /// Subscribes to the events topic of every registered type; `false` when there
@@ -244,6 +278,9 @@ fn ensure_task(
     };
     let (tx, rx) = mpsc::channel(10_000);
     senders.insert(tp.clone(), tx);
+    // Owned and replaying from now on (readiness and announcements say so), even
+    // while the previous processor of the partition finishes.
+    shared.status.claim(&scope(&tp.0, tp.1));
     let previous = handles.remove(&tp);
     let shared = shared.clone();
     let watermarks = watermarks.clone();

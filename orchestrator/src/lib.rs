@@ -8,8 +8,10 @@ pub mod definitions;
 pub mod engine;
 pub mod metrics;
 pub mod partition;
+pub mod partitioner;
 pub mod protocol;
 pub mod publisher;
+pub mod replicas;
 pub mod status;
 pub mod store;
 
@@ -67,6 +69,7 @@ pub async fn run(
     let registry =
         definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
     let status = Arc::new(status::Status::default());
+    let replicas = Arc::new(replicas::Replicas::default());
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = tokio::sync::broadcast::channel(api::EVENT_FEED_CAPACITY);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -82,6 +85,17 @@ pub async fn run(
         events: events_tx.clone(),
         shutdown: stop_rx.clone(),
     });
+    let counts = Arc::new(partitioner::PartitionCounts::new(producer.clone()));
+    let forwarder = api::forward::Forwarder::new(
+        node_id.clone(),
+        topics.clone(),
+        registry.clone(),
+        status.clone(),
+        replicas.clone(),
+        partitioner::Partitioner::from_settings(&config.kafka),
+        counts.clone(),
+    );
+    let app = app.layer(axum::Extension(Arc::new(forwarder)));
     let addr = config.orchestrator.http_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -100,6 +114,33 @@ pub async fn run(
         }
     });
 
+    let announcer = tokio::spawn(
+        replicas::tasks::Announcer {
+            node_id: node_id.clone(),
+            api_url: config.api.advertised(&addr),
+            started_at_ms: weft_shared::event::now_ms(),
+            status: status.clone(),
+            producer: producer.clone(),
+            topics: topics.clone(),
+        }
+        .run(stop_rx.clone()),
+    );
+    let replica_follower = tokio::spawn(replicas::tasks::follow(
+        replicas.clone(),
+        config.kafka.clone(),
+        topics.clone(),
+    ));
+    tokio::spawn(
+        replicas::watchdog::Watchdog {
+            node_id: node_id.clone(),
+            topics: topics.clone(),
+            registry: registry.clone(),
+            status: status.clone(),
+            replicas,
+            counts,
+        }
+        .run(stop_rx.clone()),
+    );
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let follower = tokio::spawn(registry.clone().follow(loaded_tx));
     let _ = loaded_rx.await;
@@ -134,6 +175,8 @@ pub async fn run(
     )
     .await;
     follower.abort();
+    replica_follower.abort();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), announcer).await;
     let _ = http.await;
     tracing::info!("orchestrator stopped");
     result

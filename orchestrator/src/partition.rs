@@ -191,7 +191,7 @@ impl Partition {
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        self.shared.status.remove(&scope);
+        // The engine released the partition in the status when it was revoked.
         tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
     }
 

@@ -54,6 +54,8 @@ pub struct WeftConfig {
     pub kafka: KafkaSettings,
     /// Settings of the orchestrator binary.
     pub orchestrator: OrchestratorSettings,
+    /// How the orchestrator's HTTP API is reached.
+    pub api: ApiSettings,
     /// Settings of the worker binary.
     pub worker: WorkerSettings,
     /// Logging.
@@ -96,6 +98,27 @@ pub struct OrchestratorSettings {
     pub batch_max: usize,
     /// A snapshot of an instance is taken every this many events (0: never).
     pub snapshot_every: u64,
+}
+
+/// The `[api]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Base URL other orchestrator replicas forward requests to; empty means
+    /// `http://<orchestrator.http_addr>` (see [`ApiSettings::advertised`]).
+    pub advertise_url: String,
+}
+
+impl ApiSettings {
+    /// The base URL to advertise for an API listening on `http_addr`.
+    pub fn advertised(&self, http_addr: &str) -> String {
+        let url = self.advertise_url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            format!("http://{http_addr}")
+        } else {
+            url.to_owned()
+        }
+    }
 }
 
 /// The `[worker]` section.
@@ -293,6 +316,14 @@ impl WeftConfig {
                 "orchestrator.batch_max",
                 "must be at least 1",
                 &self.orchestrator.batch_max,
+            );
+        }
+        let url = self.api.advertise_url.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return fail(
+                "api.advertise_url",
+                "must be empty or an http:// or https:// URL",
+                &self.api.advertise_url,
             );
         }
         if self.worker.concurrency < 1 {

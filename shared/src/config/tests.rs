@@ -391,3 +391,14 @@ fn from_process_applies_overrides() {
         assert_eq!(c.log.level, "debug");
     }
 }
+
+#[test]
+fn api_advertise_url() {
+    let c = WeftConfig::default();
+    assert_eq!(c.api.advertised("127.0.0.1:8080"), "http://127.0.0.1:8080");
+    let e = env(&[("WEFT_API_ADVERTISE_URL", "http://orch-1.weft:8080/")]);
+    let c = load(None, e, &[]).unwrap();
+    assert_eq!(c.api.advertised("0.0.0.0:8080"), "http://orch-1.weft:8080");
+    assert!(env_err(&[("WEFT_API_ADVERTISE_URL", "orch-1:8080")])
+        .contains("api.advertise_url must be empty or an http:// or https:// URL"));
+}
