@@ -2,7 +2,11 @@
 //! workflow histories exactly as a live run leaves them (inputs at sequence 0,
 //! as clients and workers produce them, and the orchestrator's decisions with
 //! their sequence numbers), a plain consumer that reads the topic to its end,
-//! and the orchestrator counters that say how many records it has processed.
+//! the orchestrator counters that say how many records it has processed, and
+//! (`fold`) the orchestrator's partition processors run in process over records
+//! read back from the broker.
+
+pub mod fold;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -158,8 +162,14 @@ async fn settle(in_flight: &mut Vec<DeliveryFuture>) -> Result<()> {
 }
 
 /// Reads every partition of `topic` from its start to its end with a plain
-/// consumer (no group): `(records, time from assignment to the last record)`.
-pub fn consume_all(bootstrap: &str, topic: &str, deadline: Duration) -> Result<(usize, Duration)> {
+/// consumer (no group): `(records, time from assignment to the last record)`,
+/// and the records themselves if `keep`.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    deadline: Duration,
+    keep: bool,
+) -> Result<(usize, Duration, Vec<OwnedMessage>)> {
     let mut settings = weft_shared::config::WeftConfig::default().kafka;
     settings.bootstrap = bootstrap.to_owned();
     let mut cfg = weft_shared::kafka::client_config(&settings, weft_shared::kafka::Role::Consumer);
@@ -182,6 +192,7 @@ pub fn consume_all(bootstrap: &str, topic: &str, deadline: Duration) -> Result<(
     let started = Instant::now();
     consumer.assign(&tpl)?;
     let mut n = 0;
+    let mut kept = Vec::new();
     let mut report = Instant::now();
     while !ends.is_empty() {
         if report.elapsed() > Duration::from_secs(30) {
@@ -201,6 +212,9 @@ pub fn consume_all(bootstrap: &str, topic: &str, deadline: Duration) -> Result<(
             }
         };
         n += 1;
+        if keep {
+            kept.push(m.detach());
+        }
         if ends
             .get(&m.partition())
             .is_some_and(|end| m.offset() + 1 >= *end)
@@ -208,7 +222,7 @@ pub fn consume_all(bootstrap: &str, topic: &str, deadline: Duration) -> Result<(
             ends.remove(&m.partition());
         }
     }
-    Ok((n, started.elapsed()))
+    Ok((n, started.elapsed(), kept))
 }
 
 /// How many partitions `topic` has.
