@@ -6,6 +6,7 @@
 pub mod api;
 pub mod definitions;
 pub mod engine;
+pub mod heartbeats;
 pub mod metrics;
 pub mod partition;
 pub mod partitioner;
@@ -149,7 +150,14 @@ pub async fn run(
         "definitions loaded"
     );
 
+    let heartbeats = Arc::new(heartbeats::HeartbeatTracker::default());
+    let heartbeat_follower = tokio::spawn(heartbeats.clone().follow(
+        config.kafka.clone(),
+        topics.clone(),
+        registry.clone(),
+    ));
     let shared = partition::Shared {
+        heartbeats,
         store,
         registry,
         producer,
@@ -176,6 +184,7 @@ pub async fn run(
     .await;
     follower.abort();
     replica_follower.abort();
+    heartbeat_follower.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), announcer).await;
     let _ = http.await;
     tracing::info!("orchestrator stopped");

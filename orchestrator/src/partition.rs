@@ -31,6 +31,9 @@ use crate::definitions::Registry;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::status::Status;
+#[path = "partition_timers.rs"]
+mod timers;
+
 use crate::store::{OutboxKind, OutboxRecord, Previous, Store};
 
 /// Everything a partition processor needs.
@@ -46,6 +49,8 @@ pub struct Shared {
     pub batch_max: usize,
     /// Every applied history event, sent after its batch is committed (for `/watch`).
     pub events_tx: tokio::sync::broadcast::Sender<Arc<WorkflowEvent>>,
+    /// Task heartbeats seen, for heartbeat-timeout timers.
+    pub heartbeats: Arc<crate::heartbeats::HeartbeatTracker>,
 }
 
 /// The outbox of one partition, mirrored in memory.
@@ -89,6 +94,7 @@ pub struct Partition {
     publisher: Publisher,
     live: bool,
     replay_end: i64,
+    timers: timers::Firing,
 }
 
 /// Per-batch working set.
@@ -98,6 +104,8 @@ struct Pending {
     /// What the store held for each instance before this batch (indexes, snapshots).
     before: HashMap<InstanceId, Option<Previous>>,
     seen: HashSet<(InstanceId, String)>,
+    /// The timers of each instance when the batch began (for the timer index).
+    timers_before: HashMap<InstanceId, BTreeMap<String, weft_shared::fsm::Timer>>,
     events: Vec<WorkflowEvent>,
     added: Vec<u64>,
     removed: Vec<u64>,
@@ -138,6 +146,7 @@ impl Partition {
             publisher,
             live,
             replay_end,
+            timers: timers::Firing::default(),
         })
     }
 
@@ -151,7 +160,13 @@ impl Partition {
         tracing::info!(topic = %self.topic, partition = self.partition, replay_end = self.replay_end, live = self.live, "partition assigned");
         loop {
             let first = if self.live {
-                rx.recv().await
+                tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep(timers::CHECK_EVERY) => {
+                        self.fire_due_timers().await;
+                        continue;
+                    }
+                }
             } else {
                 match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
                     Ok(m) => m,
@@ -223,6 +238,14 @@ impl Partition {
                 let record = OutboxRecord::snapshot(topic, &snap);
                 self.outbox.replace(record, &mut p.added, &mut p.removed);
             }
+        }
+        for (id, s) in p
+            .states
+            .iter()
+            .filter_map(|(id, s)| Some((id, s.as_ref()?)))
+        {
+            let before = p.timers_before.get(id).cloned().unwrap_or_default();
+            wb.sync_timers(&self.topic, self.partition, *id, &before, &s.timers);
         }
         for seq in &p.added {
             if let Some(r) = self.outbox.records.get(seq) {
@@ -311,6 +334,9 @@ impl Partition {
             None => {
                 let s = self.shared.store.instance(&self.workflow_type, id)?;
                 p.before.entry(id).or_insert(s.as_ref().map(Previous::of));
+                p.timers_before
+                    .entry(id)
+                    .or_insert_with(|| s.as_ref().map(|s| s.timers.clone()).unwrap_or_default());
                 s
             }
         };
@@ -379,6 +405,17 @@ impl Partition {
             p.added.push(seq);
             m.dispatches.inc();
         }
+        for c in &decision.controls {
+            let seq = self.outbox.push(OutboxRecord {
+                kind: OutboxKind::Control,
+                ident: format!("control:{}:{}:{}", id, c.task_name, c.attempt),
+                topic: tasks_topic.clone(),
+                key: key.clone(),
+                payload: c.encode(),
+                headers: vec![(h::CONTROL.into(), "cancel".into())],
+            });
+            p.added.push(seq);
+        }
         if !self.live {
             self.strike_obsolete_dispatches(&event, decision.state.as_ref(), p);
         }
@@ -395,7 +432,14 @@ impl Partition {
         state: Option<&weft_shared::fsm::InstanceState>,
         p: &mut Pending,
     ) {
-        if let (Some(task), Some(attempt)) = (
+        // Only a worker's report proves an attempt was received (a timer fire
+        // names the attempt it is about to schedule).
+        let from_worker = matches!(
+            input.event_type,
+            T::TaskStarted | T::TaskCompleted | T::TaskFailed
+        );
+        if let (true, Some(task), Some(attempt)) = (
+            from_worker,
             input.metadata.get(meta::TASK),
             input.metadata.get(meta::ATTEMPT),
         ) {
