@@ -113,7 +113,11 @@ impl Metrics {
             ),
             decisions: counter(&registry, DECISIONS_TOTAL, "events derived by the decider"),
             dispatches: counter(&registry, DISPATCHES_TOTAL, "task attempts dispatched"),
-            timers_fired: counter(&registry, TIMERS_FIRED_TOTAL, "durable timer fires published"),
+            timers_fired: counter(
+                &registry,
+                TIMERS_FIRED_TOTAL,
+                "durable timer fires published",
+            ),
             dlq: counter(
                 &registry,
                 DLQ_RECORDS_TOTAL,
