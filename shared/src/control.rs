@@ -87,6 +87,8 @@ mod tests {
             reason: "workflow cancelled".into(),
         };
         assert_eq!(TaskControl::decode(&c.encode()).unwrap(), c);
-        assert!(String::from_utf8(c.encode()).unwrap().contains("\"cancel\""));
+        assert!(String::from_utf8(c.encode())
+            .unwrap()
+            .contains("\"cancel\""));
     }
 }

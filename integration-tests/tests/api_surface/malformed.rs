@@ -12,7 +12,13 @@ use crate::support::{start, with_cluster};
 
 /// `(method, path, JSON body, expected status, text the message must contain)`;
 /// `{w}` is a completed instance's path, `{unknown}` an id nobody started.
-type Case = (&'static str, &'static str, Option<&'static str>, u16, &'static str);
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+    &'static str,
+);
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
