@@ -82,6 +82,7 @@ cmd_start() {
     if pid_alive "$PIDFILE"; then
         log "broker already running (pid $(<"$PIDFILE")) on 127.0.0.1:$WEFT_BROKER_PORT"
         cmd_wait
+        index_tansu
         return 0
     fi
     [[ -x $WEFT_TANSU_BIN ]] || die "tansu not found at $WEFT_TANSU_BIN: run \`make setup\` (or scripts/broker.sh install)"
@@ -100,6 +101,15 @@ cmd_start() {
     ) &
     echo $! >"$PIDFILE"
     cmd_wait
+    index_tansu
+}
+
+# Adds the index Tansu's SQLite schema lacks (scripts/tansu-indexes.sql); the
+# schema exists once the broker answers.
+index_tansu() {
+    command -v sqlite3 >/dev/null 2>&1 || die "sqlite3 not found: run \`make setup\` (scripts/setup.sh installs it)"
+    sqlite3 -cmd ".timeout 10000" "$DATADIR/tansu.db" <"$WEFT_ROOT/scripts/tansu-indexes.sql" ||
+        die "could not index the broker's SQLite file $DATADIR/tansu.db"
 }
 
 cmd_status() {

@@ -3,6 +3,7 @@
 #   - libclang (bindgen for the rocksdb crate), from Debian's libclang-dev
 #   - a C/C++ compiler and make (RocksDB and the bundled librdkafka build from source)
 #   - curl (make run polls the HTTP API with it)
+#   - sqlite3 (adds the index Tansu's SQLite schema lacks: scripts/tansu-indexes.sql)
 # The Rust toolchain itself is not installed here: install it with rustup first.
 # Idempotent, and fast when everything is present. The broker is installed by
 # scripts/broker.sh install.
@@ -28,9 +29,10 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 
 if ((${#missing[@]} == 0)); then
-    log "build prerequisites present (libclang, cc, c++, make, curl)"
+    log "build prerequisites present (libclang, cc, c++, make, curl, sqlite3)"
 else
     command -v apt-get >/dev/null 2>&1 ||
         die "missing: ${missing[*]}; this script installs them with apt-get only. Install them by hand."

@@ -17,6 +17,9 @@ use tempfile::TempDir;
 use crate::paths::{free_port, tansu_bin};
 use crate::process::{Process, ProcessSpec};
 
+/// The indexes Tansu's schema lacks, shared with `scripts/broker.sh`.
+const TANSU_INDEXES: &str = include_str!("../../scripts/tansu-indexes.sql");
+
 /// How long a broker may take to answer after it is started.
 pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,7 +67,10 @@ impl Broker {
             let process = Process::spawn(spec, dir.path())?;
             let mut broker = Broker { process, port, dir };
             match broker.wait_ready(BROKER_READY_TIMEOUT).await {
-                Ok(()) => return Ok(broker),
+                Ok(()) => {
+                    broker.add_indexes()?;
+                    return Ok(broker);
+                }
                 // It exited: most likely the port was taken meanwhile, so try another one.
                 Err(e) if !broker.process.is_running() => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -104,6 +110,34 @@ impl Broker {
     pub async fn restart(&mut self) -> Result<()> {
         self.process.restart()?;
         self.wait_ready(BROKER_READY_TIMEOUT).await
+    }
+
+    /// Adds the index Tansu's SQLite schema lacks (`scripts/tansu-indexes.sql`:
+    /// without it every fetched record scans all headers, and replays go
+    /// quadratic). Needs the `sqlite3` command, which `make setup` installs.
+    fn add_indexes(&self) -> Result<()> {
+        let db = self.dir.path().join("tansu.db");
+        let mut child = std::process::Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running sqlite3 to index the broker's SQLite file (run `make setup`)")?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("sqlite3 stdin")?;
+            stdin.write_all(TANSU_INDEXES.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "sqlite3 could not index {}: {}",
+                db.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Waits until the broker accepts TCP connections and answers a metadata

@@ -119,6 +119,11 @@ impl Process {
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.launch_with(&[])
+    }
+
+    /// Launches with `extra` arguments after the spec's (this start only).
+    fn launch_with(&mut self, extra: &[&str]) -> Result<()> {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,14 +132,16 @@ impl Process {
         self.starts += 1;
         writeln!(
             log,
-            "=== weft-test: start #{} of {}: {}",
+            "=== weft-test: start #{} of {}: {} {}",
             self.starts,
             self.spec.name,
-            self.spec.command_line()
+            self.spec.command_line(),
+            extra.join(" ")
         )?;
         let stderr = log.try_clone()?;
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
@@ -239,6 +246,15 @@ impl Process {
             return Ok(());
         }
         self.launch()
+    }
+
+    /// Starts it once with `extra` arguments appended (later starts use the
+    /// spec's arguments alone) if it is not running.
+    pub fn start_with(&mut self, extra: &[&str]) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.launch_with(extra)
     }
 
     /// Kills it (SIGKILL) if it runs, then starts it again.

@@ -1,7 +1,8 @@
 //! The engine core end to end, with the real binaries on a real broker:
 //! 200 diamond workflows complete with gapless, causally linked histories; a
 //! cyclic definition is rejected naming the cycle; an undecodable record on an
-//! events topic goes to the DLQ while the instances on its partition complete.
+//! events topic, and a result for an instance nobody started, go to the DLQ with
+//! their reason while the instances on their partitions complete.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use weft_integration_tests::{ClusterOptions, TestCluster};
+use weft_shared::avro::AvroRecord;
+use weft_shared::ids::InstanceId;
+use weft_shared::{WorkflowEvent, WorkflowEventType};
 
 mod common;
 
@@ -167,6 +171,30 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
             .await
             .map_err(|(e, _)| e)?;
     }
+    // And a well-formed result for an instance nobody started.
+    let stray = InstanceId::random();
+    let mut result_for_nobody = WorkflowEvent::new(
+        WorkflowEventType::TaskCompleted,
+        "diamond",
+        stray,
+        "stray-result",
+        weft_shared::event::now_ms(),
+    );
+    result_for_nobody.metadata.extend([
+        ("weft.task".into(), "a".into()),
+        ("weft.attempt".into(), "1".into()),
+    ]);
+    let stray_bytes = result_for_nobody.encode();
+    let stray_key = stray.to_string();
+    producer
+        .send(
+            FutureRecord::to("weft.diamond.events")
+                .key(&stray_key)
+                .payload(&stray_bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
     let ids = start_many(&api, 30).await?;
     let result = wait_all_completed(&api, &ids, Duration::from_secs(120)).await;
     if result.is_err() {
@@ -183,15 +211,11 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
         tpl.add_partition_offset("weft.diamond.dlq", p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut found = 0;
+    let (mut found, mut stray_found) = (0, false);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while found < partitions && std::time::Instant::now() < deadline {
+    while (found < partitions || !stray_found) && std::time::Instant::now() < deadline {
         let msg = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
         if let Some(Ok(m)) = msg {
-            ensure!(
-                m.payload() == Some(garbage.as_slice()),
-                "dlq record is not the original bytes"
-            );
             let headers = m.headers().context("dlq record has headers")?;
             let reason = headers
                 .iter()
@@ -199,6 +223,18 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .context("weft-dlq-reason header")?;
+            if m.payload() == Some(stray_bytes.as_slice()) {
+                ensure!(
+                    reason.contains(&format!("no workflow instance {stray}")),
+                    "reason for the stray result: {reason}"
+                );
+                stray_found = true;
+                continue;
+            }
+            ensure!(
+                m.payload() == Some(garbage.as_slice()),
+                "dlq record is not the original bytes"
+            );
             ensure!(reason.contains("undecodable"), "reason: {reason}");
             found += 1;
         }
@@ -207,13 +243,17 @@ async fn undecodable_record_goes_to_the_dlq_and_its_partition_keeps_moving() -> 
         found == partitions,
         "found {found} of {partitions} bad records in the dlq"
     );
+    ensure!(
+        stray_found,
+        "the result for an unknown instance is not in the dlq"
+    );
     let metrics = api.metrics().await?;
     let dlq_line = metrics
         .lines()
         .find(|l| l.starts_with("weft_orchestrator_dlq_records_total "))
         .context("dlq metric")?;
     ensure!(
-        dlq_line.ends_with(&format!(" {partitions}")),
+        dlq_line.ends_with(&format!(" {}", partitions + 1)),
         "dlq metric: {dlq_line}"
     );
     Ok(())

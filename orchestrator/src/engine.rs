@@ -7,6 +7,7 @@
 //! assignment of the same partition may start.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
 /// Rejoins after which an empty assignment is taken as final (more replicas
 /// than partitions).
 const MAX_REJOINS: u32 = 3;
+/// How often the consumer's positions are handed to replaying partitions.
+const POSITIONS_EVERY: Duration = Duration::from_millis(200);
 
 enum RebalanceEvent {
     Assigned(Vec<Tp>),
@@ -127,6 +130,9 @@ pub async fn run(
     let mut types = shared.registry.watch_types();
     let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
+    let mut positions: HashMap<Tp, Arc<AtomicI64>> = HashMap::new();
+    let mut positions_tick = tokio::time::interval(POSITIONS_EVERY);
+    positions_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut joined = !subscribe(&consumer, &shared)?;
     let mut join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
@@ -170,24 +176,30 @@ pub async fn run(
                     // predecessor still holds everything: keep the watchdog armed.
                     joined = !parts.is_empty() || rejoins >= MAX_REJOINS;
                     for tp in parts {
-                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, tp);
+                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, tp);
                     }
                 }
                 RebalanceEvent::Revoked(parts) => {
                     tracing::info!(partitions = parts.len(), "group revoked partitions");
                     for tp in parts {
                         senders.remove(&tp);
+                        positions.remove(&tp);
                         shared.status.remove(&scope(&tp.0, tp.1));
                     }
                 }
             },
+            _ = positions_tick.tick(), if !positions.is_empty() => {
+                // Taken between two records handed over, so a position at or past
+                // a partition's replay end means every record below it is queued.
+                publish_positions(&consumer, &positions);
+            }
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     let tp = (m.topic().to_owned(), m.partition());
                     if !owned.lock().expect("owned lock").contains(&tp) {
                         continue;
                     }
-                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, tp.clone());
+                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, tp.clone());
                     if let Some(s) = senders.get(&tp) {
                         if s.send(m.detach()).await.is_err() {
                             senders.remove(&tp);
@@ -208,6 +220,19 @@ pub async fn run(
     }
     consumer.unsubscribe();
     Ok(())
+}
+
+/// Hands the consumer's position in each owned partition to its processor.
+fn publish_positions(consumer: &StreamConsumer<Ctx>, positions: &HashMap<Tp, Arc<AtomicI64>>) {
+    let Ok(tpl) = consumer.position() else { return };
+    for e in tpl.elements() {
+        if let (Offset::Offset(o), Some(slot)) = (
+            e.offset(),
+            positions.get(&(e.topic().to_owned(), e.partition())),
+        ) {
+            slot.store(o, Ordering::Release);
+        }
+    }
 }
 
 /// A new group member (the old one was dropped, which left the group).
@@ -267,6 +292,7 @@ fn ensure_task(
     watermarks: &Arc<BaseConsumer>,
     senders: &mut HashMap<Tp, mpsc::Sender<OwnedMessage>>,
     handles: &mut HashMap<Tp, JoinHandle<()>>,
+    positions: &mut HashMap<Tp, Arc<AtomicI64>>,
     tp: Tp,
 ) {
     if senders.contains_key(&tp) {
@@ -278,6 +304,8 @@ fn ensure_task(
     };
     let (tx, rx) = mpsc::channel(10_000);
     senders.insert(tp.clone(), tx);
+    let position = Arc::new(AtomicI64::new(-1));
+    positions.insert(tp.clone(), position.clone());
     // Owned and replaying from now on (readiness and announcements say so), even
     // while the previous processor of the partition finishes.
     shared.status.claim(&scope(&tp.0, tp.1));
@@ -300,7 +328,7 @@ fn ensure_task(
             .map(|(_, high)| high)
             .unwrap_or(0)
         };
-        match Partition::open(shared, topic.clone(), partition, ty, high) {
+        match Partition::open(shared, topic.clone(), partition, ty, high, position) {
             Ok(p) => p.run(rx).await,
             Err(e) => tracing::error!(%topic, partition, error = %e, "cannot open partition"),
         }

@@ -42,7 +42,7 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("data directory {path}: {source}")]
     DataDir {
         path: String,
         source: std::io::Error,
@@ -50,6 +50,26 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Deletes the projections under `data_dir` (what `--rebuild` does): the next
+/// [`run`] rebuilds them by replaying the topics.
+pub fn discard_projections(data_dir: &std::path::Path) -> Result<()> {
+    let dir = data_dir.join(PROJECTIONS_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::warn!(path = %dir.display(), "projections discarded; rebuilding from the topics");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::DataDir {
+            path: dir.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// The projections' RocksDB directory inside the data directory.
+const PROJECTIONS_DIR: &str = "projections";
 
 /// Runs the orchestrator until `shutdown` resolves.
 pub async fn run(
@@ -63,7 +83,7 @@ pub async fn run(
         path: data_dir.display().to_string(),
         source,
     })?;
-    let store = store::Store::open(&data_dir.join("projections"))?
+    let store = store::Store::open(&data_dir.join(PROJECTIONS_DIR))?
         .with_snapshot_every(config.orchestrator.snapshot_every);
     kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;
     let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;

@@ -29,6 +29,10 @@ struct Args {
     /// Node id (orchestrator.node_id).
     #[arg(long)]
     node_id: Option<String>,
+    /// Delete the RocksDB projections in the data directory first, so they are
+    /// rebuilt from the topics (the same as starting on an empty data directory).
+    #[arg(long)]
+    rebuild: bool,
     /// Print the effective configuration and exit.
     #[arg(long)]
     dump_config: bool,
@@ -73,6 +77,13 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     weft_shared::telemetry::init_logging(&config.log);
+    if args.rebuild {
+        if let Err(e) = weft_orchestrator::discard_projections(&config.orchestrator.data_dir) {
+            tracing::error!(error = %e, "cannot discard the projections for --rebuild");
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // Everything is durable once `run` returns; librdkafka's client destructors can
     // still wait on their background threads, so leave without running them.
     match weft_orchestrator::run(config, shutdown_signal()).await {

@@ -13,6 +13,7 @@
 //! all converge on the same projection without publishing any decision twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,8 +95,19 @@ pub struct Partition {
     publisher: Publisher,
     live: bool,
     replay_end: i64,
+    /// The events consumer's position in this partition (the next offset it will
+    /// hand over), kept current by the engine; `-1` until known.
+    position: Arc<AtomicI64>,
     timers: timers::Firing,
 }
+
+/// How often a replaying partition with nothing to fold checks the consumer's
+/// position against the replay end.
+const REPLAY_IDLE_CHECK: Duration = Duration::from_millis(250);
+/// A replaying partition whose consumer position has not moved and which has
+/// received nothing for this long goes live anyway (a broker whose high
+/// watermark counts offsets it never serves must not stall it for ever).
+const REPLAY_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// Per-batch working set.
 #[derive(Default)]
@@ -112,13 +124,15 @@ struct Pending {
 }
 
 impl Partition {
-    /// Loads the partition's outbox; `replay_end` is the high watermark at takeover.
+    /// Loads the partition's outbox; `replay_end` is the high watermark at
+    /// takeover, `position` the consumer position the engine keeps current.
     pub fn open(
         shared: Shared,
         topic: String,
         partition: i32,
         workflow_type: String,
         replay_end: i64,
+        position: Arc<AtomicI64>,
     ) -> crate::Result<Self> {
         let mut outbox = Outbox::default();
         for (seq, r) in shared.store.outbox(&topic, partition)? {
@@ -146,6 +160,7 @@ impl Partition {
             publisher,
             live,
             replay_end,
+            position,
             timers: timers::Firing::default(),
         })
     }
@@ -158,6 +173,7 @@ impl Partition {
             self.flush_all().await;
         }
         tracing::info!(topic = %self.topic, partition = self.partition, replay_end = self.replay_end, live = self.live, "partition assigned");
+        let mut idle = (Instant::now(), self.position.load(Ordering::Acquire));
         loop {
             let first = if self.live {
                 tokio::select! {
@@ -168,11 +184,13 @@ impl Partition {
                     }
                 }
             } else {
-                match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-                    Ok(m) => m,
+                match tokio::time::timeout(REPLAY_IDLE_CHECK, rx.recv()).await {
+                    Ok(m) => {
+                        idle.0 = Instant::now();
+                        m
+                    }
                     Err(_) => {
-                        // Nothing more below the replay end arrived: what is missing does not exist.
-                        self.go_live(&scope).await;
+                        self.check_replay_end(&scope, &mut idle).await;
                         continue;
                     }
                 }
@@ -208,6 +226,22 @@ impl Partition {
         }
         // The engine released the partition in the status when it was revoked.
         tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
+    }
+
+    /// With nothing to fold, decides whether replay is over: the consumer has
+    /// handed over everything below the replay end (its position counts past
+    /// transaction markers and compacted gaps, so no record is missing), or it
+    /// has been stuck for [`REPLAY_STUCK_AFTER`].
+    async fn check_replay_end(&mut self, scope: &str, idle: &mut (Instant, i64)) {
+        let position = self.position.load(Ordering::Acquire);
+        if position >= self.replay_end {
+            self.go_live(scope).await;
+        } else if position != idle.1 {
+            *idle = (Instant::now(), position);
+        } else if idle.0.elapsed() >= REPLAY_STUCK_AFTER {
+            tracing::warn!(topic = %self.topic, partition = self.partition, position, replay_end = self.replay_end, "replay made no progress; going live below the replay end");
+            self.go_live(scope).await;
+        }
     }
 
     async fn go_live(&mut self, scope: &str) {

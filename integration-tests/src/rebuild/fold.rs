@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,8 +85,14 @@ pub async fn fold_in_process(
             "partition {p}: the records do not run from offset 0 without gaps"
         );
         ends.insert(p, end);
-        let partition =
-            Partition::open(shared.clone(), topic.into(), p, workflow_type.into(), end)?;
+        let partition = Partition::open(
+            shared.clone(),
+            topic.into(),
+            p,
+            workflow_type.into(),
+            end,
+            Arc::new(AtomicI64::new(-1)),
+        )?;
         let (tx, rx) = mpsc::channel(2_000);
         tokio::spawn(partition.run(rx));
         feeds.push((tx, msgs));
