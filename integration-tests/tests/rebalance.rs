@@ -3,8 +3,9 @@
 //! workflows runs, a third replica joins (empty data dir) and then one of the
 //! first two is SIGKILLed. Every workflow completes, no decision is recorded
 //! twice, the partitions end up spread over the survivors, `/readyz` reports the
-//! replay of taken-over partitions, and requests about an instance that reach a
-//! replica which does not own it are answered by the owner through forwarding.
+//! replay of taken-over partitions, requests about an instance that reach a
+//! replica which does not own it are answered by the owner through forwarding,
+//! and every replica lists every instance (paged, merged over the replicas).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,30 @@ fn http() -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("http client")
+}
+
+/// Every instance id `base` lists, 40 per page; `None` on a 503.
+async fn list_all(http: &reqwest::Client, base: &str) -> Result<Option<BTreeSet<String>>> {
+    let mut listed = BTreeSet::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!("{base}/v1/workflows?type={TYPE}&limit=40{cursor}");
+        let (status, _, body) = call(http, Method::GET, &url, None).await?;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return Ok(None);
+        }
+        ensure!(status == StatusCode::OK, "{url}: {status} {body}");
+        let items = body["items"].as_array().context("items")?;
+        ensure!(items.len() <= 40, "{url}: a page of {}", items.len());
+        for item in items {
+            let id = item["instance_id"].as_str().context("instance_id")?;
+            ensure!(listed.insert(id.to_owned()), "{url}: {id} listed twice");
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return Ok(Some(listed)),
+        }
+    }
 }
 
 /// `(status, x-weft-served-by, body)` of one request.
@@ -365,6 +390,29 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
         status == StatusCode::SERVICE_UNAVAILABLE && by == nodes[other],
         "a forwarded request to the non-owner: {status}, served by '{by}'"
     );
+
+    // Any replica lists every instance: its own partitions merged with its peers'.
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    for base in &survivors {
+        let listed = wait_for(
+            &format!("{base} to list every instance"),
+            Duration::from_secs(30),
+            POLL,
+            || async {
+                let Some(listed) = list_all(&http, base).await? else {
+                    return anyhow::Ok(None); // 503: ownership is moving
+                };
+                anyhow::Ok((listed == all).then_some(listed))
+            },
+        )
+        .await;
+        ensure!(
+            listed.is_ok(),
+            "{base} lists {:?} instances of {}",
+            list_all(&http, base).await?.map(|l| l.len()),
+            all.len()
+        );
+    }
 
     // Readiness: the survivors are ready; replays seen on the way are reported.
     for base in &survivors {

@@ -43,7 +43,7 @@ pub const SERVED_BY: HeaderName = HeaderName::from_static("x-weft-served-by");
 /// Largest request body forwarded.
 const MAX_BODY: usize = 16 << 20;
 /// How long an owner may take to start answering (a stream then runs on).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Headers of one hop only (RFC 9110 §7.6.1), never copied across.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -95,6 +95,11 @@ impl Forwarder {
             counts,
             http,
         }
+    }
+
+    /// The HTTP client for requests to other replicas.
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The status scope of the partition holding the instance the path names;

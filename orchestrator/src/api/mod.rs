@@ -22,6 +22,7 @@ mod history;
 pub mod openapi;
 mod ops;
 mod params;
+mod scatter;
 mod views;
 mod watch;
 mod workflows;

@@ -3,20 +3,26 @@
 //! (served from the store's secondary indexes).
 
 use axum::body::Bytes;
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::{json, Value};
 use weft_shared::data::data_map_from_json;
 use weft_shared::event::{now_ms, META_DEFINITION_VERSION, META_SOURCE_KIND};
-use weft_shared::fsm::DefinitionLookup;
+use weft_shared::fsm::{DefinitionLookup, InstanceState};
 use weft_shared::ids::{EventId, InstanceId};
 use weft_shared::state::WorkflowState;
 use weft_shared::{WorkflowEvent, WorkflowEventType};
 
 use super::control::publish;
+use super::forward::Forwarder;
 use super::params::{self, Params};
+use super::scatter;
 use super::{catalog_with, unknown_instance, unknown_type, views, ApiError, AppState};
 use crate::store;
 
@@ -96,21 +102,48 @@ pub async fn get(
     )))
 }
 
-/// `GET /v1/workflows?type=T&state=S&state=S2&created_after=..&limit=N&cursor=C`.
-pub async fn list(State(s): State<AppState>, params: Params) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/workflows?type=T&state=S&state=S2&created_after=..&limit=N&cursor=C`:
+/// this replica's partitions merged with the same page from the owners of the
+/// others (see [`scatter`]).
+pub async fn list(
+    State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
+    headers: HeaderMap,
+    uri: Uri,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     params.allow(&["type", "state", "created_after", "limit", "cursor"])?;
     let query = list_query(&params)?;
     catalog_with(&s, &query.workflow_type)?;
-    let page = s.store.query_workflows(&query).map_err(|e| match e {
-        e @ store::Error::BadCursor(_) => {
-            ApiError::bad_request(format!("query parameter 'cursor': {e}"))
-        }
-        other => ApiError::from(other),
-    })?;
+    let plan = match &fw {
+        Some(Extension(fw)) => Some(scatter::plan(fw, &query.workflow_type, &headers).await?),
+        None => None,
+    };
+    let keep = |st: &InstanceState| match (&fw, &plan) {
+        (Some(Extension(fw)), Some(plan)) => plan.keeps(fw, st),
+        _ => true,
+    };
+    let page = s
+        .store
+        .query_workflows_where(&query, &keep)
+        .map_err(|e| match e {
+            e @ store::Error::BadCursor(_) => {
+                ApiError::bad_request(format!("query parameter 'cursor': {e}"))
+            }
+            other => ApiError::from(other),
+        })?;
     let items: Vec<Value> = page.items.iter().map(views::summary).collect();
-    Ok(Json(
-        json!({ "items": items, "next_cursor": page.next_cursor }),
-    ))
+    let local = json!({ "items": items, "next_cursor": page.next_cursor });
+    let (Some(Extension(fw)), Some(plan)) = (fw, plan) else {
+        return Ok(Json(local));
+    };
+    if plan.peers.is_empty() {
+        return Ok(Json(local));
+    }
+    let mut pages = scatter::gather(&fw, &plan.peers, uri.query().unwrap_or("")).await?;
+    pages.push(local);
+    let (items, next_cursor) = scatter::merge(pages, query.limit);
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
 /// The store query a list request asks for.

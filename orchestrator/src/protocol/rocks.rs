@@ -126,9 +126,9 @@ impl WorkflowPersistence for RocksPersistence {
             Some(ty) => vec![ty.to_owned()],
             None => self.store.workflow_types()?,
         };
-        let page = self
-            .store
-            .query_types(&types, states, created_after_ms, None, limit)?;
+        let page =
+            self.store
+                .query_types(&types, states, created_after_ms, None, limit, &|_| true)?;
         Ok(page.items.iter().map(|s| to_snapshot(s, None)).collect())
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BinaryHeap;
 
 use rocksdb::{DBRawIteratorWithThreadMode, IteratorMode, WriteBatch, DB};
 use weft_shared::fsm::InstanceState;
+use weft_shared::ids::InstanceId;
 use weft_shared::WorkflowState;
 
 use super::{decode_state, keys, Batch, Error, Result, Store};
@@ -185,10 +186,27 @@ impl Range<'_> {
     }
 }
 
+/// The cursor that resumes a listing right after the instance created at
+/// `created_at_ms` with id `id`. Positions are global, so pages of several
+/// replicas' stores merge and resume with it.
+pub fn cursor_after(created_at_ms: i64, id: InstanceId) -> String {
+    encode_cursor(&keys::position(created_at_ms, id.as_bytes()))
+}
+
 impl Store {
     /// One page of the instances of `q.workflow_type` in any of `q.states`,
     /// created after `q.created_after_ms`, in (created_at, id) order.
     pub fn query_workflows(&self, q: &Query) -> Result<Page> {
+        self.query_workflows_where(q, &|_| true)
+    }
+
+    /// [`Store::query_workflows`] over the instances `keep` accepts (a replica
+    /// lists only the partitions it owns); the page still holds up to `q.limit`.
+    pub fn query_workflows_where(
+        &self,
+        q: &Query,
+        keep: &dyn Fn(&InstanceState) -> bool,
+    ) -> Result<Page> {
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
         self.query_types(
             std::slice::from_ref(&q.workflow_type),
@@ -196,6 +214,7 @@ impl Store {
             q.created_after_ms,
             after,
             q.limit,
+            keep,
         )
     }
 
@@ -225,6 +244,7 @@ impl Store {
         created_after_ms: Option<i64>,
         cursor: Option<Pos>,
         limit: usize,
+        keep: &dyn Fn(&InstanceState) -> bool,
     ) -> Result<Page> {
         let mut states = states.to_vec();
         states.sort_by_key(|s| s.as_str());
@@ -289,7 +309,7 @@ impl Store {
             let current = s.created_at_ms == created
                 && r.state.is_none_or(|st| st == s.state)
                 && last != Some((pos, r.ty));
-            if !current {
+            if !current || !keep(&s) {
                 continue;
             }
             if items.len() >= limit {

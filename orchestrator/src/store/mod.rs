@@ -26,7 +26,7 @@ use weft_shared::ids::InstanceId;
 use weft_shared::{WorkflowDefinition, WorkflowEvent, WorkflowSnapshot};
 
 pub use convert::{from_snapshot, to_snapshot};
-pub use index::{Page, Previous, Query};
+pub use index::{cursor_after, Page, Previous, Query};
 pub use keys::ALL_CFS;
 pub use outbox::{OutboxKind, OutboxRecord};
 pub use snapshot::{DEFAULT_SNAPSHOT_EVERY, SNAPSHOTS_KEPT, SNAPSHOT_LADDER};
