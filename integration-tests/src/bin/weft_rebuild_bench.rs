@@ -9,9 +9,9 @@
 //!    as a live run leaves them — inputs (`workflow.created`, `task.started`,
 //!    `task.completed`) at sequence 0, decisions with their sequence numbers.
 //!    If `--produce-budget-secs` runs out first, it goes on with what was
-//!    produced and says so. The records carry no headers unless
-//!    `--with-headers` (Tansu 0.6 reads headers in time quadratic in the
-//!    topic's size; Weft does not read them when it folds).
+//!    produced and says so. The records carry the headers Weft's producers set
+//!    (`--without-headers` drops them); the test broker has the header index
+//!    Tansu 0.6 lacks (ADR 0007).
 //! 3. Raw: reads the whole topic with a plain consumer (records/s).
 //! 4. Rebuild, by `--mode`:
 //!    - `in-process` (default): the orchestrator's own partition processors
@@ -21,12 +21,8 @@
 //!      time is in the raw figure, not here.
 //!    - `e2e`: deletes the orchestrator's data directory, starts the real
 //!      binary, and polls until `/readyz` reports every partition owned and live
-//!      and its counters have seen every record. Tansu 0.6 answers a fetch from
-//!      offset 0 with the whole partition (it ignores the fetch size limits) and
-//!      takes seconds to build it, longer than the 3 s a replaying partition
-//!      waits for its next record before it declares the replay complete; so
-//!      on large topics the orchestrator goes live early and publishes its
-//!      decisions again. Use it up to a few hundred thousand events.
+//!      and its counters have seen every record. A partition's replay ends when
+//!      the consumer position reaches the partition's end (ADR 0007).
 //!
 //! Ends with one `BENCH_JSON {...}` line. Usage: `weft-rebuild-bench [--events N]
 //! [--mode in-process|e2e] [--produce-budget-secs N] [--rebuild-deadline-secs N]`.
@@ -67,13 +63,10 @@ struct Args {
     /// How the rebuild is measured.
     #[arg(long, value_enum, default_value_t = Mode::InProcess)]
     mode: Mode,
-    /// Give the records the headers Weft's producers set (event type,
-    /// idempotency key). Off by default: Tansu 0.6 stores headers in a SQLite
-    /// table without an index, so every fetched record scans every header row
-    /// of the broker (a fetch of 3,000 records of a 20,000-record topic took
-    /// ~30 s). Weft reads only keys and values when it folds.
+    /// Produce the records without the headers Weft's producers set (event
+    /// type, idempotency key); Weft reads only keys and values when it folds.
     #[arg(long)]
-    with_headers: bool,
+    without_headers: bool,
     /// Seconds producing may take; then the run measures what was produced.
     #[arg(long, default_value_t = 3600)]
     produce_budget_secs: u64,
@@ -135,7 +128,7 @@ async fn run(cluster: &mut TestCluster, args: &Args) -> Result<()> {
         DIAMOND,
         args.events,
         budget,
-        args.with_headers,
+        !args.without_headers,
     )
     .await?;
     let n = produced.events;
