@@ -21,7 +21,7 @@ use weft_shared::config::KafkaSettings;
 use weft_shared::kafka::{client_config, Role};
 use weft_shared::topics::TopicKind;
 
-use crate::partition::{Partition, Shared};
+use crate::partition::{Partition, ReplayProgress, Shared};
 use crate::status::scope;
 use crate::store::Store;
 
@@ -131,6 +131,7 @@ pub async fn run(
     let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
     let mut positions: HashMap<Tp, Arc<AtomicI64>> = HashMap::new();
+    let active = Arc::new(AtomicI64::new(weft_shared::event::now_ms()));
     let mut positions_tick = tokio::time::interval(POSITIONS_EVERY);
     positions_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -176,7 +177,7 @@ pub async fn run(
                     // predecessor still holds everything: keep the watchdog armed.
                     joined = !parts.is_empty() || rejoins >= MAX_REJOINS;
                     for tp in parts {
-                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, tp);
+                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, &active, tp);
                     }
                 }
                 RebalanceEvent::Revoked(parts) => {
@@ -195,11 +196,12 @@ pub async fn run(
             }
             msg = consumer.recv() => match msg {
                 Ok(m) => {
+                    active.store(weft_shared::event::now_ms(), Ordering::Release);
                     let tp = (m.topic().to_owned(), m.partition());
                     if !owned.lock().expect("owned lock").contains(&tp) {
                         continue;
                     }
-                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, tp.clone());
+                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, &active, tp.clone());
                     if let Some(s) = senders.get(&tp) {
                         if s.send(m.detach()).await.is_err() {
                             senders.remove(&tp);
@@ -293,6 +295,7 @@ fn ensure_task(
     senders: &mut HashMap<Tp, mpsc::Sender<OwnedMessage>>,
     handles: &mut HashMap<Tp, JoinHandle<()>>,
     positions: &mut HashMap<Tp, Arc<AtomicI64>>,
+    active: &Arc<AtomicI64>,
     tp: Tp,
 ) {
     if senders.contains_key(&tp) {
@@ -304,8 +307,8 @@ fn ensure_task(
     };
     let (tx, rx) = mpsc::channel(10_000);
     senders.insert(tp.clone(), tx);
-    let position = Arc::new(AtomicI64::new(-1));
-    positions.insert(tp.clone(), position.clone());
+    let progress = ReplayProgress::new(active.clone());
+    positions.insert(tp.clone(), progress.position.clone());
     // Owned and replaying from now on (readiness and announcements say so), even
     // while the previous processor of the partition finishes.
     shared.status.claim(&scope(&tp.0, tp.1));
@@ -328,7 +331,7 @@ fn ensure_task(
             .map(|(_, high)| high)
             .unwrap_or(0)
         };
-        match Partition::open(shared, topic.clone(), partition, ty, high, position) {
+        match Partition::open(shared, topic.clone(), partition, ty, high, progress) {
             Ok(p) => p.run(rx).await,
             Err(e) => tracing::error!(%topic, partition, error = %e, "cannot open partition"),
         }

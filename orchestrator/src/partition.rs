@@ -13,7 +13,7 @@
 //! all converge on the same projection without publishing any decision twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,12 @@ use crate::definitions::Registry;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::status::Status;
+#[path = "partition_replay.rs"]
+mod replay;
 #[path = "partition_timers.rs"]
 mod timers;
+
+pub use replay::ReplayProgress;
 
 use crate::store::{OutboxKind, OutboxRecord, Previous, Store};
 
@@ -95,19 +99,10 @@ pub struct Partition {
     publisher: Publisher,
     live: bool,
     replay_end: i64,
-    /// The events consumer's position in this partition (the next offset it will
-    /// hand over), kept current by the engine; `-1` until known.
-    position: Arc<AtomicI64>,
+    /// What the engine reports of its consumer while this partition replays.
+    progress: ReplayProgress,
     timers: timers::Firing,
 }
-
-/// How often a replaying partition with nothing to fold checks the consumer's
-/// position against the replay end.
-const REPLAY_IDLE_CHECK: Duration = Duration::from_millis(250);
-/// A replaying partition whose consumer position has not moved and which has
-/// received nothing for this long goes live anyway (a broker whose high
-/// watermark counts offsets it never serves must not stall it for ever).
-const REPLAY_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// Per-batch working set.
 #[derive(Default)]
@@ -125,14 +120,14 @@ struct Pending {
 
 impl Partition {
     /// Loads the partition's outbox; `replay_end` is the high watermark at
-    /// takeover, `position` the consumer position the engine keeps current.
+    /// takeover; the engine keeps `progress` current.
     pub fn open(
         shared: Shared,
         topic: String,
         partition: i32,
         workflow_type: String,
         replay_end: i64,
-        position: Arc<AtomicI64>,
+        progress: ReplayProgress,
     ) -> crate::Result<Self> {
         let mut outbox = Outbox::default();
         for (seq, r) in shared.store.outbox(&topic, partition)? {
@@ -160,7 +155,7 @@ impl Partition {
             publisher,
             live,
             replay_end,
-            position,
+            progress,
             timers: timers::Firing::default(),
         })
     }
@@ -173,7 +168,10 @@ impl Partition {
             self.flush_all().await;
         }
         tracing::info!(topic = %self.topic, partition = self.partition, replay_end = self.replay_end, live = self.live, "partition assigned");
-        let mut idle = (Instant::now(), self.position.load(Ordering::Acquire));
+        let mut idle = (
+            Instant::now(),
+            self.progress.position.load(Ordering::Acquire),
+        );
         loop {
             let first = if self.live {
                 tokio::select! {
@@ -184,7 +182,7 @@ impl Partition {
                     }
                 }
             } else {
-                match tokio::time::timeout(REPLAY_IDLE_CHECK, rx.recv()).await {
+                match tokio::time::timeout(replay::IDLE_CHECK, rx.recv()).await {
                     Ok(m) => {
                         idle.0 = Instant::now();
                         m
@@ -226,22 +224,6 @@ impl Partition {
         }
         // The engine released the partition in the status when it was revoked.
         tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
-    }
-
-    /// With nothing to fold, decides whether replay is over: the consumer has
-    /// handed over everything below the replay end (its position counts past
-    /// transaction markers and compacted gaps, so no record is missing), or it
-    /// has been stuck for [`REPLAY_STUCK_AFTER`].
-    async fn check_replay_end(&mut self, scope: &str, idle: &mut (Instant, i64)) {
-        let position = self.position.load(Ordering::Acquire);
-        if position >= self.replay_end {
-            self.go_live(scope).await;
-        } else if position != idle.1 {
-            *idle = (Instant::now(), position);
-        } else if idle.0.elapsed() >= REPLAY_STUCK_AFTER {
-            tracing::warn!(topic = %self.topic, partition = self.partition, position, replay_end = self.replay_end, "replay made no progress; going live below the replay end");
-            self.go_live(scope).await;
-        }
     }
 
     async fn go_live(&mut self, scope: &str) {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use weft_orchestrator::definitions::Registry;
 use weft_orchestrator::heartbeats::HeartbeatTracker;
 use weft_orchestrator::metrics::Metrics;
-use weft_orchestrator::partition::{Partition, Shared};
+use weft_orchestrator::partition::{Partition, ReplayProgress, Shared};
 use weft_orchestrator::status::Status;
 use weft_orchestrator::store::Store;
 use weft_shared::config::KafkaSettings;
@@ -91,7 +91,7 @@ pub async fn fold_in_process(
             p,
             workflow_type.into(),
             end,
-            Arc::new(AtomicI64::new(-1)),
+            ReplayProgress::new(Arc::new(AtomicI64::new(weft_shared::event::now_ms()))),
         )?;
         let (tx, rx) = mpsc::channel(2_000);
         tokio::spawn(partition.run(rx));
