@@ -27,7 +27,7 @@ const INPUTS: usize = 100_000;
 
 /// The `n`th input: pause on even `n`, resume on odd.
 fn input(id: InstanceId, n: usize) -> WorkflowEvent {
-    let ty = if n % 2 == 0 {
+    let ty = if n.is_multiple_of(2) {
         WorkflowEventType::WorkflowPaused
     } else {
         WorkflowEventType::WorkflowResumed
