@@ -84,6 +84,26 @@ async fn cyclic_and_malformed_definitions_are_rejected_with_the_reason() -> Resu
         "message does not show the cycle: {msg}"
     );
 
+    // Tansu has no transactions: an exactly_once task is refused at registration.
+    let exactly_once = "type: once\ntasks:\n  - {name: pay, handler: noop, semantics: exactly_once}\n";
+    let r = api
+        .send(
+            Method::POST,
+            "/v1/definitions",
+            Some(("application/yaml", exactly_once.into())),
+        )
+        .await?;
+    let msg = r.body["error"].as_str().unwrap_or("");
+    ensure!(
+        r.status.is_client_error()
+            && msg.contains("'pay'")
+            && msg.contains("exactly_once")
+            && msg.contains("transactions"),
+        "exactly_once without transactions: {} {}",
+        r.status,
+        r.body
+    );
+
     let unknown = "type: bad\ntasks:\n  - {name: a, handler: noop, depends_on: [zz]}\n";
     let r = api
         .send(
