@@ -85,7 +85,8 @@ async fn cyclic_and_malformed_definitions_are_rejected_with_the_reason() -> Resu
     );
 
     // Tansu has no transactions: an exactly_once task is refused at registration.
-    let exactly_once = "type: once\ntasks:\n  - {name: pay, handler: noop, semantics: exactly_once}\n";
+    let exactly_once =
+        "type: once\ntasks:\n  - {name: pay, handler: noop, semantics: exactly_once}\n";
     let r = api
         .send(
             Method::POST,
