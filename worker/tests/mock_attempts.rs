@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use weft_shared::avro::AvroRecord;
-use weft_shared::config::TransactionsMode;
 use weft_shared::control::TaskHeartbeat;
 use weft_shared::data::{DataMap, WorkflowData};
 use weft_shared::model::ExecutionSemantics;
 use weft_shared::{Topics, WorkflowEventType};
-use weft_worker::{TaskContext, TaskError, Worker};
+use weft_worker::{TaskContext, TaskError};
 
 use common::*;
 
@@ -29,23 +28,12 @@ async fn heartbeats_flow_while_a_handler_runs_and_stop_when_it_returns() -> anyh
     beating.timeout_config.heartbeat_timeout_ms = 300; // every 100 ms
     let quiet = sleep_for(200); // no heartbeat timeout: no heartbeats
     let group = format!("workers-{}", uuid_like());
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .with_builtins()
-    .build()?;
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .with_builtins()
+        .build()?;
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
-    produce(
-        &mock.producer,
-        &tasks,
-        &beating.instance_id.to_string(),
-        &beating.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &beating).await?;
     let events = while_running(
         &mut running,
         read_until(&mock.bootstrap, &topics.events("orders"), |r| {
@@ -59,13 +47,7 @@ async fn heartbeats_flow_while_a_handler_runs_and_stop_when_it_returns() -> anyh
         .context("completed")?
         .timestamp_ms;
     // time passes (another task runs to its end) before the heartbeats are read back
-    produce(
-        &mock.producer,
-        &tasks,
-        &quiet.instance_id.to_string(),
-        &quiet.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &quiet).await?;
     let events = while_running(
         &mut running,
         read_until(&mock.bootstrap, &topics.events("orders"), |r| {
@@ -129,24 +111,19 @@ async fn a_duplicate_dispatch_runs_once() -> anyhow::Result<()> {
     let group = format!("workers-{}", uuid_like());
     let calls = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .handler("count", {
-        let (calls, release) = (calls.clone(), release.clone());
-        move |_ctx: TaskContext| {
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .handler("count", {
             let (calls, release) = (calls.clone(), release.clone());
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                let _held = release.acquire().await;
-                Ok::<_, TaskError>(DataMap::new())
+            move |_ctx: TaskContext| {
+                let (calls, release) = (calls.clone(), release.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _held = release.acquire().await;
+                    Ok::<_, TaskError>(DataMap::new())
+                }
             }
-        }
-    })
-    .build()?;
+        })
+        .build()?;
     let metrics = worker.metrics().clone();
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
@@ -201,24 +178,13 @@ async fn past_its_deadline_an_attempt_fails_with_execution_timeout() -> anyhow::
     let mut by_timeout = sleep_for(600_000);
     by_timeout.timeout_config.execution_timeout_ms = 300;
     let group = format!("workers-{}", uuid_like());
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .with_builtins()
-    .build()?;
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .with_builtins()
+        .build()?;
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
     for d in [&by_deadline, &by_timeout] {
-        produce(
-            &mock.producer,
-            &tasks,
-            &d.instance_id.to_string(),
-            &d.encode(),
-        )
-        .await?;
+        produce_dispatch(&mock.producer, &tasks, d).await?;
     }
     let events = while_running(
         &mut running,
@@ -249,34 +215,23 @@ async fn ctx_heartbeat_sends_one_at_once() -> anyhow::Result<()> {
     d.timeout_config.heartbeat_timeout_ms = 600_000; // scheduled every 200 s: only the first comes by itself
     let group = format!("workers-{}", uuid_like());
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .handler("beat", {
-        let release = release.clone();
-        move |ctx: TaskContext| {
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .handler("beat", {
             let release = release.clone();
-            async move {
-                let _go = release.acquire().await;
-                ctx.heartbeat();
-                let _done = release.acquire().await;
-                Ok::<_, TaskError>(DataMap::new())
+            move |ctx: TaskContext| {
+                let release = release.clone();
+                async move {
+                    let _go = release.acquire().await;
+                    ctx.heartbeat();
+                    let _done = release.acquire().await;
+                    Ok::<_, TaskError>(DataMap::new())
+                }
             }
-        }
-    })
-    .build()?;
+        })
+        .build()?;
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
-    produce(
-        &mock.producer,
-        &tasks,
-        &d.instance_id.to_string(),
-        &d.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &d).await?;
     let hb = topics.heartbeats("orders");
     while_running(
         &mut running,

@@ -8,13 +8,12 @@ mod common;
 
 use anyhow::Context;
 use weft_shared::avro::AvroRecord;
-use weft_shared::config::TransactionsMode;
 use weft_shared::data::{DataMap, WorkflowData};
 use weft_shared::model::ExecutionSemantics;
 use weft_shared::node::NodeRecord;
 use weft_shared::topics::headers;
 use weft_shared::{Topics, WorkflowEventType};
-use weft_worker::{TaskContext, TaskError, Worker};
+use weft_worker::{TaskContext, TaskError};
 
 use common::*;
 
@@ -40,13 +39,7 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     let eo = dispatch("noop", ExecutionSemantics::ExactlyOnce);
     let failing = dispatch("fail", ExecutionSemantics::AtMostOnce);
     for d in [&ok, &eo, &failing] {
-        produce(
-            &producer,
-            &topics.tasks("orders"),
-            &d.instance_id.to_string(),
-            &d.encode(),
-        )
-        .await?;
+        produce_dispatch(&producer, &topics.tasks("orders"), d).await?;
     }
     produce(
         &producer,
@@ -57,17 +50,12 @@ async fn noop_dispatch_round_trip_dlq_and_commits() -> anyhow::Result<()> {
     .await?;
 
     let group = format!("workers-{}", uuid_like());
-    let worker = Worker::builder(config(
-        &bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .handler("noop", |_ctx: TaskContext| async {
-        Ok::<_, TaskError>(DataMap::new())
-    })
-    .with_builtins()
-    .build()?;
+    let worker = orders_worker(&bootstrap, &group)
+        .handler("noop", |_ctx: TaskContext| async {
+            Ok::<_, TaskError>(DataMap::new())
+        })
+        .with_builtins()
+        .build()?;
     assert!(worker.handler_names().contains(&"noop".to_owned()));
     let (stop_tx, mut running) = spawn_worker(worker);
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
 use weft_shared::data::DataMap;
 use weft_shared::model::ExecutionSemantics;
@@ -35,13 +34,7 @@ async fn cancel_stops_a_running_handler_on_a_saturated_worker_and_publishes_noth
     let metrics = worker.metrics().clone();
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
-    produce(
-        &mock.producer,
-        &tasks,
-        &long.instance_id.to_string(),
-        &long.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &long).await?;
     while_running(
         &mut running,
         read_until(&mock.bootstrap, &topics.events("orders"), |r| {
@@ -50,13 +43,7 @@ async fn cancel_stops_a_running_handler_on_a_saturated_worker_and_publishes_noth
     )
     .await?;
     // queued behind the running sleep: the cancel comes after a dispatch that waits for the slot
-    produce(
-        &mock.producer,
-        &tasks,
-        &next.instance_id.to_string(),
-        &next.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &next).await?;
     let asked = Instant::now();
     produce_control(&mock.producer, &tasks, &long, 5_000).await?;
     let events = while_running(
@@ -96,23 +83,12 @@ async fn a_cancel_that_comes_first_skips_the_dispatch() -> anyhow::Result<()> {
     let tasks = topics.tasks("orders");
     produce_control(&mock.producer, &tasks, &cancelled, 100).await?;
     for d in [&cancelled, &marker] {
-        produce(
-            &mock.producer,
-            &tasks,
-            &d.instance_id.to_string(),
-            &d.encode(),
-        )
-        .await?;
+        produce_dispatch(&mock.producer, &tasks, d).await?;
     }
     let group = format!("workers-{}", uuid_like());
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .with_builtins()
-    .build()?;
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .with_builtins()
+        .build()?;
     let (stop_tx, mut running) = spawn_worker(worker);
     let events = while_running(
         &mut running,
@@ -148,33 +124,22 @@ async fn a_handler_that_ignores_the_cancel_is_aborted_after_its_grace_period() -
     let d = dispatch("stubborn", ExecutionSemantics::AtLeastOnce);
     let group = format!("workers-{}", uuid_like());
     let aborted = Arc::new(AtomicUsize::new(0));
-    let worker = Worker::builder(config(
-        &mock.bootstrap,
-        &group,
-        &["orders"],
-        TransactionsMode::Off,
-    ))
-    .handler("stubborn", {
-        let aborted = aborted.clone();
-        move |_ctx: TaskContext| {
-            let flag = DropFlag(aborted.clone());
-            async move {
-                let _flag = flag;
-                std::future::pending::<()>().await; // never looks at ctx.cancel
-                Ok::<_, TaskError>(DataMap::new())
+    let worker = orders_worker(&mock.bootstrap, &group)
+        .handler("stubborn", {
+            let aborted = aborted.clone();
+            move |_ctx: TaskContext| {
+                let flag = DropFlag(aborted.clone());
+                async move {
+                    let _flag = flag;
+                    std::future::pending::<()>().await; // never looks at ctx.cancel
+                    Ok::<_, TaskError>(DataMap::new())
+                }
             }
-        }
-    })
-    .build()?;
+        })
+        .build()?;
     let (stop_tx, mut running) = spawn_worker(worker);
     let tasks = topics.tasks("orders");
-    produce(
-        &mock.producer,
-        &tasks,
-        &d.instance_id.to_string(),
-        &d.encode(),
-    )
-    .await?;
+    produce_dispatch(&mock.producer, &tasks, &d).await?;
     while_running(
         &mut running,
         read_until(&mock.bootstrap, &topics.events("orders"), |r| {

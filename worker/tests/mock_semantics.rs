@@ -5,7 +5,6 @@
 
 mod common;
 
-use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
 use weft_shared::model::ExecutionSemantics;
 use weft_shared::{Topics, WorkflowEventType};
@@ -21,19 +20,11 @@ async fn at_most_once_is_committed_before_it_runs_and_never_runs_again() -> anyh
         cluster: _cluster,
         bootstrap,
         producer,
-    } = mock_cluster(
-        1,
-        &[
-            (topics.tasks("orders"), 1),
-            (topics.events("orders"), 1),
-            (topics.nodes(), 1),
-        ],
-    )?;
+    } = mock_cluster(1, &control_topics(&topics))?;
     let tasks = topics.tasks("orders");
     let mut slow = sleep_for(600_000);
     slow.execution_semantics = ExecutionSemantics::AtMostOnce;
-    let key = slow.instance_id.to_string();
-    produce(&producer, &tasks, &key, &slow.encode()).await?;
+    produce_dispatch(&producer, &tasks, &slow).await?;
 
     let group = format!("workers-{}", uuid_like());
     let worker_config = || {
@@ -61,8 +52,7 @@ async fn at_most_once_is_committed_before_it_runs_and_never_runs_again() -> anyh
     // A new worker of the group starts after the committed offset: the next
     // dispatch runs, the interrupted one does not run again.
     let next = dispatch("noop", ExecutionSemantics::AtLeastOnce);
-    let next_key = next.instance_id.to_string();
-    produce(&producer, &tasks, &next_key, &next.encode()).await?;
+    produce_dispatch(&producer, &tasks, &next).await?;
     let (stop_tx, mut running) =
         spawn_worker(Worker::builder(worker_config()).with_builtins().build()?);
     let events = while_running(

@@ -103,13 +103,7 @@ async fn the_dispatch_grace_period_wins_over_the_worker_default() -> anyhow::Res
     let mut slow = dispatch("sleep", ExecutionSemantics::AtLeastOnce);
     slow.parameters = DataMap::from([("ms".to_owned(), WorkflowData::Int(600_000))]);
     slow.timeout_config.grace_period_ms = 200;
-    produce(
-        &producer,
-        &topics.tasks("orders"),
-        &slow.instance_id.to_string(),
-        &slow.encode(),
-    )
-    .await?;
+    produce_dispatch(&producer, &topics.tasks("orders"), &slow).await?;
 
     let group = format!("workers-{}", uuid_like());
     let mut cfg = config(&bootstrap, &group, &["orders"], TransactionsMode::Off);

@@ -5,7 +5,6 @@
 mod common;
 
 use anyhow::Context;
-use weft_shared::avro::AvroRecord;
 use weft_shared::config::TransactionsMode;
 use weft_shared::model::ExecutionSemantics;
 use weft_shared::{Topics, WorkflowEventType};
@@ -31,13 +30,7 @@ async fn exactly_once_runs_in_a_transaction_with_regex_subscription() -> anyhow:
     )?;
     let mut d = dispatch("noop", ExecutionSemantics::ExactlyOnce);
     d.workflow_type = "payments".into();
-    produce(
-        &producer,
-        &topics.tasks("payments"),
-        &d.instance_id.to_string(),
-        &d.encode(),
-    )
-    .await?;
+    produce_dispatch(&producer, &topics.tasks("payments"), &d).await?;
 
     let group = format!("workers-{}", uuid_like());
     let cfg = config(&bootstrap, &group, &[], TransactionsMode::On);

@@ -88,6 +88,20 @@ pub async fn produce(
     Ok(())
 }
 
+/// Produces dispatch `d` to `topic`, keyed by its instance id as the orchestrator does.
+pub async fn produce_dispatch(
+    producer: &FutureProducer,
+    topic: &str,
+    d: &TaskDispatch,
+) -> anyhow::Result<()> {
+    produce(producer, topic, &d.instance_id.to_string(), &d.encode()).await
+}
+
+/// A worker of `group` for the `orders` type, without transactions.
+pub fn orders_worker(bootstrap: &str, group: &str) -> weft_worker::WorkerBuilder {
+    weft_worker::Worker::builder(config(bootstrap, group, &["orders"], TransactionsMode::Off))
+}
+
 /// One record as read back: key, headers and value.
 pub struct Rec {
     pub key: String,
