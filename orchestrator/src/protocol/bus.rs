@@ -49,7 +49,11 @@ pub trait WorkflowEventBus: Send + Sync {
         previous: WorkflowState,
         new: WorkflowState,
         metadata: Option<&DataMap>,
-    ) -> Result<WorkflowEvent>;
+    ) -> Result<WorkflowEvent> {
+        let event = state_change_event(instance, previous, new, metadata);
+        self.publish_workflow_event(&event, None).await?;
+        Ok(event)
+    }
 
     /// Delivers the events of `workflow_type` whose type is in `event_types`
     /// (every type if empty) to `handler`, as member of consumer group

@@ -24,12 +24,9 @@ use weft_shared::config::KafkaSettings;
 use weft_shared::ids::{InstanceId, TaskId};
 use weft_shared::kafka::{self, client_config, Role, TopicSpec};
 use weft_shared::topics::headers as h;
-use weft_shared::{
-    DataMap, TaskDispatch, Topics, WorkflowEvent, WorkflowEventType, WorkflowSnapshot,
-    WorkflowState,
-};
+use weft_shared::{DataMap, TaskDispatch, Topics, WorkflowEvent, WorkflowEventType};
 
-use super::bus::{state_change_event, Subscription, WorkflowEventBus};
+use super::bus::{Subscription, WorkflowEventBus};
 use super::{deliver, sequenced, Error, Result, WorkflowEventHandler};
 
 /// How long a publish may wait for the broker's acknowledgement.
@@ -125,18 +122,6 @@ impl WorkflowEventBus for KafkaEventBus {
         ];
         let key = event.instance_id.to_string();
         self.send(&topic, &key, &event.encode(), &headers).await
-    }
-
-    async fn publish_workflow_state_change(
-        &self,
-        instance: &WorkflowSnapshot,
-        previous: WorkflowState,
-        new: WorkflowState,
-        metadata: Option<&DataMap>,
-    ) -> Result<WorkflowEvent> {
-        let event = state_change_event(instance, previous, new, metadata);
-        self.publish_workflow_event(&event, None).await?;
-        Ok(event)
     }
 
     async fn subscribe_to_workflow_events(

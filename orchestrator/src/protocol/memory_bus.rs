@@ -11,12 +11,9 @@ use tokio::sync::watch;
 use weft_shared::avro::AvroRecord;
 use weft_shared::ids::{InstanceId, TaskId};
 use weft_shared::topics::headers as h;
-use weft_shared::{
-    DataMap, TaskDispatch, Topics, WorkflowEvent, WorkflowEventType, WorkflowSnapshot,
-    WorkflowState,
-};
+use weft_shared::{DataMap, TaskDispatch, Topics, WorkflowEvent, WorkflowEventType};
 
-use super::bus::{state_change_event, Subscription, WorkflowEventBus};
+use super::bus::{Subscription, WorkflowEventBus};
 use super::{deliver, sequenced, Result, WorkflowEventHandler};
 
 /// One record of an in-memory topic.
@@ -105,18 +102,6 @@ impl WorkflowEventBus for InMemoryEventBus {
             .unwrap_or_else(|| self.topics.events(&event.workflow_type));
         self.append(&topic, event_record(event));
         Ok(())
-    }
-
-    async fn publish_workflow_state_change(
-        &self,
-        instance: &WorkflowSnapshot,
-        previous: WorkflowState,
-        new: WorkflowState,
-        metadata: Option<&DataMap>,
-    ) -> Result<WorkflowEvent> {
-        let event = state_change_event(instance, previous, new, metadata);
-        self.publish_workflow_event(&event, None).await?;
-        Ok(event)
     }
 
     async fn subscribe_to_workflow_events(
