@@ -14,12 +14,12 @@
 //!    Tansu 0.6 lacks (ADR 0007).
 //! 3. Raw: reads the whole topic with a plain consumer (records/s).
 //! 4. Rebuild, by `--mode`:
-//!    - `in-process` (default): the orchestrator's own partition processors
+//!    - `in-process`: the orchestrator's own partition processors
 //!      (decide, RocksDB batches with projection, indexes, snapshots, outbox)
 //!      run in this process over the records the raw consumer read back, fed
 //!      from memory. This is the fold and write path alone: the broker's fetch
 //!      time is in the raw figure, not here.
-//!    - `e2e`: deletes the orchestrator's data directory, starts the real
+//!    - `e2e` (default): deletes the orchestrator's data directory, starts the real
 //!      binary, and polls until `/readyz` reports every partition owned and live
 //!      and its counters have seen every record. A partition's replay ends when
 //!      the consumer position reaches the partition's end (ADR 0007).
@@ -45,10 +45,11 @@ const WORKFLOW_TYPE: &str = "diamond";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
-    /// The orchestrator's partition processors in this process, over records read back.
-    InProcess,
     /// The real orchestrator binary, from an empty data directory.
     E2e,
+    /// The orchestrator's partition processors in this process, over records
+    /// read back (the fold and write path alone, without the broker's fetches).
+    InProcess,
 }
 
 #[derive(Parser, Debug)]
@@ -61,7 +62,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
     /// How the rebuild is measured.
-    #[arg(long, value_enum, default_value_t = Mode::InProcess)]
+    #[arg(long, value_enum, default_value_t = Mode::E2e)]
     mode: Mode,
     /// Produce the records without the headers Weft's producers set (event
     /// type, idempotency key); Weft reads only keys and values when it folds.
