@@ -2,15 +2,13 @@
 //! the instances of a type by state(s) and creation time, paged with a cursor
 //! (served from the store's secondary indexes).
 
-use axum::body::Bytes;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 use weft_shared::data::data_map_from_json;
 use weft_shared::event::{now_ms, META_DEFINITION_VERSION, META_SOURCE_KIND};
