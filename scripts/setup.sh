@@ -16,7 +16,9 @@ command -v cargo >/dev/null 2>&1 ||
 
 have_libclang() {
     local f
-    for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-*.so*; do
+    # libclang-<version>.so*, not libclang-cpp*.so* (another library, which
+    # some machines have without libclang itself).
+    for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so*; do
         [[ -e $f ]] && return 0
     done
     [[ -n ${LIBCLANG_PATH:-} && -d $LIBCLANG_PATH ]] && return 0
