@@ -15,6 +15,7 @@ pub mod ids;
 pub mod kafka;
 pub mod model;
 pub mod node;
+pub mod observe;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;

@@ -12,13 +12,14 @@ mod evolve;
 mod instance;
 mod react;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_reliability;
 pub mod timer;
 
 pub use evolve::{evolve, EvolveError};
 pub use instance::{InstanceState, TaskRuntime};
+pub(crate) use react::Plan;
 pub use timer::{Timer, TimerKind};
 
 use crate::definition::WorkflowDefinition;
