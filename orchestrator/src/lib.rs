@@ -15,6 +15,7 @@ pub mod publisher;
 pub mod replicas;
 pub mod status;
 pub mod store;
+pub mod trace_export;
 
 use std::sync::Arc;
 
@@ -176,7 +177,13 @@ pub async fn run(
         topics.clone(),
         registry.clone(),
     ));
+    let traces = Some(config.orchestrator.otlp_endpoint.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            trace_export::TraceExporter::start(e, store.clone(), registry.clone(), metrics.clone())
+        });
     let shared = partition::Shared {
+        traces,
         heartbeats,
         store,
         registry,

@@ -19,6 +19,8 @@ pub const BATCH_DURATION_SECONDS: &str = "weft_orchestrator_batch_duration_secon
 pub const WORKFLOWS_FINISHED_TOTAL: &str = "weft_workflows_finished_total";
 pub const WORKFLOW_DURATION_SECONDS: &str = "weft_workflow_duration_seconds";
 pub const PARTITIONS_OWNED: &str = "weft_orchestrator_partitions_owned";
+pub const TRACES_EXPORTED_TOTAL: &str = "weft_orchestrator_traces_exported_total";
+pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "weft_orchestrator_trace_export_failures_total";
 
 /// Every metric of the orchestrator.
 pub struct Metrics {
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub finished_total: IntCounterVec,
     pub workflow_seconds: HistogramVec,
     pub partitions_owned: IntGauge,
+    pub traces_exported: IntCounter,
+    pub trace_export_failures: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -122,6 +126,16 @@ impl Metrics {
                 &registry,
                 DLQ_RECORDS_TOTAL,
                 "records sent to a dead-letter topic",
+            ),
+            traces_exported: counter(
+                &registry,
+                TRACES_EXPORTED_TOTAL,
+                "workflow traces pushed to the OTLP collector",
+            ),
+            trace_export_failures: counter(
+                &registry,
+                TRACE_EXPORT_FAILURES_TOTAL,
+                "workflow traces not pushed (collector error or queue full)",
             ),
             batch_seconds,
             finished_total,

@@ -39,6 +39,8 @@ mod timers;
 
 pub use replay::ReplayProgress;
 
+use weft_shared::observe::analytics::TypeStats;
+
 use crate::store::{OutboxKind, OutboxRecord, Previous, Store};
 
 /// Everything a partition processor needs.
@@ -56,6 +58,8 @@ pub struct Shared {
     pub events_tx: tokio::sync::broadcast::Sender<Arc<WorkflowEvent>>,
     /// Task heartbeats seen, for heartbeat-timeout timers.
     pub heartbeats: Arc<crate::heartbeats::HeartbeatTracker>,
+    /// Pushes the traces of instances that end (when a collector is configured).
+    pub traces: Option<crate::trace_export::TraceExporter>,
 }
 
 /// The outbox of one partition, mirrored in memory.
@@ -102,6 +106,8 @@ pub struct Partition {
     /// What the engine reports of its consumer while this partition replays.
     progress: ReplayProgress,
     timers: timers::Firing,
+    /// Analytics of this partition's instances, as of the stored offset.
+    stats: TypeStats,
 }
 
 /// Per-batch working set.
@@ -116,6 +122,10 @@ struct Pending {
     events: Vec<WorkflowEvent>,
     added: Vec<u64>,
     removed: Vec<u64>,
+    /// The partition's analytics with this batch's changes (`None`: unchanged).
+    stats: Option<TypeStats>,
+    /// Instances this batch ended.
+    ended: Vec<InstanceId>,
 }
 
 impl Partition {
@@ -136,6 +146,7 @@ impl Partition {
             outbox.next_seq = seq + 1;
         }
         let start = shared.store.offset(&topic, partition)?.unwrap_or(0);
+        let stats = shared.store.analytics(&topic, partition)?;
         let live = start >= replay_end;
         let publisher = if shared.kafka.transactions == TransactionsMode::On {
             Publisher::transactional(
@@ -157,6 +168,7 @@ impl Partition {
             replay_end,
             progress,
             timers: timers::Firing::default(),
+            stats,
         })
     }
 
@@ -274,10 +286,21 @@ impl Partition {
         if let Some(last) = batch.last() {
             wb.set_offset(&self.topic, self.partition, last.offset() + 1);
         }
+        if let Some(stats) = &p.stats {
+            wb.put_analytics(&self.topic, self.partition, stats);
+        }
         for e in &p.events {
             wb.put_event(e);
         }
         wb.commit()?;
+        if let Some(stats) = p.stats.take() {
+            self.stats = stats;
+        }
+        if let (true, Some(traces)) = (self.live, &self.shared.traces) {
+            for id in &p.ended {
+                traces.ended(&self.workflow_type, *id);
+            }
+        }
         for e in p.events {
             // No receiver (nobody watching) is not an error.
             let _ = self.shared.events_tx.send(Arc::new(e));
@@ -373,6 +396,18 @@ impl Partition {
         }
         if decision.appended.is_empty() {
             return Ok(());
+        }
+        if let (Some(next), Some(last)) = (&decision.state, decision.appended.last()) {
+            let def = catalog.get(&next.workflow_type, next.definition_version);
+            p.stats.get_or_insert_with(|| self.stats.clone()).record(
+                state.as_ref(),
+                next,
+                last.timestamp_ms,
+                def,
+            );
+            if next.state.is_terminal() && !state.as_ref().is_some_and(|s| s.state.is_terminal()) {
+                p.ended.push(id);
+            }
         }
         let events_topic = self.shared.topics.events(&self.workflow_type);
         let tasks_topic = self.shared.topics.tasks(&self.workflow_type);

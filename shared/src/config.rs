@@ -98,6 +98,9 @@ pub struct OrchestratorSettings {
     pub batch_max: usize,
     /// A snapshot of an instance is taken every this many events (0: never).
     pub snapshot_every: u64,
+    /// OpenTelemetry collector base URL the traces of ended workflows are
+    /// pushed to (OTLP/HTTP JSON); empty: none.
+    pub otlp_endpoint: String,
 }
 
 /// The `[api]` section.
@@ -324,6 +327,14 @@ impl WeftConfig {
                 "api.advertise_url",
                 "must be empty or an http:// or https:// URL",
                 &self.api.advertise_url,
+            );
+        }
+        let otlp = self.orchestrator.otlp_endpoint.trim();
+        if !(otlp.is_empty() || otlp.starts_with("http://")) {
+            return fail(
+                "orchestrator.otlp_endpoint",
+                "must be empty or an http:// URL (the collector's OTLP/HTTP port, e.g. http://collector:4318)",
+                &self.orchestrator.otlp_endpoint,
             );
         }
         if self.worker.concurrency < 1 {

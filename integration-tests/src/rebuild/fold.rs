@@ -71,6 +71,7 @@ pub async fn fold_in_process(
         batch_max: 500,
         events_tx: tokio::sync::broadcast::channel(16).0,
         heartbeats: Arc::new(HeartbeatTracker::default()),
+        traces: None,
     };
     let mut by_partition: BTreeMap<i32, Vec<OwnedMessage>> = BTreeMap::new();
     for m in records {

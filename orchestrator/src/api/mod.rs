@@ -1,7 +1,8 @@
 //! The orchestrator's HTTP API: definitions, starting and controlling
 //! instances, reading and querying them (state, history, state at a
 //! sequence, replay, a live event stream), the operational endpoints
-//! `/healthz`, `/readyz` and `/metrics`, and its own OpenAPI description.
+//! `/healthz`, `/readyz` and `/metrics`, traces and per-type analytics, and
+//! its own OpenAPI description.
 //!
 //! Every route is listed once, in [`ROUTES`]: the router is built from that
 //! list, and a test checks it against the checked-in OpenAPI document
@@ -10,7 +11,7 @@
 //! Modules: [`ops`] (health, metrics, admin), [`defs`] (definitions),
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
-//! events), [`openapi`] (the document), [`params`] (request parsing),
+//! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
 //! [`views`] (JSON shapes), [`error`]; [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
@@ -19,6 +20,7 @@ mod defs;
 mod error;
 pub mod forward;
 mod history;
+mod insight;
 pub mod openapi;
 mod ops;
 mod params;
@@ -37,6 +39,7 @@ use tokio::sync::{broadcast, watch as watch_channel};
 use weft_shared::{Topics, WorkflowEvent};
 
 pub use error::ApiError;
+pub use insight::SERVICE_NAME as TRACE_SERVICE_NAME;
 
 use crate::definitions::{Catalog, Registry};
 use crate::metrics::Metrics;
@@ -113,6 +116,12 @@ pub const ROUTES: &[Route] = &[
     }),
     route(Method::POST, "/v1/workflows/{ty}/{id}/replay", || {
         post(history::replay)
+    }),
+    route(Method::GET, "/v1/workflows/{ty}/{id}/trace", || {
+        get(insight::trace)
+    }),
+    route(Method::GET, "/v1/analytics/{ty}", || {
+        get(insight::analytics)
     }),
     route(Method::GET, "/v1/workflows/{ty}/{id}/watch", || {
         get(watch::watch)

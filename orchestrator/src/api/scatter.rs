@@ -1,4 +1,4 @@
-//! Listing across replicas. A replica's projections hold the partitions it
+//! Listing (and summing analytics) across replicas. A replica's projections hold the partitions it
 //! owns (plus what is left of partitions it owned before), so one replica
 //! alone cannot answer `GET /v1/workflows`. The replica asked lists the
 //! instances of the partitions it owns and asks the owner of every other
@@ -32,6 +32,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether this replica answers for partition `p`.
+    pub fn owns(&self, p: i32) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|(_, owned)| owned.contains(&p))
+    }
+
     /// Whether `s` belongs to a partition this replica owns.
     pub fn keeps(&self, fw: &Forwarder, s: &InstanceState) -> bool {
         let (Some((count, owned)), Some(partitioner)) = (&self.owned, fw.partitioner) else {
@@ -84,20 +91,22 @@ pub async fn plan(
     })
 }
 
-/// The same list page from each peer (`query` is the request's query string).
+/// The answer of each peer to `GET path?query` (a sub-request: the peer
+/// answers for its own partitions only).
 pub async fn gather(
     fw: &Arc<Forwarder>,
     peers: &[(String, String)],
+    path: &str,
     query: &str,
 ) -> Result<Vec<Value>, ApiError> {
     let asks = peers.iter().map(|(node, url)| {
-        let url = format!("{}/v1/workflows?{query}", url.trim_end_matches('/'));
+        let url = format!("{}{path}?{query}", url.trim_end_matches('/'));
         let fw = fw.clone();
         async move {
             let failed = |why: String| {
-                tracing::warn!(%url, owner = %node, error = %why, "listing on a peer failed");
+                tracing::warn!(%url, owner = %node, error = %why, "a peer's part of a scattered request failed");
                 ApiError::unavailable(format!(
-                    "replica {node} did not answer the list ({why}); try again shortly"
+                    "replica {node} did not answer its part ({why}); try again shortly"
                 ))
             };
             let answer = fw

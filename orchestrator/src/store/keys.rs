@@ -132,6 +132,16 @@ pub fn offset(topic: &str, partition: i32) -> Vec<u8> {
     k
 }
 
+/// Meta key of a partition's analytics aggregates.
+pub fn analytics(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = ANALYTICS_PREFIX.to_vec();
+    k.extend_from_slice(&partition_scope(topic, partition));
+    k
+}
+
+/// Prefix of every analytics key in the meta column family.
+pub const ANALYTICS_PREFIX: &[u8] = b"analytics/";
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

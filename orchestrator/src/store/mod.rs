@@ -1,7 +1,8 @@
 //! The orchestrator's RocksDB projections: instance states, each instance's
 //! history by sequence number, applied idempotency keys, secondary indexes for
 //! queries (by type, state and creation time), snapshots every N events, the
-//! outbox of records waiting to be published, and per-partition offsets.
+//! outbox of records waiting to be published, per-partition offsets and
+//! per-partition analytics aggregates.
 //! Everything in it is derived from the topics; a partition's changes and its
 //! offset are written in one `WriteBatch`, so the projection is always exactly
 //! "the topic up to the stored offset".
@@ -23,6 +24,7 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use weft_shared::avro::AvroRecord;
 use weft_shared::fsm::InstanceState;
 use weft_shared::ids::InstanceId;
+use weft_shared::observe::analytics::TypeStats;
 use weft_shared::{WorkflowDefinition, WorkflowEvent, WorkflowSnapshot};
 
 pub use convert::{from_snapshot, to_snapshot};
@@ -164,6 +166,46 @@ impl Store {
             .map(i64::from_be_bytes))
     }
 
+    /// The analytics aggregates of a partition (empty when none were stored).
+    pub fn analytics(&self, topic: &str, partition: i32) -> Result<TypeStats> {
+        let v = self
+            .db
+            .get_cf(self.cf(keys::CF_META), keys::analytics(topic, partition))?;
+        match v {
+            None => Ok(TypeStats::default()),
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::CorruptState(format!("analytics: {e}"))),
+        }
+    }
+
+    /// The analytics aggregates of every partition of `topic` this store has
+    /// (owned now or before), by partition.
+    pub fn analytics_of_topic(&self, topic: &str) -> Result<Vec<(i32, TypeStats)>> {
+        let mut scope = keys::ANALYTICS_PREFIX.to_vec();
+        scope.extend_from_slice(topic.as_bytes());
+        scope.push(0);
+        let end = keys::prefix_end(&scope);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(keys::CF_META),
+            IteratorMode::From(&scope, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            let partition = k[scope.len()..]
+                .try_into()
+                .map(i32::from_be_bytes)
+                .map_err(|_| Error::CorruptState("analytics key".into()))?;
+            let stats = serde_json::from_slice(&v)
+                .map_err(|e| Error::CorruptState(format!("analytics: {e}")))?;
+            out.push((partition, stats));
+        }
+        Ok(out)
+    }
+
     /// The pending outbox records of a partition, in order.
     pub fn outbox(&self, topic: &str, partition: i32) -> Result<Vec<(u64, OutboxRecord)>> {
         let scope = keys::partition_scope(topic, partition);
@@ -197,14 +239,22 @@ impl Store {
         }
     }
 
-    /// A digest of the projection (instances, histories, idempotency keys) for
-    /// comparing a rebuilt projection with a live one.
+    /// A digest of the projection (instances, histories, idempotency keys and
+    /// analytics) for comparing a rebuilt projection with a live one.
     pub fn digest(&self) -> Result<(u64, String)> {
         let mut count = 0u64;
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for cf in [keys::CF_INSTANCES, keys::CF_EVENTS, keys::CF_IDEMPOTENCY] {
+        for cf in [
+            keys::CF_INSTANCES,
+            keys::CF_EVENTS,
+            keys::CF_IDEMPOTENCY,
+            keys::CF_META,
+        ] {
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (k, v) = item?;
+                if cf == keys::CF_META && !k.starts_with(keys::ANALYTICS_PREFIX) {
+                    continue; // offsets differ between a live and a rebuilt store
+                }
                 count += 1;
                 for b in cf
                     .as_bytes()
@@ -289,6 +339,15 @@ impl Batch<'_> {
             self.store.cf(keys::CF_META),
             keys::offset(topic, partition),
             next.to_be_bytes(),
+        );
+    }
+
+    /// Stores a partition's analytics aggregates (with the offset they are at).
+    pub fn put_analytics(&mut self, topic: &str, partition: i32, stats: &TypeStats) {
+        self.wb.put_cf(
+            self.store.cf(keys::CF_META),
+            keys::analytics(topic, partition),
+            serde_json::to_vec(stats).expect("analytics serialise"),
         );
     }
 

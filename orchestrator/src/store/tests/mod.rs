@@ -2,6 +2,7 @@
 //! reconstruction, and a 100,000-event instance.
 
 pub(crate) use crate::protocol::conformance::history;
+mod analytics;
 mod long_history;
 mod query;
 mod snapshots;
