@@ -244,3 +244,33 @@ mod tests {
         assert_eq!(kind(&["watch", "demo"]), ErrorKind::MissingRequiredArgument);
     }
 }
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub instance: InstanceRef,
+    /// Print the trace as OTLP/JSON (what an OpenTelemetry collector takes on
+    /// `POST /v1/traces`) instead of a waterfall.
+    #[arg(long, conflicts_with = "json")]
+    pub otlp: bool,
+    /// Print the API's span list as JSON instead of a waterfall.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// The workflow type.
+    #[arg(value_name = "TYPE")]
+    pub workflow_type: String,
+    /// Fewest ended instances or attempts a rate insight needs (default 10).
+    #[arg(long, value_name = "N")]
+    pub min_samples: Option<u64>,
+    /// Flag the type as slow when completed instances average more than this
+    /// many milliseconds (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub slow_ms: Option<u64>,
+    /// Print the API's JSON instead of a report.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::args::{
-    CancelArgs, InstanceRef, ListArgs, PauseResumeArgs, ReplayArgs, SignalArgs, StateArgs,
-    WatchArgs,
+    AnalyticsArgs, CancelArgs, InstanceRef, ListArgs, PauseResumeArgs, ReplayArgs, SignalArgs,
+    StateArgs, TraceArgs, WatchArgs,
 };
 
 /// Where the orchestrator's HTTP API listens unless `--api` / `WEFT_API` say otherwise.
@@ -51,6 +51,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Print an instance's events as they happen; exits 0 when the workflow ends.
     Watch(WatchArgs),
+    /// Show an instance's trace: spans per workflow, state and task attempt, as a waterfall.
+    Trace(TraceArgs),
+    /// Show a workflow type's success rate, durations, per-task figures, bottleneck and insights.
+    Analytics(AnalyticsArgs),
     /// Cancel an instance.
     Cancel(CancelArgs),
     /// Pause an instance (no new task is dispatched until it is resumed).

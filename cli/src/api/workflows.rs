@@ -1,5 +1,5 @@
-//! Queries over instances (list, state at a sequence, replay) and the control
-//! calls (cancel, pause, resume, signal).
+//! Queries over instances (list, state at a sequence, replay, trace), a
+//! type's analytics, and the control calls (cancel, pause, resume, signal).
 
 use reqwest::Url;
 use serde_json::{json, Value};
@@ -72,6 +72,39 @@ impl Client {
             &["v1", "workflows", workflow_type, instance_id, "state"],
             &query,
         );
+        self.send(url.clone(), self.http.get(url)).await
+    }
+
+    /// `GET /v1/workflows/{type}/{id}/trace?format=otlp|spans`.
+    pub async fn trace(
+        &self,
+        workflow_type: &str,
+        instance_id: &str,
+        otlp: bool,
+    ) -> ApiResult<Value> {
+        let format = if otlp { "otlp" } else { "spans" };
+        let url = self.url(
+            &["v1", "workflows", workflow_type, instance_id, "trace"],
+            &[("format", format)],
+        );
+        self.send(url.clone(), self.http.get(url)).await
+    }
+
+    /// `GET /v1/analytics/{type}?min_samples&slow_ms`.
+    pub async fn analytics(
+        &self,
+        workflow_type: &str,
+        min_samples: Option<u64>,
+        slow_ms: Option<u64>,
+    ) -> ApiResult<Value> {
+        let (min, slow) = (
+            min_samples.map(|n| n.to_string()),
+            slow_ms.map(|n| n.to_string()),
+        );
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        query.extend(min.iter().map(|n| ("min_samples", n.as_str())));
+        query.extend(slow.iter().map(|n| ("slow_ms", n.as_str())));
+        let url = self.url(&["v1", "analytics", workflow_type], &query);
         self.send(url.clone(), self.http.get(url)).await
     }
 

@@ -6,6 +6,7 @@ pub mod control;
 pub mod def;
 pub mod get;
 pub mod history;
+pub mod insight;
 pub mod list;
 pub mod replay;
 pub mod start;
@@ -39,6 +40,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::State(args) => state::run(&client, &args, out).await?,
         Command::Replay(args) => replay::run(&client, &args, out).await?,
         Command::Watch(args) => return watch::run(&client, &args, out).await,
+        Command::Trace(args) => insight::trace(&client, &args, out).await?,
+        Command::Analytics(args) => insight::analytics(&client, &args, out).await?,
         Command::Cancel(args) => {
             let action = ControlAction::Cancel {
                 reason: args.reason.clone(),

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::model::{InstanceView, TaskView};
 
+pub mod insight;
 mod list;
 pub use list::{instance_table, watch_line};
 
