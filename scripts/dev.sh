@@ -103,6 +103,8 @@ Weft is running:
 Look at the workflow (the CLI talks to \$WEFT_API, default $WEFT_API):
   $weft get demo $id
   $weft history demo $id
+  $weft trace demo $id
+  $weft analytics demo
 Start another one:
   $weft start demo --input '{"customer":"grace"}' --wait
 
