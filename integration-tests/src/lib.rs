@@ -7,6 +7,7 @@
 //!   [`ApiClient`] talks to an orchestrator's HTTP API.
 //! - [`wait_until`] / [`wait_for`]: poll a condition with a deadline (tests never
 //!   assert by sleeping).
+//! - [`cli::weft`]: runs the `weft` CLI against an API, with a deadline.
 //! - [`collector::Collector`]: a minimal OTLP/HTTP collector that keeps what it receives.
 //! - [`bench_support`]: raw broker round trips for the broker test and `weft-bench`.
 //! - [`rebuild`]: a topic of complete histories and a raw reader for `weft-rebuild-bench`.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod bench_support;
 pub mod broker;
+pub mod cli;
 pub mod cluster;
 pub mod collector;
 pub mod paths;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
+use weft_integration_tests::cli::weft;
 use weft_integration_tests::collector::Collector;
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 
@@ -250,13 +251,15 @@ async fn body(cluster: &TestCluster, collector: &Collector) -> Result<()> {
     );
 
     // The CLI prints both.
-    let out = weft(&api, &["analytics", "traced"]).await?;
+    let run = weft(&api, &["analytics", "traced"], Duration::from_secs(30)).await?;
+    let out = run.ok()?;
     let bottleneck = format!("bottleneck: {}", r["bottleneck"].as_str().unwrap_or("?"));
     ensure!(
         out.contains("success rate 100.0 %") && out.contains(&bottleneck),
         "{out}"
     );
-    let out = weft(&api, &["trace", "traced", id]).await?;
+    let run = weft(&api, &["trace", "traced", id], Duration::from_secs(30)).await?;
+    let out = run.ok()?;
     ensure!(
         out.contains("workflow traced  ok") && out.contains("task slow #1  ok"),
         "{out}"
@@ -273,25 +276,4 @@ fn span_ids(otlp: &Value, trace: &str) -> BTreeSet<String> {
         .filter(|s| s["traceId"] == trace)
         .filter_map(|s| s["spanId"].as_str().map(str::to_owned))
         .collect()
-}
-
-async fn weft(api: &ApiClient, args: &[&str]) -> Result<String> {
-    let bin = weft_integration_tests::paths::bin_path("weft");
-    let out = tokio::process::Command::new(&bin)
-        .arg("--api")
-        .arg(api.base_url())
-        .args(args)
-        .env_remove("WEFT_API")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .context("weft did not exit")??;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(
-        out.status.success(),
-        "weft {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
 }

@@ -106,40 +106,7 @@ pub async fn wait_state(api: &ApiClient, ty: &str, id: &str, state: &str) -> Res
     .await
 }
 
-/// What a `weft` run printed and how it exited.
-#[derive(Debug)]
-pub struct CliRun {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CliRun {
-    pub fn ok(&self) -> Result<&str> {
-        ensure!(self.code == Some(0), "weft failed: {self:#?}");
-        Ok(&self.stdout)
-    }
-}
-
-/// Runs the `weft` binary against `api` with `args`, at most `deadline`.
-pub async fn weft(api: &ApiClient, args: &[&str], deadline: Duration) -> Result<CliRun> {
-    let bin = weft_integration_tests::paths::bin_path("weft");
-    let child = tokio::process::Command::new(&bin)
-        .arg("--api")
-        .arg(api.base_url())
-        .args(args)
-        .env_remove("WEFT_API")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(deadline, child)
-        .await
-        .with_context(|| format!("weft {args:?} did not exit within {deadline:?}"))??;
-    Ok(CliRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
+pub use weft_integration_tests::cli::weft;
 
 /// Runs `body` against a fresh cluster (1 orchestrator, 1 worker), printing the logs on failure.
 pub async fn with_cluster<F, Fut>(body: F) -> Result<()>

@@ -54,6 +54,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A key (or the part of it after a scanned prefix) and its value.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// Handle to the projection database (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
@@ -171,11 +174,7 @@ impl Store {
         let v = self
             .db
             .get_cf(self.cf(keys::CF_META), keys::analytics(topic, partition))?;
-        match v {
-            None => Ok(TypeStats::default()),
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::CorruptState(format!("analytics: {e}"))),
-        }
+        v.map_or_else(|| Ok(TypeStats::default()), |b| decode_stats(&b))
     }
 
     /// The analytics aggregates of every partition of `topic` this store has
@@ -184,24 +183,13 @@ impl Store {
         let mut scope = keys::ANALYTICS_PREFIX.to_vec();
         scope.extend_from_slice(topic.as_bytes());
         scope.push(0);
-        let end = keys::prefix_end(&scope);
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(keys::CF_META),
-            IteratorMode::From(&scope, Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
-            if k.as_ref() >= end.as_slice() {
-                break;
-            }
-            let partition = k[scope.len()..]
+        for (rest, v) in self.scan_prefix(keys::CF_META, &scope)? {
+            let partition = rest[..]
                 .try_into()
                 .map(i32::from_be_bytes)
                 .map_err(|_| Error::CorruptState("analytics key".into()))?;
-            let stats = serde_json::from_slice(&v)
-                .map_err(|e| Error::CorruptState(format!("analytics: {e}")))?;
-            out.push((partition, stats));
+            out.push((partition, decode_stats(&v)?));
         }
         Ok(out)
     }
@@ -209,23 +197,31 @@ impl Store {
     /// The pending outbox records of a partition, in order.
     pub fn outbox(&self, topic: &str, partition: i32) -> Result<Vec<(u64, OutboxRecord)>> {
         let scope = keys::partition_scope(topic, partition);
-        let end = keys::prefix_end(&scope);
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(keys::CF_OUTBOX),
-            IteratorMode::From(&scope, Direction::Forward),
-        );
+        for (rest, v) in self.scan_prefix(keys::CF_OUTBOX, &scope)? {
+            let seq = u64::from_be_bytes(
+                rest[..]
+                    .try_into()
+                    .map_err(|_| Error::CorruptState("outbox key".into()))?,
+            );
+            out.push((seq, OutboxRecord::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every `(key after prefix, value)` of `cf` whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        let end = keys::prefix_end(prefix);
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if k.as_ref() >= end.as_slice() {
                 break;
             }
-            let seq = u64::from_be_bytes(
-                k[scope.len()..]
-                    .try_into()
-                    .map_err(|_| Error::CorruptState("outbox key".into()))?,
-            );
-            out.push((seq, OutboxRecord::decode(&v)?));
+            out.push((k[prefix.len()..].into(), v));
         }
         Ok(out)
     }
@@ -360,6 +356,10 @@ impl Batch<'_> {
         self.store.db.write(self.wb)?;
         Ok(())
     }
+}
+
+fn decode_stats(bytes: &[u8]) -> Result<TypeStats> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptState(format!("analytics: {e}")))
 }
 
 fn decode_state(bytes: &[u8]) -> Result<InstanceState> {

@@ -133,8 +133,8 @@ struct Builder<'d> {
     spans: Vec<Span>,
     root: Option<usize>,
     state_span: Option<usize>,
-    /// Open span of each task's current attempt.
-    task_spans: HashMap<String, usize>,
+    /// Open span of each task's current attempt: `(attempt, span index)`.
+    task_spans: HashMap<String, (u32, usize)>,
 }
 
 impl Builder<'_> {
@@ -235,13 +235,11 @@ impl Builder<'_> {
     ) {
         let at = e.timestamp_ms;
         let rt = s.task(task);
-        let current = self.task_spans.get(task).copied().filter(|i| {
-            self.spans[*i].attributes.get("task.attempt") == Some(&attempt.to_string())
-        });
+        let current = self.task_spans.get(task).copied();
         let i = match current {
-            Some(i) => i,
-            None => {
-                if let Some(old) = self.task_spans.remove(task) {
+            Some((a, i)) if a == attempt => i,
+            _ => {
+                if let Some((_, old)) = self.task_spans.remove(task) {
                     close(&mut self.spans[old], at, SpanStatus::Unset);
                 }
                 let id = match (attempt, rt.scheduled_event_id) {
@@ -256,7 +254,7 @@ impl Builder<'_> {
                     .plan
                     .group_of(task)
                     .and_then(|g| self.task_spans.get(g))
-                    .map(|g| self.spans[*g].span_id.clone())
+                    .map(|(_, g)| self.spans[*g].span_id.clone())
                     .or_else(|| self.root_id());
                 let mut attributes = BTreeMap::new();
                 attributes.insert("task.name".into(), task.to_owned());
@@ -272,7 +270,7 @@ impl Builder<'_> {
                     at,
                     attributes,
                 ));
-                self.task_spans.insert(task.to_owned(), i);
+                self.task_spans.insert(task.to_owned(), (attempt, i));
                 i
             }
         };
