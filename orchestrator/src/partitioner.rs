@@ -1,9 +1,9 @@
 //! Which partition of an events topic holds an instance: the same hash of the
 //! record key (the instance id) that librdkafka's producer partitioner applies
-//! when Weft's processes append events. librdkafka's default is
-//! `consistent_random` (CRC-32 of the key), not the Java client's murmur2; a
-//! deployment that sets `kafka.properties.partitioner` (for example `murmur2_random`
-//! to match Java producers) gets that hash here too. The unit tests check each
+//! when Weft's processes append events. Weft's producers use the Java client's
+//! partitioner (`murmur2_random`: murmur2 of the key), so a record produced by
+//! any client that follows Kafka's default lands where Weft expects it; a
+//! deployment that overrides `kafka.properties.partitioner` gets that hash here too. The unit tests check each
 //! hash against librdkafka itself, through its mock cluster. [`PartitionCounts`]
 //! caches how many partitions each events topic has, from the broker's metadata.
 
@@ -77,8 +77,8 @@ impl Partitioner {
     /// keys do not decide the partition (`random`) or the name is unknown.
     pub fn from_settings(settings: &KafkaSettings) -> Option<Self> {
         match settings.properties.get("partitioner").map(String::as_str) {
-            None | Some("consistent" | "consistent_random") => Some(Self::Crc32),
-            Some("murmur2" | "murmur2_random") => Some(Self::Murmur2),
+            Some("consistent" | "consistent_random") => Some(Self::Crc32),
+            None | Some("murmur2" | "murmur2_random") => Some(Self::Murmur2),
             Some("fnv1a" | "fnv1a_random") => Some(Self::Fnv1a),
             Some(_) => None,
         }
@@ -181,10 +181,10 @@ mod tests {
     #[test]
     fn partitioner_follows_the_property() {
         let mut s = weft_shared::config::WeftConfig::default().kafka;
-        assert_eq!(Partitioner::from_settings(&s), Some(Partitioner::Crc32));
-        s.properties
-            .insert("partitioner".into(), "murmur2_random".into());
         assert_eq!(Partitioner::from_settings(&s), Some(Partitioner::Murmur2));
+        s.properties
+            .insert("partitioner".into(), "consistent_random".into());
+        assert_eq!(Partitioner::from_settings(&s), Some(Partitioner::Crc32));
         s.properties.insert("partitioner".into(), "random".into());
         assert_eq!(Partitioner::from_settings(&s), None);
     }

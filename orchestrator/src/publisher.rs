@@ -123,6 +123,7 @@ mod tests {
             replication_factor: 1,
             transactions: weft_shared::config::TransactionsMode::On,
             fetch_wait_max_ms: 10,
+            broker_workarounds: weft_shared::config::BrokerWorkarounds::Auto,
             properties: BTreeMap::new(),
         }
     }

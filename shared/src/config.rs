@@ -39,6 +39,17 @@ string_enum!(
 );
 
 string_enum!(
+    /// Whether workarounds for development brokers (Tansu) are on: rejoining
+    /// a group whose rebalance never finishes, and the worker's orphan watch.
+    /// `auto` turns them on for a broker detected as Tansu, off for Kafka.
+    BrokerWorkarounds {
+        Auto = "auto",
+        On = "on",
+        Off = "off",
+    }
+);
+
+string_enum!(
     /// The format of log lines.
     LogFormat {
         Text = "text",
@@ -78,6 +89,8 @@ pub struct KafkaSettings {
     pub transactions: TransactionsMode,
     /// `fetch.wait.max.ms` of consumers.
     pub fetch_wait_max_ms: u32,
+    /// Workarounds for development brokers (see [`BrokerWorkarounds`]).
+    pub broker_workarounds: BrokerWorkarounds,
     /// librdkafka properties passed as-is (`security.protocol`, `sasl.*`, `ssl.*`, ...).
     pub properties: BTreeMap<String, String>,
 }

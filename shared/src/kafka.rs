@@ -44,7 +44,10 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
     cfg.set("client.id", "weft");
     match role {
         Role::Producer => {
-            cfg.set("enable.idempotence", "true")
+            // Java's partitioner (murmur2 of the key): a record for an instance
+            // lands on the same partition whichever client produced it.
+            cfg.set("partitioner", "murmur2_random")
+                .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "1")
                 .set("compression.type", "lz4")
