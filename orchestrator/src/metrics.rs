@@ -21,6 +21,11 @@ pub const WORKFLOW_DURATION_SECONDS: &str = "weft_workflow_duration_seconds";
 pub const PARTITIONS_OWNED: &str = "weft_orchestrator_partitions_owned";
 pub const TRACES_EXPORTED_TOTAL: &str = "weft_orchestrator_traces_exported_total";
 pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "weft_orchestrator_trace_export_failures_total";
+pub const OFFSET_GAPS_TOTAL: &str = "weft_orchestrator_offset_gaps_total";
+pub const PROCESSOR_RESTARTS_TOTAL: &str = "weft_orchestrator_processor_restarts_total";
+pub const FORWARDED_TOTAL: &str = "weft_orchestrator_records_forwarded_total";
+pub const UNPUBLISHABLE_TOTAL: &str = "weft_orchestrator_unpublishable_records_total";
+pub const DISPATCHES_WITHHELD_TOTAL: &str = "weft_orchestrator_dispatches_withheld_total";
 
 /// Every metric of the orchestrator.
 pub struct Metrics {
@@ -40,6 +45,16 @@ pub struct Metrics {
     pub partitions_owned: IntGauge,
     pub traces_exported: IntCounter,
     pub trace_export_failures: IntCounter,
+    /// Records that did not follow the stored offset (the processor re-sought).
+    pub offset_gaps: IntCounter,
+    /// Partition processors restarted after a failure while still assigned.
+    pub processor_restarts: IntCounter,
+    /// Inputs forwarded from the wrong partition to the one their key hashes to.
+    pub forwarded: IntCounter,
+    /// Records the broker refused for good (dead-lettered instead).
+    pub unpublishable: IntCounter,
+    /// Dispatches not published because their attempt had reported or their instance ended.
+    pub dispatches_withheld: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -136,6 +151,31 @@ impl Metrics {
                 &registry,
                 TRACE_EXPORT_FAILURES_TOTAL,
                 "workflow traces not pushed (collector error or queue full)",
+            ),
+            offset_gaps: counter(
+                &registry,
+                OFFSET_GAPS_TOTAL,
+                "records that did not follow the stored offset; the partition re-sought",
+            ),
+            processor_restarts: counter(
+                &registry,
+                PROCESSOR_RESTARTS_TOTAL,
+                "partition processors restarted after a failure",
+            ),
+            forwarded: counter(
+                &registry,
+                FORWARDED_TOTAL,
+                "inputs forwarded to the partition their key hashes to",
+            ),
+            unpublishable: counter(
+                &registry,
+                UNPUBLISHABLE_TOTAL,
+                "derived records the broker refused for good, dead-lettered",
+            ),
+            dispatches_withheld: counter(
+                &registry,
+                DISPATCHES_WITHHELD_TOTAL,
+                "dispatches not published: the attempt had reported or the instance ended",
             ),
             batch_seconds,
             finished_total,
