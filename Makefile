@@ -31,11 +31,10 @@ setup:
 build:
 	$(CARGO) build --workspace --bins --tests
 
-run: setup
-	scripts/broker.sh start
-	$(CARGO) build --workspace --bins
-	scripts/dev.sh start
-	scripts/dev.sh demo
+# The broker and the workspace build side by side (scripts/dev.sh up); with
+# WEFT_KAFKA_BOOTSTRAP=host:port it uses that broker and builds none.
+run:
+	scripts/dev.sh up
 
 stop:
 	scripts/dev.sh stop
