@@ -839,7 +839,9 @@ def main() -> int:
     ap.add_argument("--only", action="append", choices=GROUPS)
     ap.add_argument("--bin-dir", type=Path, help="directory of weft-orchestrator, weft-worker and weft")
     args = ap.parse_args()
-    groups = args.only or GROUPS
+    groups = args.only or [g for g in GROUPS if g != "binaries" or args.bin_dir]
+    if "binaries" not in groups and not args.only:
+        print("note: the binaries group needs --bin-dir; not run", flush=True)
     r = Results()
     profs = profiles()
     versions = kube_versions()
