@@ -56,8 +56,9 @@ cmd_install() {
     rm -rf "$VENV"
     if ! "$py" -m venv "$VENV" 2>/dev/null; then
         # Debian's python3 keeps venv in a separate package.
-        command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] ||
+        if ! command -v apt-get >/dev/null 2>&1 || [[ $(id -u) -ne 0 ]]; then
             die "$py -m venv failed; install python3-venv"
+        fi
         log "installing python3-venv with apt-get"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null ||
             { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
