@@ -45,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "weft"
 BAD_VALUES = ROOT / "helm" / "tests" / "bad-values"
 DEFAULT_TOML = ROOT / "shared" / "default.toml"
-RELEASE = "rel"
+# The name most installs use: the chart's own, so the objects are "weft-...",
+# and Kubernetes' service links would be WEFT_* variables (see enableServiceLinks).
+RELEASE = "weft"
 NAMESPACE = "weft-ns"
 GROUPS = ["lint", "validate", "schema", "assertions", "binaries", "dockerfile"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
@@ -142,7 +144,7 @@ def one(docs, kind, name=None) -> dict:
 
 
 def names(v: dict) -> dict:
-    full = f"{RELEASE}-weft"
+    full = RELEASE if "weft" in RELEASE else f"{RELEASE}-weft"
     return {
         "full": full,
         "sts": f"{full}-orchestrator",
@@ -155,7 +157,7 @@ def names(v: dict) -> dict:
 
 
 def weft_toml(docs) -> dict:
-    cm = one(docs, "ConfigMap", f"{RELEASE}-weft-config")
+    cm = one(docs, "ConfigMap", names({})["config"])
     return tomllib.loads(cm["data"]["weft.toml"])
 
 
@@ -308,6 +310,9 @@ def check_security(docs) -> None:
         assert psc.get("runAsNonRoot") is True, f"{where}: pod runAsNonRoot"
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: pod seccomp"
         assert spec.get("automountServiceAccountToken") is False, f"{where}: token automounted"
+        # Service links would put WEFT_<SERVICE>_PORT and the like into the
+        # environment, which the binaries refuse as unknown configuration keys.
+        assert spec.get("enableServiceLinks") is False, f"{where}: enableServiceLinks"
         for c in containers(spec):
             sc = c.get("securityContext", {})
             cw = f"{where} container {c['name']}"
@@ -719,6 +724,19 @@ def check_hooks_and_tests(docs, v) -> None:
 # ---------------------------------------------------------------- binaries
 
 
+def service_links(docs) -> dict:
+    """The variables Kubernetes adds for each Service of the namespace (docker links)."""
+    env = {}
+    for svc in find(docs, "Service"):
+        name = svc["metadata"]["name"].upper().replace("-", "_")
+        port = svc["spec"]["ports"][0]
+        env[f"{name}_SERVICE_HOST"] = "10.0.0.1"
+        env[f"{name}_SERVICE_PORT"] = str(port["port"])
+        env[f"{name}_PORT"] = f"tcp://10.0.0.1:{port['port']}"
+        env[f"{name}_PORT_{port['port']}_TCP"] = f"tcp://10.0.0.1:{port['port']}"
+    return env
+
+
 def container_env(container: dict, pod_name: str) -> dict:
     """The environment Kubernetes would give the container (Secrets as placeholders)."""
     env = {}
@@ -749,8 +767,11 @@ def check_binaries(docs, v, bin_dir: Path) -> None:
             ("StatefulSet", n["sts"], "weft-orchestrator", f"{n['sts']}-0"),
             ("Deployment", n["deploy"], "weft-worker", f"{n['deploy']}-5d9c7-abcde"),
         ):
-            c = pod_spec(one(docs, kind, name))["containers"][0]
+            spec = pod_spec(one(docs, kind, name))
+            c = spec["containers"][0]
             env = container_env(c, pod)
+            if spec.get("enableServiceLinks", True):
+                env = {**service_links(docs), **env}
             args = [a if a != "/etc/weft/weft.toml" else str(cfg) for a in c["args"]]
             out = run_binary(bin_dir / binary, [*args, "--dump-config"], env)
             assert out.returncode == 0, f"{binary} refused the chart's configuration: {out.stderr.strip()}"
