@@ -779,11 +779,15 @@ def check_binaries(docs, v, bin_dir: Path) -> None:
             assert dumped["kafka"]["bootstrap"] == v["kafka"]["bootstrap"]
             assert dumped["log"]["format"] == v["log"]["format"]
             props = dumped["kafka"]["properties"]
+            # The variable reached the property (the dump may redact its value).
+            shown = lambda name, secret, key: props.get(name) in (f"secret:{secret}/{key}", "<redacted>")
             if v["kafka"]["sasl"]["enabled"]:
                 s = v["kafka"]["sasl"]
-                assert props["sasl.password"] == f"secret:{s['existingSecret']}/{s['passwordKey']}", props
+                assert shown("sasl.password", s["existingSecret"], s["passwordKey"]), f"{binary}: {props}"
+                if not s["usernameKey"]:
+                    assert props["sasl.username"] == s["username"]
             for sp in v["kafka"]["secretProperties"]:
-                assert props[sp["property"]] == f"secret:{sp['secretName']}/{sp['key']}", f"{binary}: {sp['property']}"
+                assert shown(sp["property"], sp["secretName"], sp["key"]), f"{binary}: {sp['property']}: {props}"
             if binary == "weft-orchestrator":
                 o = dumped["orchestrator"]
                 assert o["node_id"] == pod
