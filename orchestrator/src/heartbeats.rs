@@ -4,7 +4,9 @@
 //! asks it before firing a heartbeat-timeout timer: an attempt heard from
 //! within its timeout gets its timer put off instead. Heartbeats are not
 //! history; after a restart the tracker knows nothing, so every attempt gets
-//! one full timeout from the moment its partition was taken.
+//! one full timeout from the moment its partition was taken. Heartbeats are
+//! Avro `TaskHeartbeat` records; the JSON form workers wrote up to release 0.1
+//! is still read, so workers can be upgraded after the orchestrators.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -97,7 +99,12 @@ impl HeartbeatTracker {
             match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
                 Ok(Ok(m)) => match m.payload().map(TaskHeartbeat::decode) {
                     Some(Ok(hb)) => self.record(hb.execution_id),
-                    _ => tracing::debug!(topic = m.topic(), "ignoring a malformed heartbeat"),
+                    Some(Err(e)) => {
+                        tracing::debug!(topic = m.topic(), error = %e, "ignoring a malformed heartbeat")
+                    }
+                    None => {
+                        tracing::debug!(topic = m.topic(), "ignoring a heartbeat without a value")
+                    }
                 },
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "heartbeat consumer error");

@@ -170,6 +170,46 @@ fn node_record() {
 }
 
 #[test]
+fn task_control() {
+    report_missing([
+        check_record("task_control_full", &fixtures::full_control()),
+        check_record("task_control_minimal", &fixtures::minimal_control()),
+    ]);
+}
+
+#[test]
+fn task_heartbeat() {
+    report_missing([
+        check_record("task_heartbeat_full", &fixtures::full_heartbeat()),
+        check_record("task_heartbeat_minimal", &fixtures::minimal_heartbeat()),
+    ]);
+}
+
+/// Control records and task heartbeats were JSON up to release 0.1: that form
+/// is still read (one release), the same values as the Avro golden records.
+#[test]
+fn legacy_json_control_plane_records_still_read() {
+    use weft_shared::control::{TaskControl, TaskHeartbeat};
+    let c = fixtures::full_control();
+    let json = format!(
+        r#"{{"action":"cancel","workflow_type":"orders","instance_id":"{}","task_name":"charge","attempt":2,"execution_id":"{}","grace_period_ms":1500,"reason":"workflow cancelled: customer asked ✓"}}"#,
+        c.instance_id, c.execution_id
+    );
+    assert_eq!(TaskControl::decode(json.as_bytes()).unwrap(), c);
+    let golden = std::fs::read(golden_path("task_control_full")).unwrap();
+    assert_eq!(TaskControl::decode(&golden).unwrap(), c);
+
+    let hb = fixtures::full_heartbeat();
+    let json = format!(
+        r#"{{"workflow_type":"orders","instance_id":"{}","task_name":"charge","attempt":2,"execution_id":"{}","node_id":"worker-1","at_ms":{}}}"#,
+        hb.instance_id,
+        hb.execution_id,
+        fixtures::T0 + 4_000
+    );
+    assert_eq!(TaskHeartbeat::decode(json.as_bytes()).unwrap(), hb);
+}
+
+#[test]
 fn every_schema_is_served_and_parses_standalone() {
     for name in SCHEMA_NAMES {
         let json = schema_json(name).unwrap();

@@ -1,5 +1,7 @@
 //! Control records: records on a tasks topic that carry the `weft-control`
-//! header are [`TaskControl`] requests, not dispatches. A cancel fires the
+//! header are [`TaskControl`] requests, not dispatches (Avro `TaskControl`;
+//! the JSON form of releases up to 0.1 is still read, see
+//! `weft_shared::control`). A cancel fires the
 //! token of the attempt if it runs (or waits) here, and is remembered so that
 //! a dispatch of that attempt arriving later is skipped.
 //!
@@ -215,6 +217,12 @@ mod tests {
         assert!(control_of(&message(&c.encode(), None)).is_none());
         assert_eq!(
             control_of(&message(&c.encode(), Some(control.clone()))),
+            Some(Ok(c.clone()))
+        );
+        // the JSON form of releases up to 0.1, still read for one release
+        let legacy = serde_json::to_vec(&c).unwrap();
+        assert_eq!(
+            control_of(&message(&legacy, Some(control.clone()))),
             Some(Ok(c))
         );
         assert!(matches!(

@@ -1,5 +1,5 @@
 //! Task heartbeats: while a handler runs an attempt whose dispatch has a
-//! heartbeat timeout, the worker publishes a [`TaskHeartbeat`] (JSON, keyed by
+//! heartbeat timeout, the worker publishes a [`TaskHeartbeat`] (Avro, keyed by
 //! instance id) to `weft.<type>.heartbeats` when the attempt starts and then
 //! every third of the timeout (at least every [`MIN_INTERVAL`]), until the
 //! handler returns. The orchestrator fails an attempt whose heartbeats stop.

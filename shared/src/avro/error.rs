@@ -97,6 +97,14 @@ pub enum CodecError {
         expected: &'static str,
     },
 
+    /// A record in the JSON form control records and task heartbeats had up
+    /// to release 0.1 (still read for one release) that is not valid.
+    #[error("invalid legacy JSON {schema} record: {problem}; this release writes Avro (schemas/)")]
+    LegacyJson {
+        schema: &'static str,
+        problem: String,
+    },
+
     /// A decoded value of an unexpected shape: the schema and the decoder disagree.
     #[error("{path}: found {found} where {expected} was expected (the schema and the decoder disagree; this is a Weft bug)")]
     Shape {

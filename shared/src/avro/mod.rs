@@ -78,4 +78,6 @@ avro_record!(
     crate::snapshot::WorkflowSnapshot => "WorkflowSnapshot",
     crate::definition::WorkflowDefinition => "WorkflowDefinition",
     crate::node::NodeRecord => "NodeRecord",
+    crate::control::TaskControl => "TaskControl",
+    crate::control::TaskHeartbeat => "TaskHeartbeat",
 );

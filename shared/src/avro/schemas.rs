@@ -16,12 +16,14 @@ pub const SCHEMA_NAMES: &[&str] = &[
     "WorkflowSnapshot",
     "WorkflowDefinition",
     "NodeRecord",
+    "TaskControl",
+    "TaskHeartbeat",
 ];
 
 /// The namespace of every Weft schema.
 pub const NAMESPACE: &str = "io.weft.v1";
 
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 7] = [
     (
         "WorkflowEvent",
         include_str!("../../../schemas/workflow_event.avsc"),
@@ -41,6 +43,14 @@ const SOURCES: [(&str, &str); 5] = [
     (
         "NodeRecord",
         include_str!("../../../schemas/node_record.avsc"),
+    ),
+    (
+        "TaskControl",
+        include_str!("../../../schemas/task_control.avsc"),
+    ),
+    (
+        "TaskHeartbeat",
+        include_str!("../../../schemas/task_heartbeat.avsc"),
     ),
 ];
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use weft_shared::control::{ControlAction, TaskControl, TaskHeartbeat};
 use weft_shared::data::Scalar;
 use weft_shared::model::{
     BackoffStrategy, CompensationAction, DependencyCondition, ErrorInfo, ExecutionSemantics,
@@ -366,5 +367,53 @@ pub fn minimal_node() -> NodeRecord {
         labels: BTreeMap::new(),
         started_at_ms: 0,
         heartbeat_at_ms: 0,
+    }
+}
+
+fn attempt_2() -> (InstanceId, ExecutionId) {
+    let task = TaskId::of(instance(), "charge");
+    (instance(), ExecutionId::of(task, 2))
+}
+
+pub fn full_control() -> TaskControl {
+    let (instance_id, execution_id) = attempt_2();
+    TaskControl {
+        action: ControlAction::Cancel,
+        workflow_type: "orders".into(),
+        instance_id,
+        task_name: "charge".into(),
+        attempt: 2,
+        execution_id,
+        grace_period_ms: 1_500,
+        reason: "workflow cancelled: customer asked ✓".into(),
+    }
+}
+
+pub fn minimal_control() -> TaskControl {
+    TaskControl {
+        grace_period_ms: 0,
+        reason: String::new(),
+        ..full_control()
+    }
+}
+
+pub fn full_heartbeat() -> TaskHeartbeat {
+    let (instance_id, execution_id) = attempt_2();
+    TaskHeartbeat {
+        workflow_type: "orders".into(),
+        instance_id,
+        task_name: "charge".into(),
+        attempt: 2,
+        execution_id,
+        node_id: "worker-1".into(),
+        at_ms: T0 + 4_000,
+    }
+}
+
+pub fn minimal_heartbeat() -> TaskHeartbeat {
+    TaskHeartbeat {
+        node_id: String::new(),
+        at_ms: 0,
+        ..full_heartbeat()
     }
 }

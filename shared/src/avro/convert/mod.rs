@@ -319,7 +319,8 @@ avro_enums!(
     crate::model::DependencyCondition,
     crate::state::TaskState,
     crate::state::WorkflowState,
-    crate::node::HealthStatus
+    crate::node::HealthStatus,
+    crate::control::ControlAction
 );
 
 #[cfg(test)]

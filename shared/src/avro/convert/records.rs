@@ -1,11 +1,12 @@
 //! Conversions of the top-level records: `WorkflowEvent`, `TaskDispatch`,
-//! `WorkflowSnapshot`, `WorkflowDefinition` and `NodeRecord`. Fields are
-//! listed in the order of the schemas.
+//! `WorkflowSnapshot`, `WorkflowDefinition`, `NodeRecord`, `TaskControl` and
+//! `TaskHeartbeat`. Fields are listed in the order of the schemas.
 
 use apache_avro::types::Value;
 
 use super::{record, ts, Fields, FromAvro, ToAvro};
 use crate::avro::error::CodecError;
+use crate::control::{TaskControl, TaskHeartbeat};
 use crate::definition::WorkflowDefinition;
 use crate::dispatch::TaskDispatch;
 use crate::event::{WorkflowEvent, WorkflowEventType};
@@ -238,6 +239,66 @@ impl FromAvro for NodeRecord {
             labels: f.take("labels")?,
             started_at_ms: f.take("started_at_ms")?,
             heartbeat_at_ms: f.take("heartbeat_at_ms")?,
+        })
+    }
+}
+
+impl ToAvro for TaskControl {
+    fn to_avro(&self) -> Value {
+        record([
+            ("action", self.action.to_avro()),
+            ("workflow_type", self.workflow_type.to_avro()),
+            ("instance_id", self.instance_id.to_avro()),
+            ("task_name", self.task_name.to_avro()),
+            ("attempt", self.attempt.to_avro()),
+            ("execution_id", self.execution_id.to_avro()),
+            ("grace_period_ms", self.grace_period_ms.to_avro()),
+            ("reason", self.reason.to_avro()),
+        ])
+    }
+}
+
+impl FromAvro for TaskControl {
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::new(value)?;
+        Ok(Self {
+            action: f.take("action")?,
+            workflow_type: f.take("workflow_type")?,
+            instance_id: f.take("instance_id")?,
+            task_name: f.take("task_name")?,
+            attempt: f.take("attempt")?,
+            execution_id: f.take("execution_id")?,
+            grace_period_ms: f.take("grace_period_ms")?,
+            reason: f.take("reason")?,
+        })
+    }
+}
+
+impl ToAvro for TaskHeartbeat {
+    fn to_avro(&self) -> Value {
+        record([
+            ("workflow_type", self.workflow_type.to_avro()),
+            ("instance_id", self.instance_id.to_avro()),
+            ("task_name", self.task_name.to_avro()),
+            ("attempt", self.attempt.to_avro()),
+            ("execution_id", self.execution_id.to_avro()),
+            ("node_id", self.node_id.to_avro()),
+            ("at_ms", ts(self.at_ms)),
+        ])
+    }
+}
+
+impl FromAvro for TaskHeartbeat {
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::new(value)?;
+        Ok(Self {
+            workflow_type: f.take("workflow_type")?,
+            instance_id: f.take("instance_id")?,
+            task_name: f.take("task_name")?,
+            attempt: f.take("attempt")?,
+            execution_id: f.take("execution_id")?,
+            node_id: f.take("node_id")?,
+            at_ms: f.take("at_ms")?,
         })
     }
 }

@@ -12,6 +12,7 @@ use super::ToAvro;
 use crate::avro::codec::{encode_record, HEADER_LEN};
 use crate::avro::read::read_datum;
 use crate::avro::schemas::{entries, entry};
+use crate::control::ControlAction;
 use crate::data::{Scalar, WorkflowData};
 use crate::definition::WorkflowDefinition;
 use crate::event::{WorkflowEvent, WorkflowEventType};
@@ -70,6 +71,7 @@ fn schema_enum_symbols_are_the_wire_names_in_protocol_order() {
         ("TaskState", names(TaskState::ALL)),
         ("WorkflowState", names(WorkflowState::ALL)),
         ("HealthStatus", names(HealthStatus::ALL)),
+        ("ControlAction", names(ControlAction::ALL)),
     ]);
     let found = schema_enums();
     assert_eq!(
