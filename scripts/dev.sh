@@ -157,7 +157,11 @@ build_all() {
         broker_ok=0
     fi
     if ((bins_ok == 0 || broker_ok == 0)); then
-        log "first build: about 25 minutes on a 2-core machine (RocksDB, librdkafka$( ((broker_ok == 0)) && echo " and the Tansu broker") compile from source, side by side); later runs take seconds"
+        if ((broker_ok == 0)); then
+            log "first build: 25 to 30 minutes on a 2-core machine (the workspace, with RocksDB and librdkafka, and the Tansu broker compile from source, side by side); later runs take seconds"
+        else
+            log "first build: about 20 minutes on a 2-core machine (RocksDB and librdkafka compile from source); later runs take seconds"
+        fi
         if [[ -z $EXTERNAL_BROKER && $broker_ok == 0 ]]; then
             log "already run a Kafka-compatible broker? Skip its build: WEFT_KAFKA_BOOTSTRAP=host:9092 make run"
         fi
