@@ -818,6 +818,26 @@ def check_binaries(docs, v, bin_dir: Path) -> None:
                 f"{d['metadata']['name']}/{c['name']}: weft {' '.join(c['args'])}: exit {out.returncode}: {out.stderr.strip()}")
 
 
+# What gcr.io/distroless/cc-debian12 ships of the libraries a Rust binary links.
+DISTROLESS_CC_LIBS = {"linux-vdso.so.1", "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libgcc_s.so.1",
+                      "libstdc++.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libssl.so.3",
+                      "libcrypto.so.3"}
+
+
+def check_runtime_libraries(bin_dir: Path) -> None:
+    """The binaries need no shared library the runtime image lacks (zlib is
+    linked statically in the image: the Dockerfile sets LIBZ_SYS_STATIC=1)."""
+    assert "LIBZ_SYS_STATIC=1" in (ROOT / "Dockerfile").read_text()
+    ldd = shutil.which("ldd")
+    assert ldd, "ldd not found"
+    for binary in ("weft-orchestrator", "weft-worker", "weft"):
+        out = subprocess.run([ldd, str(bin_dir / binary)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        libs = {Path(line.split()[0]).name for line in out.stdout.splitlines() if line.strip()}
+        missing = libs - DISTROLESS_CC_LIBS - {"libz.so.1"}
+        assert not missing, f"{binary} needs {sorted(missing)}, which the distroless runtime image does not have"
+
+
 # ---------------------------------------------------------------- dockerfile
 
 
@@ -910,6 +930,7 @@ def main() -> int:
         else:
             for name, (docs, v) in rendered.items():
                 r.check(f"{name}: the binaries accept the rendered configuration", check_binaries, docs, v, args.bin_dir)
+            r.check("the binaries' shared libraries are in the runtime image", check_runtime_libraries, args.bin_dir)
     if "dockerfile" in groups:
         dockerfiles = sorted(set(glob.glob(str(ROOT / "Dockerfile*"))))
         for path in dockerfiles:
