@@ -383,12 +383,76 @@ fn dumped_configuration_loads_back() {
     );
 }
 
+/// Set in the child processes of [`from_process_reads_the_environment_and_applies_overrides`]
+/// (not a `WEFT_*` name: those are configuration).
+const FROM_PROCESS_CHILD: &str = "CONFIG_TESTS_FROM_PROCESS_CHILD";
+
+/// `from_process` reads the real process environment, so it is checked in child
+/// processes (this test binary, re-run on this test alone) whose environment the
+/// test controls: no inherited `WEFT_*` variable can make it pass or fail by chance.
 #[test]
-fn from_process_applies_overrides() {
-    // The process environment may hold WEFT_* variables of the test harness; only
-    // check the override when it loads.
-    if let Ok(c) = WeftConfig::from_process(None, &flags(&[("log.level", "debug")])) {
-        assert_eq!(c.log.level, "debug");
+fn from_process_reads_the_environment_and_applies_overrides() {
+    match std::env::var(FROM_PROCESS_CHILD).as_deref() {
+        Ok("good") => {
+            let c = WeftConfig::from_process(None, &flags(&[("log.level", "debug")]))
+                .expect("from_process loads");
+            assert_eq!(
+                c.log.level, "debug",
+                "the override wins over WEFT_LOG_LEVEL"
+            );
+            assert_eq!(c.kafka.partitions, 7, "WEFT_KAFKA_PARTITIONS is read");
+            assert_eq!(
+                c.kafka.topic_prefix, "fromenv",
+                "WEFT_KAFKA_TOPIC_PREFIX is read"
+            );
+            println!("from_process child checked: good");
+            return;
+        }
+        Ok("unknown") => {
+            let e = WeftConfig::from_process(None, &[]).expect_err("unknown WEFT_* variable");
+            assert!(
+                matches!(&e, ConfigError::UnknownEnv { var } if var == "WEFT_NO_SUCH_SETTING"),
+                "{e}"
+            );
+            println!("from_process child checked: unknown");
+            return;
+        }
+        Ok(other) => panic!("unexpected {FROM_PROCESS_CHILD}={other}"),
+        Err(_) => {}
+    }
+    let cases: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "good",
+            &[
+                ("WEFT_KAFKA_PARTITIONS", "7"),
+                ("WEFT_KAFKA_TOPIC_PREFIX", "fromenv"),
+                ("WEFT_LOG_LEVEL", "warn"),
+            ],
+        ),
+        ("unknown", &[("WEFT_NO_SUCH_SETTING", "1")]),
+    ];
+    for (mode, vars) in cases {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "config::tests::from_process_reads_the_environment_and_applies_overrides",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("WEFT_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env(FROM_PROCESS_CHILD, mode).envs(vars.iter().copied());
+        let out = cmd.output().expect("running the test binary again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("from_process child checked: {mode}")),
+            "child '{mode}' failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
