@@ -61,8 +61,13 @@ def test_offsets_commit_the_done_prefix_only():
     assert t.committable() == []
     t.done(c)
     assert t.committable() == [("weft.x.tasks", 0, 13)]
+    # exactly-once results wait for the head of their partition
+    e = t.track("weft.x.tasks", 0, 14)
+    f = t.track("weft.x.tasks", 0, 15)
+    assert t.earlier_pending(f) and not t.earlier_pending(e)
+    assert t.commit_through(e, 16) and not t.earlier_pending(f)
     # after a revoke, tickets of the old assignment count for nothing
-    assert t.revoke("weft.x.tasks", 0) == 13
+    assert t.revoke("weft.x.tasks", 0) is None  # 16 was committed by the transaction
     d = t.track("weft.x.tasks", 0, 13)
     assert not t.done(c)
     assert d.generation != c.generation
@@ -81,6 +86,11 @@ def test_attempt_admission():
     assert attempts.admit("e2", ticket, True)[0] == CANCELLED
     verdict, running = attempts.admit("e3", ticket, True)
     assert attempts.cancel("e3", 0.25) and running.cancel.is_set() and running.control_grace == 0.25
+    # an attempt stopped by a revoke is forgotten: its record may come back and run here
+    assert attempts.admit("e4", ticket, True)[0] == RUN
+    assert attempts.of_partitions({("weft.x.tasks", 0)})[0].execution_id in ("e3", "e4")
+    attempts.finish("e4", remember=False)
+    assert attempts.admit("e4", ticket, True)[0] == RUN
 
 
 def test_intervals_and_deadlines():
@@ -142,3 +152,15 @@ def test_supervision(golden):
     attempt = attempts.admit(d["execution_id"], OffsetTracker().track("t", 0, 0), True)[1]
     threading.Timer(0.1, attempts.cancel, args=(d["execution_id"], 0.05)).start()
     assert w._supervise(d, attempt) == ("cancelled", None)
+
+
+def test_a_revoke_stops_the_handler_but_keeps_an_output_returned_in_time(golden):
+    w = Worker("127.0.0.1:1", shutdown_grace_ms=2_000)
+    w.register("stubborn", lambda ctx: time.sleep(0.3) or {"done": True})
+    w.register("forever", lambda ctx: time.sleep(60))
+    for handler, want in (("stubborn", ("finished", {"done": True})), ("forever", ("abandoned", None))):
+        d = dispatch(golden, handler)
+        d["timeout_config"]["grace_period_ms"] = 200
+        attempt = _Attempts().admit(d["execution_id"], OffsetTracker().track("t", 0, 0), True)[1]
+        threading.Timer(0.05, lambda a=attempt: (a.revoked.set(), a.cancel.set())).start()
+        assert w._supervise(d, attempt) == want

@@ -69,6 +69,26 @@ class OffsetTracker:
             rest = p.outstanding - {ticket.offset}
             return min(rest) if rest else p.high + 1
 
+    def earlier_pending(self, ticket: Ticket) -> Optional[bool]:
+        """Whether a record received before the ticket's on its partition is not
+        done yet (None: the partition was revoked since)."""
+        with self._lock:
+            p = self._parts.get((ticket.topic, ticket.partition))
+            if p is None or p.generation != ticket.generation:
+                return None
+            return any(o < ticket.offset for o in p.outstanding)
+
+    def commit_through(self, ticket: Ticket, position: int) -> bool:
+        """Marks the ticket's record done and ``position`` committed (a transaction
+        committed it); False when the partition was revoked since the ticket."""
+        with self._lock:
+            p = self._parts.get((ticket.topic, ticket.partition))
+            if p is None or p.generation != ticket.generation:
+                return False
+            p.outstanding.discard(ticket.offset)
+            p.committed = max(p.committed, position)
+            return True
+
     def committable(self) -> List[Tuple[str, int, int]]:
         """``(topic, partition, offset)`` of every partition whose position moved past its last commit."""
         with self._lock:

@@ -103,6 +103,13 @@ class _Attempt:
     control_grace: Optional[float] = None
     #: Records of the same attempt that arrived while it ran (at-least-once: done with it).
     duplicates: List[Ticket] = field(default_factory=list)
+    #: Its execution semantics and grace period (seconds), once admitted.
+    semantics: str = ""
+    grace_s: float = 0.0
+    #: Set when its partition is revoked: stop, publish only an output returned in time.
+    revoked: threading.Event = field(default_factory=threading.Event)
+    #: Set when its thread is done with it.
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 RUN, DUPLICATE_OF_RUNNING, DUPLICATE_OF_FINISHED, CANCELLED = "run", "running", "finished", "cancelled"
@@ -151,11 +158,18 @@ class _Attempts:
             attempt.cancel.set()
             return True
 
-    def finish(self, execution_id: str) -> List[Ticket]:
+    def finish(self, execution_id: str, remember: bool = True) -> List[Ticket]:
+        """Forgets the running attempt; remembers it as run here unless ``remember``
+        is False (its record runs again if it comes back)."""
         with self._lock:
             attempt = self.running.pop(execution_id, None)
-            self._remember(self._finished, execution_id, None)
+            if remember:
+                self._remember(self._finished, execution_id, None)
             return attempt.duplicates if attempt else []
+
+    def of_partitions(self, partitions: "set[Tuple[str, int]]") -> List[_Attempt]:
+        with self._lock:
+            return [a for a in self.running.values() if (a.ticket.topic, a.ticket.partition) in partitions]
 
     def in_flight(self) -> List[str]:
         with self._lock:
@@ -214,6 +228,11 @@ class Worker:
         self._commit_now = threading.Event()
         self._group_metadata: Any = None
         self._tx_lock = threading.Lock()
+        #: Every commit of the group's offsets goes through this lane, so that plain
+        #: commits and the offsets of transactions reach the coordinator in order.
+        self._commit_lane = threading.Lock()
+        #: The partitions held, and since when (epoch ms), for the node record.
+        self._assignment: Dict[Tuple[str, int], int] = {}
         self._consumer: Optional[Consumer] = None
         self._producer: Optional[Producer] = None
         self._tx_producer: Optional[Producer] = None
@@ -366,6 +385,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: List[TopicPartition]) -> None:
         for p in partitions:
             self._offsets.revoke(p.topic, p.partition)  # a fresh assignment starts from the committed offset
+            self._assignment.setdefault((p.topic, p.partition), now_ms())
         self._assignment_changed = True
         try:
             self._group_metadata = consumer.consumer_group_metadata()
@@ -374,19 +394,41 @@ class Worker:
         log.info("partitions assigned: %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: List[TopicPartition]) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._stop_attempts_of(revoked)
         commits = []
         for p in partitions:
+            self._assignment.pop((p.topic, p.partition), None)
             pos = self._offsets.revoke(p.topic, p.partition)
             if pos is not None:
                 commits.append(TopicPartition(p.topic, p.partition, pos))
-        revoked = {(p.topic, p.partition) for p in partitions}
         self._backlog = deque((m, t) for m, t in self._backlog if (m.topic(), m.partition()) not in revoked)
         if commits:
             try:
-                consumer.commit(offsets=commits, asynchronous=False)
+                with self._commit_lane:
+                    consumer.commit(offsets=commits, asynchronous=False)
             except KafkaException as e:
                 log.warning("could not commit offsets of revoked partitions: %s", e)
         log.info("partitions revoked: %d", len(partitions))
+
+    def _stop_attempts_of(self, partitions: "set[Tuple[str, int]]") -> None:
+        """Before partitions go to another member: the attempts running for their
+        records stop (all but at_most_once ones, whose records are committed), so
+        no attempt runs on two workers at once. One that returns an output within
+        its grace period still publishes it; the others publish nothing and leave
+        their records to the next owner."""
+        victims = [a for a in self._attempts.of_partitions(partitions) if a.semantics != AT_MOST_ONCE]
+        if not victims:
+            return
+        log.info("stopping %d attempts of revoked partitions", len(victims))
+        for a in victims:
+            a.revoked.set()
+            a.cancel.set()
+        began = time.monotonic()
+        for a in victims:
+            left = a.grace_s + SHUTDOWN_ABORT_AFTER_S + 1.0 - (time.monotonic() - began)
+            if not a.finished.wait(max(0.0, left)):
+                log.warning("attempt %s did not stop in time; its record is left uncommitted", a.execution_id)
 
     def _received(self, msg: Message) -> None:
         err = msg.error()
@@ -436,15 +478,16 @@ class Worker:
         self._commit_now.clear()
         with self._lock:
             waiters, self._commit_waiters = self._commit_waiters, []
-        positions = self._offsets.committable()
-        if positions:
-            try:
-                self._consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for t, p, o in positions], asynchronous=False
-                )
-                self._offsets.committed(positions)
-            except KafkaException as e:
-                log.warning("could not commit offsets: %s", e)
+        with self._commit_lane:
+            positions = self._offsets.committable()
+            if positions:
+                try:
+                    self._consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for t, p, o in positions], asynchronous=False
+                    )
+                    self._offsets.committed(positions)
+                except KafkaException as e:
+                    log.warning("could not commit offsets: %s", e)
         for w in waiters:
             w.set()
 
@@ -561,6 +604,8 @@ class Worker:
             return
         assert attempt is not None
         grace = self._grace_s(d)
+        attempt.semantics = d["execution_semantics"]
+        attempt.grace_s = grace
         with self._lock:
             self._in_flight += 1
             self._max_grace_s = max(self._max_grace_s, grace)
@@ -593,12 +638,14 @@ class Worker:
         except Exception:  # noqa: BLE001 - a bug here must not kill the worker
             log.exception("attempt %s of %s failed inside the worker", d["attempt"], d["task_name"])
         finally:
-            duplicates = self._attempts.finish(d["execution_id"])
+            # An attempt stopped by a revoke without a result may run here again.
+            duplicates = self._attempts.finish(d["execution_id"], remember=done or not attempt.revoked.is_set())
             if done:
                 for t in duplicates:
                     self._done(t)
             with self._lock:
                 self._in_flight -= 1
+            attempt.finished.set()
 
     def _attempt(self, d: Dict[str, Any], ticket: Ticket, attempt: _Attempt) -> bool:
         """Runs one attempt; True when its record was marked done."""
@@ -609,6 +656,8 @@ class Worker:
                 if self._stopping.wait(min(0.05, max(0.0, end - time.monotonic()))):
                     log.info("shutting down before %s started; leaving it for another worker", d["task_name"])
                     return False
+        if attempt.revoked.is_set():
+            return False
         if attempt.cancel.is_set():
             log.info("%s attempt %d cancelled before it started; skipped", d["task_name"], d["attempt"])
             self._count("cancelled")
@@ -624,7 +673,7 @@ class Worker:
             self._commit_and_wait()
 
         started = attempt_event(d, STARTED, started_data(d, self.node_id), self.node_id)
-        if not self._publish(started, d, transactional, None):
+        if not self._publish(started, d, transactional, None, attempt):
             self._count("abandoned")
             return marked
         log.info("task %s attempt %d started (%s)", d["task_name"], d["attempt"], d["handler"])
@@ -648,7 +697,7 @@ class Worker:
                 self._done(ticket)
             return True
         if outcome == "abandoned":
-            log.info("task %s cancelled by shutdown; leaving it for another worker", d["task_name"])
+            log.info("task %s stopped by a shutdown or revoke; leaving it for another worker", d["task_name"])
             self._count("abandoned")
             return marked
         if isinstance(result, TaskError):
@@ -656,7 +705,7 @@ class Worker:
             event = attempt_event(d, FAILED, failure_data(result.error_type, result.message, result.retryable), self.node_id)
         else:
             event = attempt_event(d, COMPLETED, result, self.node_id)
-        if not self._publish(event, d, transactional, ticket):
+        if not self._publish(event, d, transactional, ticket, attempt):
             self._count("abandoned")
             return marked
         self._count("failed" if isinstance(result, TaskError) else "completed")
@@ -706,6 +755,11 @@ class Worker:
                     if attempt.control_grace is not None:
                         return "cancelled", None  # it returned as it saw the cancel: not a result
                     return "finished", box["result"]
+                if attempt.revoked.is_set():
+                    # the partition is going to another member: an output returned in time still counts
+                    if returned.wait(grace + SHUTDOWN_ABORT_AFTER_S) and not isinstance(box.get("result"), TaskError):
+                        return "finished", box["result"]
+                    return "abandoned", None
                 if attempt.control_grace is not None:
                     log.info("attempt cancelled; waiting up to %.1fs for the handler to stop", attempt.control_grace)
                     returned.wait(attempt.control_grace)
@@ -755,7 +809,11 @@ class Worker:
             "current_load": {"in_flight": len(in_flight)},
             "active_tasks": in_flight,
             "health": health,
-            "labels": {"sdk": "python"},
+            "labels": {
+                "sdk": "python",
+                # the partitions held, as Weft's workers announce them (the orphan watch trusts them)
+                **{f"weft.partition.{t}/{p}": f"assigned@{since}" for (t, p), since in list(self._assignment.items())},
+            },
             "started_at_ms": self._started_at_ms,
             "heartbeat_at_ms": now_ms(),
         }
@@ -792,19 +850,37 @@ class Worker:
                 return False
             backoff = min(backoff * 2, 5.0)
 
-    def _publish(self, event: Dict[str, Any], d: Dict[str, Any], transactional: bool, ticket: Optional[Ticket]) -> bool:
-        """Appends an attempt event to its type's events topic, keyed by instance id."""
+    def _publish(
+        self,
+        event: Dict[str, Any],
+        d: Dict[str, Any],
+        transactional: bool,
+        ticket: Optional[Ticket],
+        attempt: Optional[_Attempt] = None,
+    ) -> bool:
+        """Appends an attempt event to its type's events topic, keyed by instance id.
+
+        An exactly-once result waits until its record is the head of its
+        partition (every earlier record done), then goes out in one transaction
+        with the partition's done prefix through its record, so its offset is
+        always committed with it."""
         topic = self.topics.events(event["workflow_type"])
         key = event["instance_id"].encode()
         value = codec.encode("WorkflowEvent", event)
         headers = event_headers(event, d.get("traceparent", ""))
         if not transactional:
             return self._send(topic, key, value, headers)
+        if ticket is not None:
+            while self._offsets.earlier_pending(ticket):
+                if self._hard_stop.is_set() or (attempt is not None and attempt.revoked.is_set()):
+                    return False
+                time.sleep(0.02)
         backoff = 0.25
         while not self._hard_stop.is_set():
+            if attempt is not None and attempt.revoked.is_set():
+                return False
             try:
-                self._send_transactional(topic, key, value, headers, ticket)
-                return True
+                return self._send_transactional(topic, key, value, headers, ticket)
             except KafkaException as e:
                 log.warning("transaction failed: %s; retrying in %.2fs", e, backoff)
             if self._hard_stop.wait(backoff):
@@ -814,20 +890,29 @@ class Worker:
 
     def _send_transactional(
         self, topic: str, key: bytes, value: bytes, headers: List[Tuple[str, bytes]], ticket: Optional[Ticket]
-    ) -> None:
-        """The event and (for a result) the record's offset, in one Kafka transaction."""
+    ) -> bool:
+        """The event and (for a result) its partition's done prefix through its
+        record, in one Kafka transaction; False (nothing published) when the
+        record's partition was revoked meanwhile."""
         assert self._tx_producer is not None
-        with self._tx_lock:
+        with self._tx_lock, self._commit_lane:
+            position = None
+            if ticket is not None:
+                position = self._offsets.position_if_done(ticket)
+                if position is None or self._group_metadata is None:
+                    return False
             tx = self._tx_producer
             tx.begin_transaction()
             try:
                 tx.produce(topic, key=key, value=value, headers=headers)
-                position = self._offsets.position_if_done(ticket) if ticket is not None else None
-                if position is not None and self._group_metadata is not None:
+                if ticket is not None and position is not None:
                     tx.send_offsets_to_transaction(
                         [TopicPartition(ticket.topic, ticket.partition, position)], self._group_metadata, 30
                     )
                 tx.commit_transaction(30)
+                if ticket is not None and position is not None:
+                    self._offsets.commit_through(ticket, position)
+                return True
             except KafkaException:
                 try:
                     tx.abort_transaction(30)
