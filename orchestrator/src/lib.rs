@@ -74,7 +74,7 @@ const PROJECTIONS_DIR: &str = "projections";
 
 /// Runs the orchestrator until `shutdown` resolves.
 pub async fn run(
-    config: WeftConfig,
+    mut config: WeftConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let node_id = node_id_or_default(&config.orchestrator.node_id, "orchestrator");
@@ -87,9 +87,11 @@ pub async fn run(
     let store = store::Store::open(&data_dir.join(PROJECTIONS_DIR))?
         .with_snapshot_every(config.orchestrator.snapshot_every);
     kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;
+    // `auto` becomes `on` or `off` here, once: everything below sees the resolved mode.
+    config.kafka.transactions = weft_shared::transactions::resolve(&config.kafka).await;
     let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
     let registry =
-        definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
+        definitions::Registry::try_new(config.kafka.clone(), topics.clone(), producer.clone())?;
     let status = Arc::new(status::Status::default());
     let replicas = Arc::new(replicas::Replicas::default());
     let metrics = Arc::new(metrics::Metrics::new());

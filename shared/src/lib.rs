@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod topics;
+pub mod transactions;
 
 pub use data::{DataMap, WorkflowData};
 pub use definition::WorkflowDefinition;

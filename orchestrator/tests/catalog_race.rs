@@ -1,0 +1,169 @@
+//! Version assignment across replicas, on librdkafka's mock cluster: registries
+//! of two "replicas" (each its own follower of `weft.definitions`) register
+//! different contents of one type at the same time, round after round. Every
+//! registrant must learn the version its content really has, distinct contents
+//! must get distinct versions, and both replicas must end with the same catalog
+//! (the one a replica rebuilding from the topic folds).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+use weft_orchestrator::definitions::Registry;
+use weft_shared::config::WeftConfig;
+use weft_shared::fsm::DefinitionLookup;
+use weft_shared::kafka::{client_config, Role};
+use weft_shared::model::TaskConfiguration;
+use weft_shared::{Topics, WorkflowDefinition};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const ROUNDS: usize = 4;
+
+fn definition(content: &str) -> WorkflowDefinition {
+    let mut task = TaskConfiguration::new("only", "noop");
+    task.description = content.to_owned();
+    let mut d = WorkflowDefinition::new("race", vec![task]);
+    d.description = content.to_owned();
+    d
+}
+
+/// A replica's registry, following the topic; returns once it has read it.
+async fn replica(bootstrap: &str) -> Arc<Registry> {
+    let mut settings = WeftConfig::default().kafka;
+    settings.bootstrap = bootstrap.to_owned();
+    settings.partitions = 1;
+    let producer: FutureProducer = client_config(&settings, Role::Producer)
+        .create()
+        .expect("producer");
+    let registry = Registry::new(settings, Topics::default(), producer);
+    // The mock cluster cannot create topics: the test creates them.
+    registry.disable_topic_creation();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(registry.clone().follow(tx));
+    tokio::time::timeout(DEADLINE, rx)
+        .await
+        .expect("the definitions were loaded in time")
+        .expect("the follower runs");
+    registry
+}
+
+/// `version -> description` of the type in a registry's catalog.
+fn versions(r: &Registry) -> BTreeMap<u32, String> {
+    let catalog = r.catalog();
+    (1..=50)
+        .filter_map(|v| catalog.get("race", v).map(|d| (v, d.description.clone())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_registrations_get_distinct_versions_and_one_catalog() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    let topics = Topics::default();
+    cluster
+        .create_topic(&topics.definitions(), 1, 1)
+        .expect("definitions topic");
+    for t in [
+        "race.events",
+        "race.tasks",
+        "race.dlq",
+        "race.snapshots",
+        "race.heartbeats",
+    ] {
+        cluster
+            .create_topic(&format!("weft.{t}"), 1, 1)
+            .expect("topic");
+    }
+    let a = replica(&bootstrap).await;
+    let b = replica(&bootstrap).await;
+
+    let (first, _) = a.register(definition("base")).await.expect("version 1");
+    assert_eq!(first.version, 1);
+
+    // Each registrant's own answer: content -> version.
+    let mut learned: BTreeMap<String, u32> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        // Both replicas know the latest version before the race.
+        let latest = u32::try_from(2 * round + 1).unwrap();
+        for r in [&a, &b] {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while r.catalog().latest("race").map(|d| d.version) != Some(latest) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: a replica never saw version {latest}: {:?}",
+                    versions(r)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let (x, y) = (format!("a-{round}"), format!("b-{round}"));
+        let (ra, rb) = tokio::join!(a.register(definition(&x)), b.register(definition(&y)));
+        let (da, created_a) = ra.expect("replica a registers");
+        let (db, created_b) = rb.expect("replica b registers");
+        assert!(created_a && created_b, "both contents are new");
+        assert_ne!(
+            da.version, db.version,
+            "round {round}: two contents got the same version"
+        );
+        assert_eq!(da.description, x);
+        assert_eq!(db.description, y);
+        learned.insert(x, da.version);
+        learned.insert(y, db.version);
+    }
+
+    // Both replicas converge on one catalog, and it matches what each registrant was told.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (va, vb) = (versions(&a), versions(&b));
+        let complete = va.len() == 2 * ROUNDS + 1;
+        if complete && va == vb {
+            for (content, version) in &learned {
+                assert_eq!(
+                    va.get(version),
+                    Some(content),
+                    "the registrant of '{content}' was told version {version}; the catalog: {va:?}"
+                );
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas' catalogs differ:\n a: {va:?}\n b: {vb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The registrants did race: the topic holds records that lost their version.
+    let records = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("consumer");
+        let (_, high) = consumer
+            .fetch_watermarks(&Topics::default().definitions(), 0, DEADLINE)
+            .expect("watermarks");
+        (high, bootstrap)
+    })
+    .await
+    .expect("watermarks task");
+    let (records, bootstrap) = records;
+    eprintln!(
+        "{records} registration records for {} versions",
+        2 * ROUNDS + 1
+    );
+    assert!(
+        records > i64::try_from(2 * ROUNDS + 1).unwrap(),
+        "no registration lost a race: the test did not race"
+    );
+
+    // A third replica folding the topic from scratch gets the same catalog.
+    let c = replica(&bootstrap).await;
+    assert_eq!(
+        versions(&c),
+        versions(&a),
+        "a rebuild folds another catalog"
+    );
+}
