@@ -5,6 +5,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use weft_shared::fsm::InstanceState;
+use weft_shared::{WorkflowEvent, WorkflowEventType};
 
 pub const EVENTS_APPLIED_TOTAL: &str = "weft_orchestrator_events_applied_total";
 pub const EVENTS_STALE_TOTAL: &str = "weft_orchestrator_events_stale_total";
@@ -26,6 +27,23 @@ pub const PROCESSOR_RESTARTS_TOTAL: &str = "weft_orchestrator_processor_restarts
 pub const FORWARDED_TOTAL: &str = "weft_orchestrator_records_forwarded_total";
 pub const UNPUBLISHABLE_TOTAL: &str = "weft_orchestrator_unpublishable_records_total";
 pub const DISPATCHES_WITHHELD_TOTAL: &str = "weft_orchestrator_dispatches_withheld_total";
+
+/// The `state` label of [`WORKFLOWS_FINISHED_TOTAL`] and
+/// [`WORKFLOW_DURATION_SECONDS`] for an event that ends a workflow, `None` for
+/// any other event. A saga's end is its own label: `compensated`, or
+/// `compensation_failed` (the workflow's state is then `failed`).
+pub fn terminal_state_label(event_type: WorkflowEventType) -> Option<&'static str> {
+    use WorkflowEventType as T;
+    match event_type {
+        T::WorkflowCompleted => Some("completed"),
+        T::WorkflowFailed => Some("failed"),
+        T::WorkflowCancelled => Some("cancelled"),
+        T::WorkflowTimeout => Some("timeout"),
+        T::CompensationCompleted => Some("compensated"),
+        T::CompensationFailed => Some("compensation_failed"),
+        _ => None,
+    }
+}
 
 /// Every metric of the orchestrator.
 pub struct Metrics {
@@ -185,9 +203,44 @@ impl Metrics {
         }
     }
 
-    /// Records a workflow reaching `state` at `at_ms`.
+    /// Counts `event` in [`WORKFLOWS_FINISHED_TOTAL`] and observes the
+    /// workflow's duration (created to `event.timestamp_ms`) in
+    /// [`WORKFLOW_DURATION_SECONDS`] when `event` ends a workflow
+    /// ([`terminal_state_label`]: completed, failed, cancelled, timeout,
+    /// compensated, compensation_failed); does nothing for any other event.
+    /// Returns whether it counted.
+    ///
+    /// Call it once for every event a decision appends, with the decision's
+    /// resulting state (for `created_at_ms`), and only for decisions made live:
+    /// a replay (restart, rebuild, rebalance) re-derives events that were
+    /// counted when they were first decided.
+    pub fn workflow_ended(
+        &self,
+        ty: &str,
+        event: &WorkflowEvent,
+        state: Option<&InstanceState>,
+    ) -> bool {
+        let Some(label) = terminal_state_label(event.event_type) else {
+            return false;
+        };
+        self.count_finished(ty, label, event.timestamp_ms, state);
+        true
+    }
+
+    /// Records a workflow ending with the event named `event_type` at `at_ms`
+    /// (the labels of [`terminal_state_label`]; an event type outside that
+    /// table is counted under its name without the `workflow.` prefix).
+    /// Prefer [`workflow_ended`](Self::workflow_ended).
     pub fn finished(&self, ty: &str, event_type: &str, at_ms: i64, state: Option<&InstanceState>) {
-        let label = event_type.trim_start_matches("workflow.");
+        let label = event_type
+            .parse::<WorkflowEventType>()
+            .ok()
+            .and_then(terminal_state_label)
+            .unwrap_or_else(|| event_type.trim_start_matches("workflow."));
+        self.count_finished(ty, label, at_ms, state);
+    }
+
+    fn count_finished(&self, ty: &str, label: &str, at_ms: i64, state: Option<&InstanceState>) {
         self.finished_total.with_label_values(&[ty, label]).inc();
         if let Some(s) = state {
             let secs = (at_ms - s.created_at_ms).max(0) as f64 / 1000.0;
@@ -209,5 +262,60 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_shared::ids::InstanceId;
+
+    use super::*;
+
+    fn ending(event_type: WorkflowEventType, at_ms: i64) -> WorkflowEvent {
+        WorkflowEvent::new(event_type, "t", InstanceId::random(), "k", at_ms)
+    }
+
+    fn finished(m: &Metrics, label: &str) -> u64 {
+        m.finished_total.with_label_values(&["t", label]).get()
+    }
+
+    #[test]
+    fn every_terminal_event_is_counted_under_its_own_state() {
+        use WorkflowEventType as T;
+        let m = Metrics::new();
+        let ends = [
+            (T::WorkflowCompleted, "completed"),
+            (T::WorkflowFailed, "failed"),
+            (T::WorkflowCancelled, "cancelled"),
+            (T::WorkflowTimeout, "timeout"),
+            (T::CompensationCompleted, "compensated"),
+            (T::CompensationFailed, "compensation_failed"),
+        ];
+        for (event_type, label) in ends {
+            assert!(m.workflow_ended("t", &ending(event_type, 2_500), None));
+            assert_eq!(finished(&m, label), 1, "{label}");
+        }
+        for event_type in [
+            T::WorkflowCreated,
+            T::WorkflowStarted,
+            T::WorkflowRetrying,
+            T::CompensationStarted,
+            T::TaskFailed,
+            T::StateTransitioned,
+        ] {
+            assert!(!m.workflow_ended("t", &ending(event_type, 1), None));
+        }
+        let text = m.render();
+        for (_, label) in ends {
+            assert!(
+                text.contains(&format!(
+                    "{WORKFLOWS_FINISHED_TOTAL}{{state=\"{label}\",workflow_type=\"t\"}} 1"
+                )),
+                "{label} missing:\n{text}"
+            );
+        }
+        // The legacy entry point labels a saga's end the same way.
+        m.finished("t", "compensation.failed", 1, None);
+        assert_eq!(finished(&m, "compensation_failed"), 2);
     }
 }

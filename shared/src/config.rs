@@ -24,6 +24,8 @@ pub const IGNORED_ENV: &[&str] = &[
     "WEFT_CACHE_DIR",
     "WEFT_TANSU_BIN",
     "WEFT_LOG",
+    // The `ledger` built-in's fallback directory, read by the worker's handler.
+    "WEFT_LEDGER_DIR",
 ];
 
 /// Prefixes of environment variables that are not configuration keys.
@@ -73,8 +75,42 @@ pub struct WeftConfig {
     pub log: LogSettings,
 }
 
-/// The `[kafka]` section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What every printed or logged configuration shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether the librdkafka property `name` holds a secret (a password, a client
+/// secret, key material), never to be printed or logged:
+/// `sasl.password`, `ssl.key.password`, `ssl.keystore.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.oauthbearer.config`, ...
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "secret", "credential", "private"]
+        .iter()
+        .any(|w| n.contains(w))
+        || n.contains("key.pem")
+        || n.contains("keystore.")
+        || n == "ssl_key"
+        || n == "sasl.oauthbearer.config"
+}
+
+/// `properties` with the value of every secret ([`is_secret_property`])
+/// replaced by [`REDACTED`].
+pub fn redacted_properties(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_property(k) {
+                REDACTED.to_owned()
+            } else {
+                v.clone()
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+/// The `[kafka]` section. Its `Debug` redacts secret properties.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Broker list (`host:port`, comma-separated).
@@ -93,6 +129,32 @@ pub struct KafkaSettings {
     pub broker_workarounds: BrokerWorkarounds,
     /// librdkafka properties passed as-is (`security.protocol`, `sasl.*`, `ssl.*`, ...).
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exhaustive: a new field must be added here (and redacted if secret).
+        let KafkaSettings {
+            bootstrap,
+            topic_prefix,
+            partitions,
+            replication_factor,
+            transactions,
+            fetch_wait_max_ms,
+            broker_workarounds,
+            properties,
+        } = self;
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", bootstrap)
+            .field("topic_prefix", topic_prefix)
+            .field("partitions", partitions)
+            .field("replication_factor", replication_factor)
+            .field("transactions", transactions)
+            .field("fetch_wait_max_ms", fetch_wait_max_ms)
+            .field("broker_workarounds", broker_workarounds)
+            .field("properties", &redacted_properties(properties))
+            .finish()
+    }
 }
 
 /// The `[orchestrator]` section.
@@ -286,10 +348,19 @@ impl WeftConfig {
         load(file, env, overrides)
     }
 
-    /// The configuration as TOML (for `--dump-config`); loading it gives `self` back.
+    /// The configuration as TOML (for `--dump-config`), with every secret
+    /// property ([`is_secret_property`]) shown as [`REDACTED`]; loading it
+    /// gives `self` back when it holds no secret.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
+        toml::to_string_pretty(&self.redacted())
             .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+
+    /// A copy to print or log: secret properties replaced by [`REDACTED`].
+    pub fn redacted(&self) -> WeftConfig {
+        let mut c = self.clone();
+        c.kafka.properties = redacted_properties(&self.kafka.properties);
+        c
     }
 
     /// The rules no single value's type can express.

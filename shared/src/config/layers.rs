@@ -10,7 +10,10 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use super::{ConfigError, Origin, WeftConfig, DEFAULT_TOML, IGNORED_ENV, IGNORED_ENV_PREFIXES};
+use super::{
+    is_secret_property, ConfigError, Origin, WeftConfig, DEFAULT_TOML, IGNORED_ENV,
+    IGNORED_ENV_PREFIXES, REDACTED,
+};
 
 /// The free-form table of librdkafka properties.
 const PROPERTIES: [&str; 2] = ["kafka", "properties"];
@@ -234,9 +237,18 @@ fn invalid<S: AsRef<str>>(
     origin: &Origin,
     expected: &str,
 ) -> ConfigError {
+    let segments: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+    let secret = segments.len() > 2
+        && segments[..2] == PROPERTIES
+        && is_secret_property(&segments[2..].join("."));
     ConfigError::InvalidValue {
-        key: path.iter().map(AsRef::as_ref).collect::<Vec<_>>().join("."),
-        value: input.shown(),
+        key: segments.join("."),
+        // An error message is printed and logged: a secret is not shown in it.
+        value: if secret {
+            REDACTED.to_owned()
+        } else {
+            input.shown()
+        },
         origin: origin.clone(),
         expected: expected.to_owned(),
     }

@@ -466,3 +466,72 @@ fn api_advertise_url() {
     assert!(env_err(&[("WEFT_API_ADVERTISE_URL", "orch-1:8080")])
         .contains("api.advertise_url must be empty or an http:// or https:// URL"));
 }
+
+#[test]
+fn secrets_are_redacted_wherever_the_configuration_is_shown() {
+    let secrets = [
+        ("WEFT_KAFKA_PROPERTY_SASL_PASSWORD", "hunter2-sasl"),
+        ("WEFT_KAFKA_PROPERTY_SSL_KEY_PASSWORD", "hunter2-key"),
+        (
+            "WEFT_KAFKA_PROPERTY_SSL_KEYSTORE_PASSWORD",
+            "hunter2-keystore",
+        ),
+        (
+            "WEFT_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET",
+            "hunter2-oauth",
+        ),
+        ("WEFT_KAFKA_PROPERTY_SSL_KEY_PEM", "hunter2-pem"),
+        ("WEFT_KAFKA_PROPERTY_SASL_USERNAME", "alice"),
+    ];
+    let c = load(None, env(&secrets), &[]).unwrap();
+    assert_eq!(
+        c.kafka.properties["sasl.password"], "hunter2-sasl",
+        "the value itself is kept"
+    );
+    let shown = [
+        ("to_toml", c.to_toml()),
+        ("Debug of the config", format!("{c:?}")),
+        ("Debug of kafka", format!("{:?}", c.kafka)),
+        ("redacted()", format!("{:?}", c.redacted().kafka.properties)),
+    ];
+    for (what, text) in &shown {
+        assert!(!text.contains("hunter2"), "{what} shows a secret:\n{text}");
+        assert!(text.contains(REDACTED), "{what}:\n{text}");
+        assert!(
+            text.contains("alice"),
+            "{what} hides a setting that is no secret:\n{text}"
+        );
+    }
+    for name in [
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+        "ssl.key.pem",
+        "sasl.oauthbearer.config",
+    ] {
+        assert!(is_secret_property(name), "{name}");
+    }
+    for name in [
+        "sasl.username",
+        "sasl.mechanism",
+        "security.protocol",
+        "ssl.ca.location",
+    ] {
+        assert!(!is_secret_property(name), "{name}");
+    }
+    // A value that does not load is named in the error, unless it is a secret.
+    let err = load_file("[kafka.properties]\n\"sasl.password\" = [\"hunter2\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("hunter2") && err.contains("sasl.password"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_ledger_directory_of_the_worker_is_no_configuration_key() {
+    let c = load(None, env(&[("WEFT_LEDGER_DIR", "/tmp/ledger")]), &[]).unwrap();
+    assert_eq!(c, WeftConfig::default());
+}
