@@ -1,7 +1,9 @@
 //! Kafka plumbing shared by every Weft process: librdkafka client
 //! configuration from [`KafkaSettings`], idempotent topic creation, and record
 //! header helpers. Nothing here depends on a particular broker: the same code
-//! runs against Apache Kafka, Redpanda or Tansu.
+//! runs against Apache Kafka, Redpanda or Tansu — except
+//! [`broker_workarounds_enabled`], which tells whether the development broker
+//! (Tansu) is there, so that its workarounds run only where they are needed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,11 +11,12 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::KafkaSettings;
+use crate::config::{BrokerWorkarounds, KafkaSettings};
 use crate::topics::Topics;
 
 /// Errors talking to Kafka.
@@ -189,4 +192,157 @@ pub fn header_map<H: Headers>(headers: Option<&H>) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// The node id every Tansu 0.6 broker announces (`tansu_broker::NODE_ID`; its
+/// command line has no option to change it).
+pub const TANSU_NODE_ID: i32 = 111;
+/// How long [`broker_workarounds_enabled`] waits for the broker's metadata.
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a broker says about itself in a metadata response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerIdentity {
+    /// The cluster id (Metadata v2+), if the broker sent one.
+    pub cluster_id: Option<String>,
+    /// The node ids of the brokers listed.
+    pub broker_ids: Vec<i32>,
+}
+
+impl BrokerIdentity {
+    /// Whether this is Tansu: its cluster id names it (Tansu's default is
+    /// `tansu_cluster`), or it is one broker with Tansu's fixed node id 111
+    /// and a cluster id that is not Kafka's (Kafka's is a 22-character
+    /// base64url UUID, required by KRaft's storage format and generated under
+    /// ZooKeeper), as a Tansu started with another `--cluster-id` answers.
+    pub fn is_tansu(&self) -> bool {
+        let id = self.cluster_id.as_deref().unwrap_or_default();
+        if id.to_ascii_lowercase().contains("tansu") {
+            return true;
+        }
+        self.broker_ids == [TANSU_NODE_ID] && !is_kafka_cluster_id(id)
+    }
+}
+
+/// Whether `id` has the form of an Apache Kafka cluster id: a UUID in
+/// unpadded base64url, 22 characters.
+pub fn is_kafka_cluster_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Asks the broker for its cluster id and broker list. Blocking, up to `timeout`.
+pub fn identify_broker(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<BrokerIdentity, Error> {
+    let consumer: BaseConsumer = client_config(settings, Role::Admin).create()?;
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let mut broker_ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    broker_ids.sort_unstable();
+    let cluster_id = consumer.client().fetch_cluster_id(timeout);
+    Ok(BrokerIdentity {
+        cluster_id,
+        broker_ids,
+    })
+}
+
+/// Whether the workarounds for the development broker run (see
+/// [`BrokerWorkarounds`]): `on` and `off` as configured; `auto` asks the
+/// broker ([`identify_broker`]) and turns them on for Tansu only — off when
+/// the broker cannot be asked within [`DETECT_TIMEOUT`]. Logs the choice with
+/// the structured field `broker_workarounds`. Blocking (a metadata round
+/// trip): call it at start-up, from `spawn_blocking` in async code.
+pub fn broker_workarounds_enabled(settings: &KafkaSettings) -> bool {
+    let setting = settings.broker_workarounds;
+    match setting {
+        BrokerWorkarounds::On | BrokerWorkarounds::Off => {
+            let enabled = setting == BrokerWorkarounds::On;
+            tracing::info!(
+                broker_workarounds = enabled,
+                %setting,
+                "development-broker workarounds {} (configured)",
+                on_off(enabled)
+            );
+            enabled
+        }
+        BrokerWorkarounds::Auto => match identify_broker(settings, DETECT_TIMEOUT) {
+            Ok(identity) => {
+                let enabled = identity.is_tansu();
+                tracing::info!(
+                    broker_workarounds = enabled,
+                    %setting,
+                    cluster_id = identity.cluster_id.as_deref().unwrap_or(""),
+                    broker_ids = ?identity.broker_ids,
+                    "development-broker workarounds {} (broker {} Tansu)",
+                    on_off(enabled),
+                    if enabled { "is" } else { "is not" }
+                );
+                enabled
+            }
+            Err(e) => {
+                tracing::warn!(
+                    broker_workarounds = false,
+                    %setting,
+                    error = %e,
+                    "could not ask the broker what it is; development-broker workarounds off \
+                     (set kafka.broker_workarounds=on for Tansu)"
+                );
+                false
+            }
+        },
+    }
+}
+
+fn on_off(enabled: bool) -> &'static str {
+    if enabled {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+#[cfg(test)]
+mod detect_tests {
+    use super::*;
+
+    fn id(cluster: Option<&str>, brokers: &[i32]) -> BrokerIdentity {
+        BrokerIdentity {
+            cluster_id: cluster.map(str::to_owned),
+            broker_ids: brokers.to_vec(),
+        }
+    }
+
+    #[test]
+    fn tansu_by_its_cluster_id_or_its_fixed_node_id() {
+        assert!(id(Some("tansu_cluster"), &[111]).is_tansu());
+        assert!(id(Some("Tansu-dev"), &[1]).is_tansu());
+        assert!(id(Some("dev"), &[111]).is_tansu(), "custom --cluster-id");
+        assert!(id(None, &[111]).is_tansu());
+    }
+
+    #[test]
+    fn kafka_and_others_are_not_tansu() {
+        assert!(!id(Some("MkU3OEVBNTcwNTJENDM2Qk"), &[1, 2, 3]).is_tansu());
+        assert!(
+            !id(Some("MkU3OEVBNTcwNTJENDM2Qk"), &[111]).is_tansu(),
+            "a Kafka broker with node.id 111"
+        );
+        assert!(!id(Some("redpanda.4f1c0a2e"), &[0]).is_tansu());
+        assert!(!id(None, &[1, 111]).is_tansu());
+        assert!(is_kafka_cluster_id("4L6g3nShT-eMCtK--X86sw"));
+        assert!(!is_kafka_cluster_id("tansu_cluster"));
+    }
+
+    #[test]
+    fn configured_settings_win_without_asking_the_broker() {
+        let mut s = crate::config::WeftConfig::default().kafka;
+        s.bootstrap = "127.0.0.1:1".into(); // nothing listens: asking would fail
+        s.broker_workarounds = BrokerWorkarounds::On;
+        assert!(broker_workarounds_enabled(&s));
+        s.broker_workarounds = BrokerWorkarounds::Off;
+        assert!(!broker_workarounds_enabled(&s));
+    }
 }

@@ -3,8 +3,13 @@
 //! (so a duplicate dispatch of the same attempt is dropped), and the execution
 //! ids a control record cancelled (so a dispatch that arrives after its cancel
 //! is skipped). The remembered sets are bounded in size and age.
+//!
+//! Each running attempt knows its record's partition: when the partition is
+//! revoked, [`Attempts::revoke`] stops its attempts (except `at_most_once`
+//! ones, whose records are committed already) and forgets that they were
+//! taken, so that the record runs again here if the partition comes back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -53,6 +58,13 @@ impl<K: Clone + Eq + Hash> Recent<K> {
         true
     }
 
+    /// Forgets `key` (rare: a scan of the age order).
+    pub fn remove(&mut self, key: &K) {
+        if self.set.remove(key) {
+            self.order.retain(|(_, k)| k != key);
+        }
+    }
+
     pub fn contains(&mut self, key: &K) -> bool {
         self.expire(Instant::now());
         self.set.contains(key)
@@ -82,6 +94,8 @@ pub(crate) struct AttemptHandle {
     pub token: CancellationToken,
     /// Set, before `token` fires, when a control record cancelled the attempt: its grace period.
     cancel_grace: Arc<OnceLock<Duration>>,
+    /// Set, before `token` fires, when its record's partition was revoked: its grace period.
+    revoke_grace: Arc<OnceLock<Duration>>,
 }
 
 impl AttemptHandle {
@@ -89,12 +103,31 @@ impl AttemptHandle {
     pub fn cancelled_by_control(&self) -> Option<Duration> {
         self.cancel_grace.get().copied()
     }
+
+    /// The grace period the attempt has to stop because its partition was revoked, if it was.
+    pub fn revoked(&self) -> Option<Duration> {
+        self.revoke_grace.get().copied()
+    }
+}
+
+/// What [`Attempts::admit`] needs to know about a dispatch besides its identity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdmitOptions {
+    /// Attach the ticket of a duplicate to the running attempt (done with it).
+    pub attach: bool,
+    /// Stop the attempt when its partition is revoked (not for `at_most_once`).
+    pub revocable: bool,
+    /// How long its handler may take to stop when asked.
+    pub grace: Duration,
 }
 
 #[derive(Debug)]
 struct Running {
     handle: AttemptHandle,
     attempt_key: String,
+    /// The partition of the record it runs for.
+    partition: (String, i32),
+    options: AdmitOptions,
     /// Tickets of duplicate dispatches of this attempt: done when the attempt is.
     duplicates: Vec<Ticket>,
 }
@@ -140,9 +173,10 @@ impl Attempts {
         attempt_key: &str,
         execution_id: ExecutionId,
         ticket: &Ticket,
-        attach: bool,
+        options: AdmitOptions,
         parent: &CancellationToken,
     ) -> Admission {
+        let attach = options.attach;
         if self.cancelled.contains(&execution_id) {
             return Admission::Cancelled;
         }
@@ -162,12 +196,15 @@ impl Attempts {
         let handle = AttemptHandle {
             token: parent.child_token(),
             cancel_grace: Arc::default(),
+            revoke_grace: Arc::default(),
         };
         self.running.insert(
             execution_id,
             Running {
                 handle: handle.clone(),
                 attempt_key: attempt_key.to_owned(),
+                partition: (ticket.topic.clone(), ticket.partition),
+                options,
                 duplicates: Vec::new(),
             },
         );
@@ -194,12 +231,42 @@ impl Attempts {
         self.cancelled.contains(&execution_id)
     }
 
-    /// Forgets a finished attempt; returns the tickets of its duplicates.
-    pub fn finish(&mut self, execution_id: ExecutionId) -> Vec<Ticket> {
+    /// Stops the revocable attempts running for records of `partitions`
+    /// (their tokens fire, each with its grace period); returns the longest
+    /// grace period of those it stopped, `None` when it stopped none.
+    pub fn revoke(&mut self, partitions: &BTreeSet<(String, i32)>) -> Option<Duration> {
+        let mut longest = None;
+        for running in self.running.values() {
+            if !running.options.revocable || !partitions.contains(&running.partition) {
+                continue;
+            }
+            let grace = running.options.grace;
+            let _ = running.handle.revoke_grace.set(grace);
+            running.handle.token.cancel();
+            longest = longest.max(Some(grace));
+        }
+        longest
+    }
+
+    /// Revocable attempts still running for records of `partitions`.
+    pub fn running_in(&self, partitions: &BTreeSet<(String, i32)>) -> usize {
         self.running
-            .remove(&execution_id)
-            .map(|r| r.duplicates)
-            .unwrap_or_default()
+            .values()
+            .filter(|r| r.options.revocable && partitions.contains(&r.partition))
+            .count()
+    }
+
+    /// Forgets a finished attempt; returns the tickets of its duplicates. An
+    /// attempt stopped by a revocation is forgotten as taken too: its record
+    /// is another worker's now, and runs here again if it comes back.
+    pub fn finish(&mut self, execution_id: ExecutionId) -> Vec<Ticket> {
+        let Some(running) = self.running.remove(&execution_id) else {
+            return Vec::new();
+        };
+        if running.handle.revoked().is_some() {
+            self.taken.remove(&running.attempt_key);
+        }
+        running.duplicates
     }
 
     /// Attempts running or waiting now.
@@ -229,6 +296,64 @@ mod tests {
         assert!(!aged.contains(&1), "expired at once");
     }
 
+    const RUN: AdmitOptions = AdmitOptions {
+        attach: true,
+        revocable: true,
+        grace: Duration::from_millis(100),
+    };
+
+    #[test]
+    fn revocation_stops_the_partition_s_attempts_and_forgets_them() {
+        let mut tr = OffsetTracker::new();
+        let root = CancellationToken::new();
+        let mut a = Attempts::default();
+        let (p0, p1) = (tr.track("t", 0, 0), tr.track("t", 1, 0));
+        let (e0, e1, e2) = (
+            ExecutionId::random(),
+            ExecutionId::random(),
+            ExecutionId::random(),
+        );
+        let Admission::Run(h0) = a.admit("i:a:1", e0, &p0, RUN, &root) else {
+            panic!("runs");
+        };
+        let Admission::Run(h1) = a.admit("i:b:1", e1, &p1, RUN, &root) else {
+            panic!("runs");
+        };
+        let at_most_once = AdmitOptions {
+            attach: false,
+            revocable: false,
+            ..RUN
+        };
+        let Admission::Run(h2) = a.admit("i:c:1", e2, &p0, at_most_once, &root) else {
+            panic!("runs");
+        };
+        let revoked = BTreeSet::from([("t".to_owned(), 0)]);
+        assert_eq!(a.running_in(&revoked), 1);
+        assert_eq!(a.revoke(&revoked), Some(Duration::from_millis(100)));
+        assert!(h0.token.is_cancelled());
+        assert_eq!(h0.revoked(), Some(Duration::from_millis(100)));
+        assert_eq!(h0.cancelled_by_control(), None);
+        assert!(!h1.token.is_cancelled(), "another partition");
+        assert!(
+            !h2.token.is_cancelled(),
+            "at_most_once is committed already"
+        );
+        assert_eq!(a.running_in(&revoked), 1, "until its runner finishes");
+        a.finish(e0);
+        assert_eq!(a.running_in(&revoked), 0);
+        // the partition came back: its record runs again here
+        assert!(matches!(
+            a.admit("i:a:1", e0, &p0, RUN, &root),
+            Admission::Run(_)
+        ));
+        a.finish(e1);
+        assert!(matches!(
+            a.admit("i:b:1", e1, &p1, RUN, &root),
+            Admission::DuplicateOfFinished
+        ));
+        assert_eq!(a.revoke(&BTreeSet::new()), None);
+    }
+
     #[test]
     fn duplicates_cancels_and_finishing() {
         let mut tr = OffsetTracker::new();
@@ -237,24 +362,24 @@ mod tests {
         let exec = ExecutionId::random();
         let t0 = tr.track("t", 0, 0);
         let t1 = tr.track("t", 0, 1);
-        let Admission::Run(handle) = a.admit("i:x:1", exec, &t0, true, &root) else {
+        let Admission::Run(handle) = a.admit("i:x:1", exec, &t0, RUN, &root) else {
             panic!("first dispatch runs");
         };
         assert!(matches!(
-            a.admit("i:x:1", exec, &t1, true, &root),
+            a.admit("i:x:1", exec, &t1, RUN, &root),
             Admission::DuplicateOfRunning
         ));
         assert_eq!(a.running(), 1);
         assert_eq!(a.finish(exec), vec![t1.clone()]);
         assert!(matches!(
-            a.admit("i:x:1", exec, &t1, true, &root),
+            a.admit("i:x:1", exec, &t1, RUN, &root),
             Admission::DuplicateOfFinished
         ));
         assert!(!handle.token.is_cancelled());
 
         // a cancel of a running attempt fires its token with the grace period
         let other = ExecutionId::random();
-        let Admission::Run(h2) = a.admit("i:y:1", other, &t0, true, &root) else {
+        let Admission::Run(h2) = a.admit("i:y:1", other, &t0, RUN, &root) else {
             panic!("runs");
         };
         assert_eq!(a.cancel(other, Duration::from_millis(250)), Some(true));
@@ -268,11 +393,11 @@ mod tests {
         assert_eq!(a.cancel(later, Duration::ZERO), Some(false));
         assert!(a.is_cancelled(later));
         assert!(matches!(
-            a.admit("i:z:1", later, &t0, true, &root),
+            a.admit("i:z:1", later, &t0, RUN, &root),
             Admission::Cancelled
         ));
         // the shutdown token reaches every attempt
-        let Admission::Run(h3) = a.admit("i:w:1", ExecutionId::random(), &t0, true, &root) else {
+        let Admission::Run(h3) = a.admit("i:w:1", ExecutionId::random(), &t0, RUN, &root) else {
             panic!("runs");
         };
         root.cancel();

@@ -1,10 +1,19 @@
 //! The worker's Kafka consumer: created with a context that keeps the offset
-//! tracker in step with rebalances (commit the done prefix of a revoked
-//! partition, then forget it) and remembers the group metadata exactly-once
-//! transactions need; subscription to the task topics; offset commits.
+//! tracker in step with rebalances and remembers the group metadata
+//! exactly-once transactions need; subscription to the task topics; offset
+//! commits.
+//!
+//! On revocation the context first stops the attempts running for records of
+//! the revoked partitions and waits (within their grace periods) until they
+//! have stopped or published, then commits the done prefix of each revoked
+//! partition and forgets it. The group cannot finish the rebalance before
+//! this member rejoins, so the partition's next owner starts only after the
+//! attempt here stopped: no attempt runs on two workers at once.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -15,11 +24,15 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::config::WeftConfig;
+use weft_shared::event::now_ms;
 use weft_shared::kafka::{client_config, Role};
 use weft_shared::Topics;
 
+use crate::attempts::Attempts;
 use crate::error::WorkerError;
+use crate::metrics::Metrics;
 use crate::offsets::{OffsetTracker, Position};
+use crate::supervise::SHUTDOWN_ABORT_AFTER;
 
 /// The consumer this worker uses.
 pub(crate) type TaskConsumer = StreamConsumer<WorkerContext>;
@@ -29,10 +42,18 @@ pub(crate) type TaskConsumer = StreamConsumer<WorkerContext>;
 pub(crate) struct WorkerContext {
     pub tracker: Arc<Mutex<OffsetTracker>>,
     pub group: Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>,
+    /// The attempts running here (stopped when their partition is revoked).
+    pub attempts: Arc<Mutex<Attempts>>,
+    /// Held while offsets are committed with transactions on (see `Shared`).
+    pub commit_lane: Arc<Mutex<()>>,
+    /// The partitions assigned now, and since when (epoch ms).
+    pub assignment: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
     /// Set when partitions were assigned, so a paused consumer pauses the new ones too.
     pub assignment_changed: AtomicBool,
-    /// Partitions currently assigned (for the stuck-join watchdog).
-    pub assigned: AtomicUsize,
+    /// Set when a rebalance that this member joined ended with an assignment
+    /// (empty for an idle member); cleared when it subscribes again.
+    pub joined: AtomicBool,
+    pub metrics: Metrics,
 }
 
 impl ClientContext for WorkerContext {
@@ -50,15 +71,29 @@ impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
+                let revoked: BTreeSet<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                self.metrics
+                    .rebalances_total
+                    .with_label_values(&["revoke"])
+                    .inc();
+                stop_attempts(&self.attempts, &revoked, &self.metrics);
+                let _lane = lock(&self.commit_lane);
                 let positions: Vec<Position> = {
                     let mut tracker = lock(&self.tracker);
-                    tpl.elements()
+                    revoked
                         .iter()
-                        .filter_map(|e| tracker.revoke(e.topic(), e.partition()))
+                        .filter_map(|(topic, partition)| tracker.revoke(topic, *partition))
                         .collect()
                 };
+                {
+                    let mut assignment = lock(&self.assignment);
+                    assignment.retain(|p, _| !revoked.contains(p));
+                }
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
-                self.assigned.store(0, Ordering::SeqCst);
                 if !positions.is_empty() {
                     if let Err(e) = consumer.commit(&to_tpl(&positions), CommitMode::Sync) {
                         tracing::warn!(error = %e, "could not commit offsets of revoked partitions");
@@ -78,8 +113,19 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let now = now_ms();
+            {
+                let mut assignment = lock(&self.assignment);
+                for e in tpl.elements() {
+                    assignment.insert((e.topic().to_owned(), e.partition()), now);
+                }
+            }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
-            self.assigned.store(tpl.count(), Ordering::SeqCst);
+            self.metrics
+                .rebalances_total
+                .with_label_values(&["assign"])
+                .inc();
+            self.joined.store(true, Ordering::SeqCst);
             *lock(&self.group) = consumer.group_metadata().map(Arc::new);
             self.assignment_changed.store(true, Ordering::SeqCst);
         }
@@ -90,6 +136,49 @@ impl ConsumerContext for WorkerContext {
             Ok(()) => tracing::debug!(partitions = offsets.count(), "offsets committed"),
             Err(e) => tracing::warn!(error = %e, "offset commit failed"),
         }
+    }
+}
+
+/// Stops the attempts running for records of `revoked` partitions and waits
+/// until they have stopped (or published what they returned in time), at
+/// most their longest grace period plus [`SHUTDOWN_ABORT_AFTER`]. Runs in the
+/// rebalance callback: the group waits for this member meanwhile.
+fn stop_attempts(attempts: &Mutex<Attempts>, revoked: &BTreeSet<(String, i32)>, metrics: &Metrics) {
+    let (stopping, grace) = {
+        let mut attempts = lock(attempts);
+        (attempts.running_in(revoked), attempts.revoke(revoked))
+    };
+    let Some(grace) = grace else {
+        return;
+    };
+    metrics.revoked_attempts_total.inc_by(stopping as u64);
+    tracing::info!(
+        attempts = stopping,
+        grace_ms = grace.as_millis() as u64,
+        "partitions revoked; stopping their running attempts before letting go"
+    );
+    let deadline = Instant::now() + grace + SHUTDOWN_ABORT_AFTER;
+    let wait = || loop {
+        let left = lock(attempts).running_in(revoked);
+        if left == 0 {
+            tracing::info!("attempts of the revoked partitions stopped");
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                attempts = left,
+                "attempts of revoked partitions did not stop in time"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        Ok(_) => tracing::warn!(
+            "revoked attempts were told to stop; a current-thread runtime cannot wait for them here"
+        ),
+        Err(_) => wait(),
     }
 }
 
@@ -204,12 +293,13 @@ pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, pau
     }
 }
 
-/// Leaves the group and joins it again as a new member when nothing has been
-/// assigned: some brokers (Tansu 0.6) never finish a rebalance that this worker
-/// joined while a crashed predecessor's session was still open. Returns whether
-/// it rejoined.
-pub(crate) fn rejoin_if_unassigned(consumer: &TaskConsumer) -> bool {
-    if consumer.context().assigned.load(Ordering::SeqCst) > 0 {
+/// Leaves the group and joins it again as a new member when no rebalance has
+/// ended for it since it subscribed: some brokers (Tansu 0.6) never finish a
+/// rebalance that this worker joined while a crashed predecessor's session was
+/// still open. A member that was assigned nothing (more workers than
+/// partitions) did finish its rebalance and stays. Returns whether it rejoined.
+pub(crate) fn rejoin_if_never_assigned(consumer: &TaskConsumer) -> bool {
+    if consumer.context().joined.load(Ordering::SeqCst) {
         return false;
     }
     let Ok(subscription) = consumer.subscription() else {
@@ -223,7 +313,7 @@ pub(crate) fn rejoin_if_unassigned(consumer: &TaskConsumer) -> bool {
     if topics.is_empty() {
         return false;
     }
-    tracing::warn!(topics = ?topics, "no partitions assigned yet; rejoining the group");
+    tracing::warn!(topics = ?topics, "the group has not finished a rebalance with this member; rejoining it");
     rejoin(consumer)
 }
 
@@ -241,6 +331,7 @@ pub(crate) fn rejoin(consumer: &TaskConsumer) -> bool {
         return false;
     }
     consumer.unsubscribe();
+    consumer.context().joined.store(false, Ordering::SeqCst);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&names) {
         tracing::error!(error = %e, "could not subscribe again");

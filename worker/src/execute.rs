@@ -2,8 +2,9 @@
 //! this worker already ran or is running that attempt or a control record
 //! cancelled it, wait for `not_before_ms`, publish `task.started`, run the
 //! handler under supervision (deadline, cancel, shutdown; see `supervise`)
-//! with task heartbeats, publish the result, and mark the offset done when the
-//! task's execution semantics say so.
+//! with task heartbeats, publish the result (see `results`), and mark the
+//! offset done when the task's execution semantics say so. An attempt whose
+//! partition is revoked stops and leaves its record to the new owner.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use weft_shared::model::ExecutionSemantics;
 use weft_shared::topics::{headers, TopicKind};
 use weft_shared::TaskDispatch;
 
-use crate::attempts::{Admission, AttemptHandle, Attempts};
+use crate::attempts::{Admission, AdmitOptions, AttemptHandle, Attempts};
 use crate::consumer::lock;
 use crate::error::TaskError;
 use crate::events::{attempt_event, started_data, AttemptEvent};
@@ -31,6 +32,7 @@ use crate::metrics::{
 };
 use crate::offsets::{OffsetTracker, Ticket};
 use crate::publish::Publisher;
+use crate::results::{publish, wait_for_head, Head, Published};
 use crate::supervise::{shutdown_grace, supervise, Outcome};
 use crate::task_heartbeat::Beats;
 
@@ -42,12 +44,20 @@ pub(crate) struct Shared {
     pub publisher: Publisher,
     pub tracker: Arc<Mutex<OffsetTracker>>,
     pub group: Arc<Mutex<Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>>>,
+    /// Held while offsets are committed with transactions on: every commit of
+    /// a partition, plain or in a transaction, is acknowledged before the next.
+    pub commit_lane: Arc<Mutex<()>>,
+    /// Counts records marked done: exactly-once results waiting for the head
+    /// of their partition watch it.
+    pub marked: tokio::sync::watch::Sender<u64>,
+    /// The partitions assigned to this worker's consumer, since when (ms).
+    pub assignment: Arc<Mutex<std::collections::BTreeMap<(String, i32), i64>>>,
     /// Whether exactly-once tasks can run (kafka.transactions=on).
     pub transactions: bool,
     /// Execution ids running now.
     pub active: Mutex<BTreeSet<String>>,
-    /// Attempts admitted, taken and cancelled (duplicates and cancels).
-    pub attempts: Mutex<Attempts>,
+    /// Attempts admitted, taken and cancelled (duplicates, cancels, revocations).
+    pub attempts: Arc<Mutex<Attempts>>,
     /// The shutdown grace period of attempts whose dispatch sets none.
     pub default_grace: Duration,
     /// The longest shutdown grace period of any attempt admitted (ms): bounds the drain.
@@ -64,6 +74,7 @@ impl Shared {
     pub(crate) fn mark_done(&self, ticket: &Ticket) {
         if lock(&self.tracker).done(ticket) {
             self.offsets_done.notify_one();
+            self.marked.send_modify(|n| *n += 1);
         }
     }
 }
@@ -196,11 +207,16 @@ fn admit<'a>(
     label: &str,
 ) -> Option<(AttemptHandle, Admitted<'a>)> {
     let attach = d.execution_semantics != ExecutionSemantics::AtMostOnce;
+    let options = AdmitOptions {
+        attach,
+        revocable: attach,
+        grace: shutdown_grace(d, shared.default_grace),
+    };
     let admission = lock(&shared.attempts).admit(
         &d.attempt_key(),
         d.execution_id,
         ticket,
-        attach,
+        options,
         &shared.cancel,
     );
     match admission {
@@ -263,6 +279,8 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
             tracing::info!("attempt cancelled before it started; skipped");
             shared.metrics.finished(label, OUTCOME_CANCELLED);
             admitted.mark_done(ticket);
+        } else if attempt.revoked().is_some() {
+            tracing::info!("partition revoked before the task started; its new owner runs it");
         }
         return;
     }
@@ -279,23 +297,22 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
         started_data(d, &shared.node_id),
         &shared.node_id,
     );
-    if !publish(shared, &started, &d.traceparent, transactional, None).await {
+    if publish(shared, &started, &d.traceparent, transactional, None).await != Published::Yes {
         shared.metrics.finished(label, OUTCOME_ABANDONED);
         return;
     }
     tracing::info!("task started");
 
     let begun = Instant::now();
+    let mut beats = None;
     let outcome = if semantics == ExecutionSemantics::ExactlyOnce && !shared.transactions {
         Outcome::Finished(Err(TaskError::terminal(
             "exactly_once_unsupported",
             "exactly_once needs a broker with transactions; set kafka.transactions=on against Apache Kafka",
         )))
     } else {
-        let beats = Beats::start(shared, d);
-        let outcome = supervise(shared, d, &attempt, beats.liveness()).await;
-        drop(beats);
-        outcome
+        let b = beats.insert(Beats::start(shared, d));
+        supervise(shared, d, &attempt, b.liveness()).await
     };
     shared
         .metrics
@@ -321,7 +338,30 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
             shared.metrics.finished(label, OUTCOME_ABANDONED);
             return;
         }
+        Outcome::Revoked => {
+            tracing::info!("task stopped: its partition was revoked; the new owner runs it");
+            shared.metrics.finished(label, OUTCOME_ABANDONED);
+            return;
+        }
     };
+    if transactional {
+        // The result commits its record's offset in its transaction, so it
+        // waits for every earlier record of the partition (heartbeats go on).
+        match wait_for_head(shared, ticket, &attempt).await {
+            Head::Reached => {}
+            Head::Cancelled => {
+                tracing::info!("task cancelled while its result waited; no result is published");
+                shared.metrics.finished(label, OUTCOME_CANCELLED);
+                admitted.mark_done(ticket);
+                return;
+            }
+            Head::Lost => {
+                tracing::info!("result not published: the partition was revoked or the worker stopped; the record runs again");
+                shared.metrics.finished(label, OUTCOME_ABANDONED);
+                return;
+            }
+        }
+    }
 
     let (event, outcome_label) = match result {
         Ok(output) => (
@@ -336,7 +376,9 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
             )
         }
     };
-    if !publish(shared, &event, &d.traceparent, transactional, Some(ticket)).await {
+    let published = publish(shared, &event, &d.traceparent, transactional, Some(ticket)).await;
+    drop(beats);
+    if published != Published::Yes {
         shared.metrics.finished(label, OUTCOME_ABANDONED);
         return;
     }
@@ -349,49 +391,5 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
             duration_ms = begun.elapsed().as_millis() as u64,
             "task completed"
         );
-    }
-}
-
-/// Publishes `event` until the broker acks it; gives up (false) only when the
-/// worker's grace period is over. With `transactional`, the result goes out in
-/// a transaction together with the ticket's offset.
-async fn publish(
-    shared: &Shared,
-    event: &weft_shared::WorkflowEvent,
-    traceparent: &str,
-    transactional: bool,
-    ticket: Option<&Ticket>,
-) -> bool {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let result = if transactional {
-            let offset = ticket.and_then(|t| {
-                let position = lock(&shared.tracker).position_if_done(t)?;
-                let group = lock(&shared.group).clone()?;
-                let pos = crate::offsets::Position {
-                    topic: t.topic.clone(),
-                    partition: t.partition,
-                    offset: position,
-                };
-                Some((pos, group))
-            });
-            shared
-                .publisher
-                .send_event_transactional(event, traceparent, offset)
-                .await
-        } else {
-            shared.publisher.send_event(event, traceparent).await
-        };
-        match result {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, event_type = %event.event_type, retry_in_ms = backoff.as_millis() as u64, "could not publish event");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = shared.cancel.cancelled() => return false,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

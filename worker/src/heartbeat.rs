@@ -35,7 +35,10 @@ pub(crate) fn node_record(
         current_load: BTreeMap::from([("in_flight".to_owned(), active_tasks.len() as i64)]),
         active_tasks,
         health,
-        labels: BTreeMap::from([("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+        labels: BTreeMap::from([("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())])
+            .into_iter()
+            .chain(crate::claims::labels(&lock(&shared.assignment)))
+            .collect(),
         started_at_ms,
         heartbeat_at_ms: now_ms(),
     }

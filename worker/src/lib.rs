@@ -29,6 +29,7 @@
 
 mod attempts;
 pub mod builtins;
+mod claims;
 mod consumer;
 mod context;
 mod control;
@@ -41,6 +42,7 @@ pub mod metrics;
 mod offsets;
 mod orphans;
 mod publish;
+mod results;
 mod runtime;
 mod server;
 mod supervise;

@@ -22,6 +22,12 @@ pub const DUPLICATE_DISPATCHES_TOTAL: &str = "weft_worker_duplicate_dispatches_t
 pub const CONTROL_RECORDS_TOTAL: &str = "weft_worker_control_records_total";
 /// Task heartbeats published for running attempts.
 pub const TASK_HEARTBEATS_TOTAL: &str = "weft_worker_task_heartbeats_total";
+/// Exactly-once results waiting for earlier records of their partition.
+pub const RESULTS_WAITING: &str = "weft_worker_results_waiting";
+/// Consumer group rebalances this worker took part in, by kind (`assign`, `revoke`).
+pub const REBALANCES_TOTAL: &str = "weft_worker_rebalances_total";
+/// Attempts stopped because their partition was revoked.
+pub const REVOKED_ATTEMPTS_TOTAL: &str = "weft_worker_revoked_attempts_total";
 
 /// Outcome label: the result was published as `task.completed`.
 pub const OUTCOME_COMPLETED: &str = "completed";
@@ -43,6 +49,9 @@ pub struct Metrics {
     pub duplicate_dispatches_total: IntCounter,
     pub control_records_total: IntCounterVec,
     pub task_heartbeats_total: IntCounter,
+    pub results_waiting: IntGauge,
+    pub rebalances_total: IntCounterVec,
+    pub revoked_attempts_total: IntCounter,
 }
 
 impl Metrics {
@@ -89,6 +98,24 @@ impl Metrics {
             "Task heartbeats published for running attempts.",
         )
         .expect("valid metric");
+        let results_waiting = IntGauge::new(
+            RESULTS_WAITING,
+            "Exactly-once results waiting for earlier records of their partition.",
+        )
+        .expect("valid metric");
+        let rebalances_total = IntCounterVec::new(
+            Opts::new(
+                REBALANCES_TOTAL,
+                "Consumer group rebalances this worker took part in, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let revoked_attempts_total = IntCounter::new(
+            REVOKED_ATTEMPTS_TOTAL,
+            "Attempts stopped because their partition was revoked.",
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(tasks_total.clone()) as Box<dyn prometheus::core::Collector>,
@@ -98,6 +125,9 @@ impl Metrics {
             Box::new(duplicate_dispatches_total.clone()),
             Box::new(control_records_total.clone()),
             Box::new(task_heartbeats_total.clone()),
+            Box::new(results_waiting.clone()),
+            Box::new(rebalances_total.clone()),
+            Box::new(revoked_attempts_total.clone()),
         ] {
             registry
                 .register(collector)
@@ -112,6 +142,9 @@ impl Metrics {
             duplicate_dispatches_total,
             control_records_total,
             task_heartbeats_total,
+            results_waiting,
+            rebalances_total,
+            revoked_attempts_total,
         }
     }
 
@@ -156,6 +189,8 @@ mod tests {
             .with_label_values(&["cancel", "true"])
             .inc();
         m.task_heartbeats_total.inc();
+        m.rebalances_total.with_label_values(&["assign"]).inc();
+        m.revoked_attempts_total.inc();
         let text = m.render();
         for name in [
             TASKS_TOTAL,
@@ -165,6 +200,9 @@ mod tests {
             DUPLICATE_DISPATCHES_TOTAL,
             CONTROL_RECORDS_TOTAL,
             TASK_HEARTBEATS_TOTAL,
+            RESULTS_WAITING,
+            REBALANCES_TOTAL,
+            REVOKED_ATTEMPTS_TOTAL,
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }

@@ -4,6 +4,11 @@
 //! the contiguous done prefix is ever committed. Each assignment of a partition
 //! gets a new generation, so a late completion from before a rebalance never
 //! marks an offset of the new assignment.
+//!
+//! An `exactly_once` result commits its offset in its own transaction, so it
+//! waits until it is at the head of its partition ([`OffsetTracker::earlier_pending`])
+//! and then marks its record done together with the commit
+//! ([`OffsetTracker::commit_through`]); see ADR 0013.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -108,6 +113,29 @@ impl OffsetTracker {
             }
         }
         position.filter(|p| Some(*p) > part.done_up_to)
+    }
+
+    /// Whether a record before the ticket's is still not done in its
+    /// partition; `None` when the partition was revoked since the ticket.
+    pub fn earlier_pending(&self, ticket: &Ticket) -> Option<bool> {
+        let part = self
+            .partitions
+            .get(&(ticket.topic.clone(), ticket.partition))
+            .filter(|p| p.generation == ticket.generation)?;
+        Some(part.pending.range(..ticket.offset).any(|(_, done)| !*done))
+    }
+
+    /// Marks the ticket's record done and records `position` as committed (a
+    /// transaction committed it): later plain commits never hand out less.
+    /// False when the partition was revoked since the ticket.
+    pub fn commit_through(&mut self, ticket: &Ticket, position: i64) -> bool {
+        if !self.done(ticket) {
+            return false;
+        }
+        if let Some(part) = self.current(ticket) {
+            part.committed = part.committed.max(Some(position));
+        }
+        true
     }
 
     /// Positions that moved since they were last handed out; they count as committed now.
@@ -243,5 +271,28 @@ mod tests {
         assert_eq!(tr.take_committable(), vec![]);
         tr.done(&a);
         assert_eq!(tr.take_committable(), vec![pos(0, 3)]);
+    }
+
+    #[test]
+    fn a_transaction_at_the_head_commits_and_plain_commits_never_go_back() {
+        let mut tr = OffsetTracker::new();
+        let a = tr.track("t", 0, 0);
+        let b = tr.track("t", 0, 1);
+        let c = tr.track("t", 0, 2);
+        assert_eq!(tr.earlier_pending(&a), Some(false));
+        assert_eq!(tr.earlier_pending(&b), Some(true), "0 is still running");
+        tr.done(&c);
+        assert_eq!(tr.earlier_pending(&b), Some(true));
+        tr.done(&a);
+        assert_eq!(tr.take_committable(), vec![pos(0, 1)]);
+        assert_eq!(tr.earlier_pending(&b), Some(false), "b is at the head now");
+        let position = tr.position_if_done(&b).unwrap();
+        assert_eq!(position, 3, "the transaction commits through the done c");
+        assert!(tr.commit_through(&b, position));
+        assert_eq!(tr.take_committable(), vec![], "the transaction committed 3");
+        assert_eq!(tr.all_positions(), vec![pos(0, 3)]);
+        tr.revoke("t", 0);
+        assert_eq!(tr.earlier_pending(&b), None, "revoked");
+        assert!(!tr.commit_through(&b, 3));
     }
 }

@@ -4,9 +4,12 @@
 //! the live members happily consume the rest. Every [`CHECK_EVERY`] this
 //! watch looks at the partitions of the subscribed task topics that are not
 //! assigned here: one whose group offset has not moved for [`ORPHAN_AFTER`]
-//! while records wait behind it is taken to be orphaned, and the worker leaves
+//! while records wait behind it, and that no worker heartbeating on the node
+//! registry holds ([`Claims`]), is taken to be orphaned, and the worker leaves
 //! and rejoins the group, which makes the coordinator drop the dead member.
-//! A false alarm (another worker busy on one long task) costs a rebalance.
+//! A worker busy on one long task holds its partition and heartbeats, so its
+//! partition is not orphaned however long the task runs. The watch runs only
+//! with the development-broker workarounds on (`kafka.broker_workarounds`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -16,25 +19,39 @@ use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::topics::TopicKind;
 use weft_shared::Topics;
 
+use crate::claims::Claims;
 use crate::consumer::TaskConsumer;
 
 /// How often the watch runs.
-pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(10);
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// How long a partition with waiting records may go without progress.
-const ORPHAN_AFTER: Duration = Duration::from_secs(40);
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(40);
 /// Broker round trips of one check are bounded by this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Progress last seen per partition not assigned here.
-#[derive(Default)]
 pub(crate) struct OrphanWatch {
     seen: HashMap<(String, i32), (i64, Instant)>,
+    orphan_after: Duration,
 }
 
 impl OrphanWatch {
+    /// A watch that calls a partition orphaned after `orphan_after` without progress.
+    pub(crate) fn new(orphan_after: Duration) -> Self {
+        Self {
+            seen: HashMap::new(),
+            orphan_after,
+        }
+    }
+
     /// Checks once; true when it rejoined the group.
-    pub(crate) fn check(&mut self, consumer: &TaskConsumer, topics: &Topics) -> bool {
-        let orphans = blocking(|| self.orphans(consumer, topics));
+    pub(crate) fn check(
+        &mut self,
+        consumer: &TaskConsumer,
+        topics: &Topics,
+        claims: &Claims,
+    ) -> bool {
+        let orphans = blocking(|| self.orphans(consumer, topics, claims));
         if orphans.is_empty() {
             return false;
         }
@@ -43,7 +60,12 @@ impl OrphanWatch {
         crate::consumer::rejoin(consumer)
     }
 
-    fn orphans(&mut self, consumer: &TaskConsumer, topics: &Topics) -> Vec<String> {
+    fn orphans(
+        &mut self,
+        consumer: &TaskConsumer,
+        topics: &Topics,
+        claims: &Claims,
+    ) -> Vec<String> {
         let Ok(mine) = consumer.assignment() else {
             return Vec::new();
         };
@@ -95,7 +117,8 @@ impl OrphanWatch {
             }
             match self.seen.get(&key) {
                 Some((prev, since)) if *prev == at => {
-                    if now.duration_since(*since) >= ORPHAN_AFTER {
+                    let stalled = now.duration_since(*since) >= self.orphan_after;
+                    if stalled && claims.claimed(&key) == Some(false) {
                         out.push(format!("{}/{} at {at} of {high}", key.0, key.1));
                     }
                 }

@@ -2,9 +2,11 @@
 //! undecodable dispatches, node records — and, when `kafka.transactions=on`,
 //! exactly-once results that go out together with the consumer offset in one
 //! Kafka transaction. librdkafka's transaction calls block, so they run on the
-//! blocking pool; one transaction at a time per worker.
+//! blocking pool; one transaction at a time per worker. The offset a
+//! transaction commits is read, sent and recorded under the commit lane
+//! ([`TxnOffset`]), so no plain commit of its partition overtakes it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -17,9 +19,20 @@ use weft_shared::config::KafkaSettings;
 use weft_shared::kafka::{client_config, Role};
 use weft_shared::{Topics, WorkflowEvent};
 
+use crate::consumer::lock;
 use crate::error::WorkerError;
 use crate::events::event_headers;
-use crate::offsets::Position;
+use crate::offsets::{OffsetTracker, Ticket};
+
+/// The offset an exactly-once result's transaction commits: its ticket's
+/// partition's done prefix through the ticket, read under `lane` when the
+/// transaction commits, and recorded as committed before the lane is let go.
+pub(crate) struct TxnOffset {
+    pub lane: Arc<Mutex<()>>,
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub group: Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>,
+    pub ticket: Ticket,
+}
 
 /// How long a transaction call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,19 +116,22 @@ impl Publisher {
         .await
     }
 
-    /// Appends `event` in a transaction that also commits `offset` (when given) for the consumer group.
+    /// Appends `event` in a transaction that also commits `offset` (when
+    /// given) for the consumer group. `Ok(false)`: the offset's partition is
+    /// no longer this worker's (revoked, or the prefix would not reach the
+    /// ticket), so the transaction was aborted and nothing was published.
     pub async fn send_event_transactional(
         &self,
         event: &WorkflowEvent,
         traceparent: &str,
-        offset: Option<(Position, Arc<ConsumerGroupMetadata>)>,
-    ) -> Result<(), KafkaError> {
-        let Some(lock) = &self.transactional else {
+        offset: Option<TxnOffset>,
+    ) -> Result<bool, KafkaError> {
+        let Some(lock_tx) = &self.transactional else {
             return Err(KafkaError::ClientCreation(
                 "no transactional producer (kafka.transactions is not on)".into(),
             ));
         };
-        let tx = lock.lock().await;
+        let tx = lock_tx.lock().await;
         tx.begin_transaction()?;
         let topic = self.topics.events(&event.workflow_type);
         let key = event.instance_id.to_string();
@@ -133,22 +149,10 @@ impl Publisher {
             Err(e) => Err(e),
             Ok(()) => {
                 let producer = tx.clone();
-                blocking(move || {
-                    if let Some((pos, group)) = offset {
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(
-                            &pos.topic,
-                            pos.partition,
-                            Offset::Offset(pos.offset),
-                        )?;
-                        producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
-                    }
-                    producer.commit_transaction(TXN_TIMEOUT)
-                })
-                .await
+                blocking(move || commit(&producer, offset)).await
             }
         };
-        if result.is_err() {
+        if !matches!(result, Ok(true)) {
             let producer = tx.clone();
             if let Err(e) = blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await {
                 tracing::warn!(error = %e, "could not abort kafka transaction");
@@ -164,6 +168,31 @@ impl Publisher {
             tracing::warn!(error = %e, "could not flush producer");
         }
     }
+}
+
+/// Commits the open transaction of `producer`, with `offset` when given (see
+/// [`TxnOffset`]); `Ok(false)` without committing when the offset's partition
+/// is no longer this worker's.
+fn commit(producer: &FutureProducer, offset: Option<TxnOffset>) -> Result<bool, KafkaError> {
+    let Some(offset) = offset else {
+        producer.commit_transaction(TXN_TIMEOUT)?;
+        return Ok(true);
+    };
+    let _lane = lock(&offset.lane);
+    let position = lock(&offset.tracker).position_if_done(&offset.ticket);
+    let group = lock(&offset.group).clone();
+    let (Some(position), Some(group)) = (position, group) else {
+        return Ok(false);
+    };
+    let t = &offset.ticket;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(position))?;
+    producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+    producer.commit_transaction(TXN_TIMEOUT)?;
+    if !lock(&offset.tracker).commit_through(t, position) {
+        tracing::warn!(topic = %t.topic, partition = t.partition, "partition revoked while its transaction committed");
+    }
+    Ok(true)
 }
 
 /// Runs a blocking librdkafka call on the blocking pool.

@@ -4,7 +4,10 @@
 //! their grace period — the dispatch's `grace_period_ms`, else
 //! `worker.shutdown_grace_ms` — cancel the rest, commit, leave the group).
 //! Control records are applied in the loop as they come (they need no slot),
-//! and by the control listener beside it.
+//! and by the control listener beside it. The development-broker workarounds
+//! (rejoining a group whose rebalance never finished, the orphan watch) run
+//! only when `kafka.broker_workarounds` resolves to on
+//! ([`weft_shared::kafka::broker_workarounds_enabled`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +25,7 @@ use weft_shared::config::TransactionsMode;
 use weft_shared::event::now_ms;
 use weft_shared::node::HealthStatus;
 
+use crate::claims::{self, Claims};
 use crate::consumer::{self, lock, pause_when_saturated, TaskConsumer, WorkerContext};
 use crate::control;
 use crate::error::WorkerError;
@@ -43,10 +47,8 @@ pub(crate) async fn run(
         node_id,
         registry,
         metrics,
+        orphan_watch,
     } = worker;
-    let mut config = config;
-    // `auto` becomes `on` or `off` here, once: everything below sees the resolved mode.
-    config.kafka.transactions = weft_shared::transactions::resolve(&config.kafka).await;
     let settings = config.worker.clone();
     let started_at_ms = now_ms();
     let transactions = config.kafka.transactions == TransactionsMode::On;
@@ -63,12 +65,20 @@ pub(crate) async fn run(
     }
     let _stop_http = http_stop.drop_guard();
 
+    let kafka = config.kafka.clone();
+    let workarounds =
+        tokio::task::spawn_blocking(move || weft_shared::kafka::broker_workarounds_enabled(&kafka))
+            .await
+            .unwrap_or(false);
     let transactional_id = transactions.then(|| format!("weft-worker-{node_id}"));
     let publisher = Publisher::new(&config.kafka, transactional_id).await?;
     if !transactions {
         tracing::info!("kafka transactions are off: exactly_once tasks will fail with exactly_once_unsupported");
     }
-    let context = WorkerContext::default();
+    let context = WorkerContext {
+        metrics: metrics.clone(),
+        ..WorkerContext::default()
+    };
     let shared = Arc::new(Shared {
         node_id: node_id.clone(),
         registry,
@@ -76,9 +86,12 @@ pub(crate) async fn run(
         publisher,
         tracker: context.tracker.clone(),
         group: context.group.clone(),
+        commit_lane: context.commit_lane.clone(),
+        marked: tokio::sync::watch::Sender::new(0),
+        assignment: context.assignment.clone(),
         transactions,
         active: Mutex::default(),
-        attempts: Mutex::default(),
+        attempts: context.attempts.clone(),
         default_grace: Duration::from_millis(settings.shutdown_grace_ms),
         max_grace_ms: AtomicU64::new(settings.shutdown_grace_ms),
         offsets_done: Notify::new(),
@@ -106,9 +119,21 @@ pub(crate) async fn run(
         settings.types.clone(),
     ));
 
+    let claims = workarounds.then(|| {
+        let claims = Arc::new(Claims::default());
+        tokio::spawn(claims::follow(
+            claims.clone(),
+            config.kafka.clone(),
+            settings.group_id.clone(),
+            shared.clone(),
+        ));
+        claims
+    });
+
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let mut tasks = JoinSet::new();
-    consume(&consumer, &shared, &slots, &mut tasks, shutdown).await;
+    let watch = claims.map(|c| (c, orphan_watch));
+    consume(&consumer, &shared, &slots, &mut tasks, watch, shutdown).await;
 
     // drain
     ready.store(false, Ordering::SeqCst);
@@ -160,26 +185,32 @@ const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
 /// Rejoins after which an empty assignment is taken as final.
 const MAX_REJOINS: u32 = 3;
 
-/// Takes records while slots are free, until `shutdown` resolves.
+/// Takes records while slots are free, until `shutdown` resolves. With
+/// `watch` (the development-broker workarounds on: the claims of the live
+/// workers, the orphan watch's interval and orphan time) it also runs the
+/// join watchdog and the orphan watch.
 async fn consume(
     consumer: &TaskConsumer,
     shared: &Arc<Shared>,
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
+    watch: Option<(Arc<Claims>, (Duration, Duration))>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let workarounds = watch.is_some();
+    let (check_every, orphan_after) = watch
+        .as_ref()
+        .map_or((crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER), |w| w.1);
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     let mut paused = false;
-    // Checks that the group assigned something; see `consumer::rejoin_if_unassigned`.
+    // Checks that a rebalance ended for this member; see `consumer::rejoin_if_never_assigned`.
     let mut join_watchdog =
         tokio::time::interval_at(tokio::time::Instant::now() + JOIN_WATCHDOG, JOIN_WATCHDOG);
-    let mut rejoins = 0;
-    let mut orphan_tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + crate::orphans::CHECK_EVERY,
-        crate::orphans::CHECK_EVERY,
-    );
-    let mut orphans = crate::orphans::OrphanWatch::default();
+    let mut rejoins = if workarounds { 0 } else { MAX_REJOINS };
+    let mut orphan_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    let mut orphans = crate::orphans::OrphanWatch::new(orphan_after);
     loop {
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
@@ -191,14 +222,16 @@ async fn consume(
             () = shared.offsets_done.notified() => commit_done(consumer, shared),
             _ = commit_tick.tick() => commit_done(consumer, shared),
             _ = join_watchdog.tick(), if rejoins < MAX_REJOINS => {
-                if consumer::rejoin_if_unassigned(consumer) {
+                if consumer::rejoin_if_never_assigned(consumer) {
                     rejoins += 1;
                 } else {
                     rejoins = MAX_REJOINS;
                 }
             }
-            _ = orphan_tick.tick() => {
-                orphans.check(consumer, shared.publisher.topics());
+            _ = orphan_tick.tick(), if workarounds => {
+                if let Some((claims, _)) = &watch {
+                    orphans.check(consumer, shared.publisher.topics(), claims);
+                }
             }
             received = consumer.recv() => {
                 let msg = match received {
@@ -272,9 +305,24 @@ async fn drain(
     }
 }
 
+/// Commits the done prefixes that moved. With transactions on, under the
+/// commit lane and synchronously: a plain commit is acknowledged before an
+/// exactly-once result's transaction commits a later offset of its partition.
 fn commit_done(consumer: &TaskConsumer, shared: &Shared) {
-    let positions = lock(&shared.tracker).take_committable();
-    consumer::commit(consumer, &positions, CommitMode::Async);
+    if !shared.transactions {
+        let positions = lock(&shared.tracker).take_committable();
+        consumer::commit(consumer, &positions, CommitMode::Async);
+        return;
+    }
+    let commit = || {
+        let _lane = lock(&shared.commit_lane);
+        let positions = lock(&shared.tracker).take_committable();
+        consumer::commit(consumer, &positions, CommitMode::Sync);
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit),
+        _ => commit(),
+    }
 }
 
 fn consumer_error(e: &KafkaError) {

@@ -3,8 +3,10 @@
 //! dispatch's `deadline_ms` or `execution_timeout_ms`, whichever is first:
 //! retryable `execution_timeout`), a control record cancels it (nothing is
 //! published), or the worker shuts down (the attempt's grace period, then the
-//! cancellation signal, then the record is left for another worker). A handler
-//! asked to stop has a grace period to return before it is aborted.
+//! cancellation signal, then the record is left for another worker), or its
+//! partition is revoked (the attempt's grace period, then the record is the
+//! partition's new owner's; an output returned within it still counts). A
+//! handler asked to stop has a grace period to return before it is aborted.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -33,6 +35,8 @@ pub(crate) enum Outcome {
     Cancelled,
     /// The worker shut down before it finished: leave the record for another worker.
     Abandoned,
+    /// Its partition was revoked before it finished: the record is the new owner's.
+    Revoked,
 }
 
 /// The epoch-ms deadline of an attempt started at `started_ms`, if it has one.
@@ -87,19 +91,24 @@ pub(crate) async fn supervise(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        joined = &mut join => match attempt.cancelled_by_control() {
+        joined = &mut join => match (attempt.cancelled_by_control(), attempt.revoked()) {
             // it returned as it saw the cancel: whatever it returned is not a result
-            Some(_) => Outcome::Cancelled,
-            None => Outcome::Finished(flatten(joined, d)),
+            (Some(_), _) => Outcome::Cancelled,
+            (None, Some(_)) => revoked(Some(flatten(joined, d))),
+            (None, None) => Outcome::Finished(flatten(joined, d)),
         },
-        () = token.cancelled() => match attempt.cancelled_by_control() {
-            Some(grace) => {
+        () = token.cancelled() => match (attempt.cancelled_by_control(), attempt.revoked()) {
+            (Some(grace), _) => {
                 tracing::info!(grace_ms = grace.as_millis() as u64, "attempt cancelled; waiting for the handler to stop");
                 stop(&mut join, grace).await;
                 Outcome::Cancelled
             }
+            (None, Some(grace)) => {
+                tracing::info!(grace_ms = grace.as_millis() as u64, "partition revoked; waiting for the handler to stop");
+                revoked(stop(&mut join, grace).await)
+            }
             // the hard stop at the end of the drain
-            None => abandoned(stop(&mut join, SHUTDOWN_ABORT_AFTER).await),
+            (None, None) => abandoned(stop(&mut join, SHUTDOWN_ABORT_AFTER).await),
         },
         () = sleep_until(deadline) => {
             tracing::info!(handler = %d.handler, "deadline passed; cancelling the handler");
@@ -131,6 +140,16 @@ fn abandoned(returned: Option<Result<DataMap, TaskError>>) -> Outcome {
     match returned {
         Some(Ok(output)) => Outcome::Finished(Ok(output)),
         _ => Outcome::Abandoned,
+    }
+}
+
+/// An output returned after the revocation still counts (the revocation
+/// waits for it to be published and committed); anything else leaves the
+/// record to the partition's new owner.
+fn revoked(returned: Option<Result<DataMap, TaskError>>) -> Outcome {
+    match returned {
+        Some(Ok(output)) => Outcome::Finished(Ok(output)),
+        _ => Outcome::Revoked,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,6 +22,7 @@ pub struct WorkerBuilder {
     config: WeftConfig,
     registry: Registry,
     builtins: bool,
+    orphan_watch: (Duration, Duration),
 }
 
 impl WorkerBuilder {
@@ -47,6 +49,16 @@ impl WorkerBuilder {
     /// any names not taken by registered handlers.
     pub fn with_builtins(mut self) -> Self {
         self.builtins = true;
+        self
+    }
+
+    /// How often the orphan watch (a development-broker workaround) looks,
+    /// and after how long without progress it calls a partition orphaned;
+    /// defaults [`CHECK_EVERY`](crate::orphans::CHECK_EVERY) and
+    /// [`ORPHAN_AFTER`](crate::orphans::ORPHAN_AFTER). For tests.
+    #[doc(hidden)]
+    pub fn orphan_watch(mut self, check_every: Duration, orphan_after: Duration) -> Self {
+        self.orphan_watch = (check_every, orphan_after);
         self
     }
 
@@ -83,6 +95,7 @@ impl WorkerBuilder {
             node_id,
             registry,
             metrics: Metrics::new(),
+            orphan_watch: self.orphan_watch,
         })
     }
 }
@@ -99,6 +112,8 @@ pub struct Worker {
     pub(crate) node_id: String,
     pub(crate) registry: Registry,
     pub(crate) metrics: Metrics,
+    /// The orphan watch's check interval and orphan time.
+    pub(crate) orphan_watch: (Duration, Duration),
 }
 
 impl Worker {
@@ -108,6 +123,7 @@ impl Worker {
             config,
             registry: Registry::default(),
             builtins: false,
+            orphan_watch: (crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The built-in task kinds every `weft-worker` offers: `noop`, `sleep`,
 //! `http`, `shell` (only with `worker.enable_shell`), `choose` (a decision's
-//! branches), and for testing failure paths `fail`, `flaky` and `ledger` (an
-//! effect applied once per idempotency key). Built-ins read their settings
+//! branches), and for testing failure paths `fail`, `flaky`, `ledger` (an
+//! effect applied once per idempotency key) and `tally` (logs every call). Built-ins read their settings
 //! from the task `parameters` only — never from workflow input, so input
 //! cannot pick a URL, a command or a file (`choose` reads the one input key
 //! its parameters name).
@@ -14,6 +14,7 @@ pub mod ledger;
 mod noop;
 mod shell;
 mod sleep;
+pub mod tally;
 
 use std::sync::Arc;
 
@@ -25,12 +26,13 @@ pub use ledger::Ledger;
 pub use noop::Noop;
 pub use shell::Shell;
 pub use sleep::Sleep;
+pub use tally::Tally;
 
 use crate::handler::Registry;
 
 /// The handler names of the built-in kinds.
 pub const NAMES: &[&str] = &[
-    "noop", "sleep", "http", "shell", "fail", "flaky", "ledger", "choose",
+    "noop", "sleep", "http", "shell", "fail", "flaky", "ledger", "choose", "tally",
 ];
 
 /// Largest body or stream kept in an output (bytes); longer ones are cut.
@@ -51,6 +53,7 @@ pub fn register(registry: &mut Registry, enable_shell: bool) {
     registry.insert_if_absent("flaky", Arc::new(Flaky));
     registry.insert_if_absent("ledger", Arc::new(Ledger));
     registry.insert_if_absent("choose", Arc::new(Choose));
+    registry.insert_if_absent("tally", Arc::new(Tally));
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
@@ -82,7 +85,7 @@ mod tests {
         register(&mut r, false);
         assert_eq!(
             r.names(),
-            ["choose", "fail", "flaky", "http", "ledger", "noop", "shell", "sleep"]
+            ["choose", "fail", "flaky", "http", "ledger", "noop", "shell", "sleep", "tally"]
         );
     }
 }
