@@ -49,6 +49,9 @@ pub(crate) async fn run(
         metrics,
         orphan_watch,
     } = worker;
+    let mut config = config;
+    // `auto` becomes `on` or `off` here, once: everything below sees the resolved mode.
+    config.kafka.transactions = weft_shared::transactions::resolve(&config.kafka).await;
     let settings = config.worker.clone();
     let started_at_ms = now_ms();
     let transactions = config.kafka.transactions == TransactionsMode::On;
