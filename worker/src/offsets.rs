@@ -125,16 +125,17 @@ impl OffsetTracker {
         Some(part.pending.range(..ticket.offset).any(|(_, done)| !*done))
     }
 
-    /// Marks the ticket's record done and records `position` as committed (a
-    /// transaction committed it): later plain commits never hand out less.
-    /// False when the partition was revoked since the ticket.
+    /// Marks the ticket's record done once a transaction committed its
+    /// partition through `position` (under the commit lane, so that no later
+    /// plain commit hands out less; the next one may repeat `position`, which
+    /// is harmless). False when the partition was revoked since the ticket.
     pub fn commit_through(&mut self, ticket: &Ticket, position: i64) -> bool {
         if !self.done(ticket) {
             return false;
         }
-        if let Some(part) = self.current(ticket) {
-            part.committed = part.committed.max(Some(position));
-        }
+        debug_assert!(self
+            .current(ticket)
+            .is_some_and(|p| p.done_up_to >= Some(position)));
         true
     }
 
@@ -289,7 +290,11 @@ mod tests {
         let position = tr.position_if_done(&b).unwrap();
         assert_eq!(position, 3, "the transaction commits through the done c");
         assert!(tr.commit_through(&b, position));
-        assert_eq!(tr.take_committable(), vec![], "the transaction committed 3");
+        assert_eq!(
+            tr.take_committable(),
+            vec![pos(0, 3)],
+            "never less than the transaction's"
+        );
         assert_eq!(tr.all_positions(), vec![pos(0, 3)]);
         tr.revoke("t", 0);
         assert_eq!(tr.earlier_pending(&b), None, "revoked");
