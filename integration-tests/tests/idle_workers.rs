@@ -122,7 +122,10 @@ async fn run(cluster: &TestCluster) -> Result<()> {
         *per_execution.entry(execution_id.as_str()).or_default() += 1;
     }
     let twice: Vec<_> = per_execution.iter().filter(|(_, n)| **n > 1).collect();
-    ensure!(twice.is_empty(), "handlers ran more than once: {twice:?} (all calls: {calls:?})");
+    ensure!(
+        twice.is_empty(),
+        "handlers ran more than once: {twice:?} (all calls: {calls:?})"
+    );
     ensure!(
         calls.len() == WORKFLOWS * TASKS,
         "{} handler calls for {} tasks",
@@ -140,7 +143,11 @@ async fn run(cluster: &TestCluster) -> Result<()> {
             w.node_id(),
             assigned.len() - count_before
         );
-        ensure!(!log.contains("rejoining"), "{} left and rejoined the group", w.node_id());
+        ensure!(
+            !log.contains("rejoining"),
+            "{} left and rejoined the group",
+            w.node_id()
+        );
         ensure!(
             log.contains("broker_workarounds=true"),
             "{} did not detect the development broker (Tansu)",

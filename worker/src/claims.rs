@@ -58,10 +58,14 @@ fn claimed_by(record: &NodeRecord) -> BTreeSet<(String, i32)> {
         .collect()
 }
 
+/// A task partition: topic and partition number.
+type Partition = (String, i32);
+
 /// The claims of the worker nodes heard from, and since when they are followed.
 #[derive(Debug)]
 pub(crate) struct Claims {
-    nodes: Mutex<HashMap<String, (Instant, BTreeSet<(String, i32)>)>>,
+    /// Per node id: when its latest record arrived and the partitions it claims.
+    nodes: Mutex<HashMap<String, (Instant, BTreeSet<Partition>)>>,
     since: Instant,
 }
 

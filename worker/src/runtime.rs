@@ -202,9 +202,10 @@ async fn consume(
 ) {
     tokio::pin!(shutdown);
     let workarounds = watch.is_some();
-    let (check_every, orphan_after) = watch
-        .as_ref()
-        .map_or((crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER), |w| w.1);
+    let (check_every, orphan_after) = watch.as_ref().map_or(
+        (crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER),
+        |w| w.1,
+    );
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     let mut paused = false;
     // Checks that a rebalance ended for this member; see `consumer::rejoin_if_never_assigned`.

@@ -24,9 +24,12 @@ use weft_worker::{TaskContext, TaskError, Worker};
 
 use common::*;
 
-/// Per attempt (execution id): calls, running now, most running at once.
+/// Calls of one attempt, how many run now, and the most that ran at once.
+type Runs = (usize, usize, usize);
+
+/// Per attempt (execution id): its [`Runs`].
 #[derive(Clone, Default)]
-struct Probe(Arc<Mutex<HashMap<String, (usize, usize, usize)>>>);
+struct Probe(Arc<Mutex<HashMap<String, Runs>>>);
 
 impl Probe {
     fn enter(&self, ctx: &TaskContext) {
