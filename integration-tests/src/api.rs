@@ -230,6 +230,53 @@ impl ApiClient {
         Ok(sse_frames(&text))
     }
 
+    /// Like [`watch`](Self::watch), but sends on `first_frame` as soon as the
+    /// first complete frame has arrived, so that a test can act on the
+    /// workflow while it is being watched (and so prove the stream is live).
+    pub async fn watch_live(
+        &self,
+        workflow_type: &str,
+        id: &str,
+        first_frame: tokio::sync::oneshot::Sender<()>,
+        deadline: Duration,
+    ) -> Result<Vec<(String, Value)>> {
+        let url = format!("{}/v1/workflows/{workflow_type}/{id}/watch", self.base);
+        let read = async {
+            let mut resp = reqwest::Client::new()
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            if !resp.status().is_success() {
+                bail!(
+                    "GET {url} answered {}: {}",
+                    resp.status(),
+                    resp.text().await?
+                );
+            }
+            let mut first_frame = Some(first_frame);
+            let mut text = String::new();
+            while let Some(chunk) = resp.chunk().await.context("reading the event stream")? {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.replace("\r\n", "\n").contains("\n\n") {
+                    if let Some(tx) = first_frame.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            Ok(text)
+        };
+        let text = tokio::time::timeout(deadline, read)
+            .await
+            .with_context(|| format!("the stream {url} did not end within {deadline:?}"))??;
+        Ok(sse_frames(&text))
+    }
+
+    /// The sum of the samples of metric `name` on `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        Ok(metric_sum(&self.metrics().await?, name).unwrap_or(0.0))
+    }
+
     /// `GET /readyz` answered 200.
     pub async fn is_ready(&self) -> bool {
         self.send(Method::GET, "/readyz", None)
@@ -244,6 +291,37 @@ impl ApiClient {
             other => Ok(other.to_string()),
         }
     }
+}
+
+/// The sum of every sample of metric `name` (whatever its labels) in a
+/// Prometheus text exposition; `None` when it has no sample.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    metric_sum_labelled(text, name, "")
+}
+
+/// [`metric_sum`] over the samples whose labels contain `label` (e.g.
+/// `handler="sleep"`; empty: every sample).
+pub fn metric_sum_labelled(text: &str, name: &str, label: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !label.is_empty() && !rest.split_once('}').is_some_and(|(l, _)| l.contains(label)) {
+            continue;
+        }
+        let value = if rest.starts_with('{') {
+            rest.rsplit_once('}').map(|(_, v)| v)
+        } else if rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            None // another metric whose name starts with this one
+        };
+        if let Some(v) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
 }
 
 /// The `(event, data)` frames of a complete `text/event-stream` body

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -72,8 +72,14 @@ impl Broker {
                     return Ok(broker);
                 }
                 // It exited: most likely the port was taken meanwhile, so try another one.
-                Err(e) if !broker.process.is_running() => last_err = Some(e),
-                Err(e) => return Err(e),
+                Err(e) if !broker.process.is_running() => {
+                    broker.process.kill9(); // an exit this start already reports
+                    last_err = Some(e);
+                }
+                Err(e) => {
+                    broker.process.kill9();
+                    return Err(e);
+                }
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow!("the broker did not start")))
@@ -186,6 +192,35 @@ impl Broker {
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
         create_topic(&self.bootstrap(), name, partitions).await
     }
+
+    /// The high watermark (the offset the next record gets) of every partition
+    /// of `topic`, in partition order.
+    pub async fn high_watermarks(&self, topic: &str) -> Result<Vec<i64>> {
+        high_watermarks(&self.bootstrap(), topic).await
+    }
+}
+
+/// The high watermark of every partition of `topic` on `bootstrap`, in partition order.
+pub async fn high_watermarks(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&bootstrap).create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let partitions = md
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        ensure!(partitions > 0, "{topic} has no partitions");
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .with_context(|| format!("watermarks of {topic}/{p}"))?;
+                Ok(high)
+            })
+            .collect()
+    })
+    .await?
 }
 
 impl Drop for Broker {

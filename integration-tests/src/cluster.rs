@@ -27,6 +27,9 @@ pub const SCRIPT_ONLY_ENV: &[&str] = &[
     "WEFT_DEV_READY_SECONDS",
 ];
 
+/// What the orchestrator logs when `--rebuild` discarded its projections.
+pub const REBUILD_LOG_LINE: &str = "projections discarded; rebuilding from the topics";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -282,16 +285,49 @@ impl TestCluster {
     }
 
     /// Kills orchestrator `i` with SIGKILL, starts it again on the same port and
-    /// data dir, and waits until it is ready.
+    /// data dir, and waits until it is ready. Fails if it had crashed on its own.
     pub async fn restart_orchestrator(&mut self, i: usize) -> Result<()> {
         self.orchestrators[i].process.restart()?;
         self.wait_ready(i).await
     }
 
     /// Kills worker `i` with SIGKILL, starts it again, and waits until it is ready.
+    /// Fails if it had crashed on its own.
     pub async fn restart_worker(&mut self, i: usize) -> Result<()> {
         self.workers[i].process.restart()?;
         self.wait_worker_ready(i).await
+    }
+
+    /// Restarts orchestrator `i` with `--rebuild` (SIGKILL, then a start that
+    /// discards its projections) and waits until it is ready. Fails unless its
+    /// log says the projections were discarded: a rebuild that deleted nothing
+    /// would compare the old projection with itself.
+    pub async fn rebuild_orchestrator(&mut self, i: usize) -> Result<()> {
+        let process = &mut self.orchestrators[i].process;
+        process.kill9();
+        process.start_with(&["--rebuild"])?;
+        self.wait_ready(i).await?;
+        let log = self.orchestrators[i].process.current_log();
+        if !log.contains(REBUILD_LOG_LINE) {
+            bail!(
+                "{} started with --rebuild but did not log '{REBUILD_LOG_LINE}'\n{}",
+                self.orchestrators[i].node_id,
+                self.orchestrators[i].process.log_tail(40)
+            );
+        }
+        Ok(())
+    }
+
+    /// The sum of the samples of metric `name` on worker `i`'s `/metrics`.
+    pub async fn worker_metric(&self, i: usize, name: &str) -> Result<f64> {
+        self.worker_metric_labelled(i, name, "").await
+    }
+
+    /// The sum of the samples of metric `name` with `label` (`handler="sleep"`)
+    /// on worker `i`'s `/metrics`.
+    pub async fn worker_metric_labelled(&self, i: usize, name: &str, label: &str) -> Result<f64> {
+        let text = ApiClient::new(self.workers[i].http_url()).metrics().await?;
+        Ok(crate::api::metric_sum_labelled(&text, name, label).unwrap_or(0.0))
     }
 
     pub fn broker(&self) -> &Broker {
@@ -352,6 +388,17 @@ impl TestCluster {
         self.dir.path()
     }
 
+    /// Fails if any process of the cluster (broker included) exited without the
+    /// test stopping it, or logged a panic. Tests call it at the end; dropping
+    /// the cluster checks too.
+    pub fn check_processes(&mut self) -> Result<()> {
+        self.broker.process_mut().check()?;
+        for node in self.orchestrators.iter_mut().chain(&mut self.workers) {
+            node.process.check()?;
+        }
+        Ok(())
+    }
+
     /// Prints the last `lines` lines of every process's log (broker included).
     pub fn print_logs(&self, lines: usize) {
         self.broker.process().print_log_tail(lines);
@@ -391,6 +438,16 @@ pub async fn wait_node_ready(node: &mut Node, timeout: Duration) -> Result<()> {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            if let Err(e) = self.check_processes() {
+                self.dir.disable_cleanup(true);
+                eprintln!(
+                    "cluster logs and data kept in {}",
+                    self.dir.path().display()
+                );
+                panic!("{e:#}");
+            }
+        }
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
             eprintln!(

@@ -4,6 +4,12 @@
 //! back (`restart()`). Dropping a [`Process`] kills it; if the thread is
 //! panicking (a failed assertion), the tail of its log is printed first.
 //!
+//! A process is only allowed to stop when the test stopped it. One that exited
+//! on its own, or whose log shows a panic (`panicked at`), fails the test:
+//! [`Process::check`] says so, `start()` and `restart()` refuse to bring it back
+//! silently, and dropping it panics (unless the test already failed) — so a
+//! crash nobody asked for fails the test that did not cause it.
+//!
 //! Environment knobs: `WEFT_TEST_SHOW_LOGS=1` prints every log tail on drop,
 //! `WEFT_TEST_LOG_TAIL=N` sets how many lines (default 40).
 
@@ -100,7 +106,17 @@ pub struct Process {
     log_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// The test stopped it (`kill9`, `terminate`) since it was last started.
+    stopped_by_test: bool,
+    /// Panics in its log are expected (a test that makes it panic on purpose).
+    panics_allowed: bool,
 }
+
+/// How the harness marks each start of a process in its log.
+const START_MARKER: &str = "=== weft-test: start #";
+
+/// What a log line of a Rust panic contains.
+pub const PANIC_MARKER: &str = "panicked at";
 
 impl Process {
     /// Starts `spec`, appending its output to `<log_dir>/<name>.log`.
@@ -113,6 +129,8 @@ impl Process {
             log_path,
             child: None,
             starts: 0,
+            stopped_by_test: false,
+            panics_allowed: false,
         };
         p.launch()?;
         Ok(p)
@@ -132,7 +150,7 @@ impl Process {
         self.starts += 1;
         writeln!(
             log,
-            "=== weft-test: start #{} of {}: {} {}",
+            "{START_MARKER}{} of {}: {} {}",
             self.starts,
             self.spec.name,
             self.spec.command_line(),
@@ -158,6 +176,7 @@ impl Process {
             .spawn()
             .with_context(|| format!("spawning {}", self.spec.command_line()))?;
         self.child = Some(child);
+        self.stopped_by_test = false;
         Ok(())
     }
 
@@ -198,8 +217,10 @@ impl Process {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Kills it with SIGKILL, as a crash would, and reaps it. No-op if not running.
+    /// Kills it with SIGKILL, as a crash would, and reaps it. If it had already
+    /// exited, that exit is taken as the test's doing too.
     pub fn kill9(&mut self) {
+        self.stopped_by_test = true;
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
@@ -209,6 +230,7 @@ impl Process {
     /// Sends SIGTERM (a graceful stop request) and returns at once.
     pub fn terminate(&mut self) -> Result<()> {
         let Some(pid) = self.pid() else { return Ok(()) };
+        self.stopped_by_test = true;
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
@@ -240,27 +262,80 @@ impl Process {
         }
     }
 
-    /// Starts it again (with the same command line and log file) if it is not running.
+    /// Starts it again (with the same command line and log file) if it is not
+    /// running. Fails if it exited on its own (see [`check`](Self::check)).
     pub fn start(&mut self) -> Result<()> {
         if self.is_running() {
             return Ok(());
         }
+        self.check()?;
         self.launch()
     }
 
     /// Starts it once with `extra` arguments appended (later starts use the
-    /// spec's arguments alone) if it is not running.
+    /// spec's arguments alone) if it is not running. Fails if it exited on its own.
     pub fn start_with(&mut self, extra: &[&str]) -> Result<()> {
         if self.is_running() {
             return Ok(());
         }
+        self.check()?;
         self.launch_with(extra)
     }
 
-    /// Kills it (SIGKILL) if it runs, then starts it again.
+    /// Kills it (SIGKILL), then starts it again. Fails, starting nothing, if it
+    /// had already exited on its own or its log shows a panic: a restart must
+    /// not hide a crash.
     pub fn restart(&mut self) -> Result<()> {
+        self.check()?;
         self.kill9();
         self.launch()
+    }
+
+    /// Panics in the log are expected from now on (the exit check stays).
+    pub fn allow_panics(&mut self) {
+        self.panics_allowed = true;
+    }
+
+    /// The exit status if it exited without the test stopping it.
+    pub fn unexpected_exit(&mut self) -> Option<ExitStatus> {
+        if self.stopped_by_test {
+            return None;
+        }
+        self.try_exit_status()
+    }
+
+    /// The lines of its log that show a panic.
+    pub fn panics(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(PANIC_MARKER))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Fails if the process exited without the test stopping it, or if its
+    /// log shows a panic (unless [`allow_panics`](Self::allow_panics)); the
+    /// error carries the tail of the log.
+    pub fn check(&mut self) -> Result<()> {
+        if let Some(status) = self.unexpected_exit() {
+            bail!(
+                "{} exited on its own ({status}); nothing in the test stopped it\n{}",
+                self.spec.name,
+                self.log_tail(tail_lines().max(60))
+            );
+        }
+        if !self.panics_allowed {
+            let panics = self.panics();
+            if !panics.is_empty() {
+                bail!(
+                    "{} panicked: {}\n{}",
+                    self.spec.name,
+                    panics.join(" | "),
+                    self.log_tail(tail_lines().max(60))
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn log_path(&self) -> &Path {
@@ -272,6 +347,15 @@ impl Process {
         std::fs::read(&self.log_path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// The log of the current (latest) start only.
+    pub fn current_log(&self) -> String {
+        let log = self.log();
+        match log.rfind(START_MARKER) {
+            Some(at) => log[at..].to_owned(),
+            None => log,
+        }
     }
 
     /// The last `lines` lines of the log, headed by the process name and log path.
@@ -311,9 +395,18 @@ pub(crate) fn tail_lines() -> usize {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if std::thread::panicking() || show_logs_always() {
+        if std::thread::panicking() {
+            self.print_log_tail(tail_lines());
+            self.kill9();
+            return;
+        }
+        if show_logs_always() {
             self.print_log_tail(tail_lines());
         }
+        let check = self.check();
         self.kill9();
+        if let Err(e) = check {
+            panic!("{e:#}");
+        }
     }
 }

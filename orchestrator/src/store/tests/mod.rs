@@ -3,6 +3,7 @@
 
 pub(crate) use crate::protocol::conformance::history;
 mod analytics;
+mod digest;
 mod long_history;
 mod query;
 mod snapshots;
