@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use weft_orchestrator::definitions::Registry;
 use weft_orchestrator::heartbeats::HeartbeatTracker;
 use weft_orchestrator::metrics::Metrics;
-use weft_orchestrator::partition::{Partition, ReplayProgress, Shared};
+use weft_orchestrator::partition::feed::Fed;
+use weft_orchestrator::partition::{Partition, Placement, ReplayProgress, Shared};
 use weft_orchestrator::status::Status;
 use weft_orchestrator::store::Store;
 use weft_shared::config::KafkaSettings;
@@ -79,6 +80,8 @@ pub async fn fold_in_process(
     }
     let mut ends = BTreeMap::new();
     let mut feeds = Vec::new();
+    // Nothing here seeks (the records are gapless); the receiver stays open.
+    let (seeks, _seek_requests) = mpsc::unbounded_channel();
     for (p, msgs) in by_partition {
         let end = msgs.last().map(|m| m.offset() + 1).unwrap_or(0);
         ensure!(
@@ -86,16 +89,21 @@ pub async fn fold_in_process(
             "partition {p}: the records do not run from offset 0 without gaps"
         );
         ends.insert(p, end);
-        let partition = Partition::open(
+        let at = Placement {
+            topic: topic.into(),
+            partition: p,
+            workflow_type: workflow_type.into(),
+            replay_end: end,
+            partition_count: None,
+        };
+        let mut partition = Partition::open(
             shared.clone(),
-            topic.into(),
-            p,
-            workflow_type.into(),
-            end,
+            at,
             ReplayProgress::new(Arc::new(AtomicI64::new(weft_shared::event::now_ms()))),
+            seeks.clone(),
         )?;
-        let (tx, rx) = mpsc::channel(2_000);
-        tokio::spawn(partition.run(rx));
+        let (tx, mut rx) = mpsc::channel::<Fed>(2_000);
+        tokio::spawn(async move { partition.run(&mut rx).await });
         feeds.push((tx, msgs));
     }
     let started = Instant::now();
@@ -103,7 +111,9 @@ pub async fn fold_in_process(
     for (tx, msgs) in feeds {
         senders.push(tokio::spawn(async move {
             for m in msgs {
-                if tx.send(m).await.is_err() {
+                // Gapless from offset 0: the record before this one ends where it starts.
+                let prev_next = m.offset();
+                if tx.send(Fed { msg: m, prev_next }).await.is_err() {
                     bail!("a partition processor stopped");
                 }
             }
