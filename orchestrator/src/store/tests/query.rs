@@ -190,7 +190,8 @@ fn missing_indexes_are_rebuilt_at_open() {
 const QUERY_STATES: [W; 4] = [W::Running, W::Paused, W::Completed, W::Failed];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    // Each case opens a RocksDB store.
+    #![proptest_config(ProptestConfig { cases: 80, ..ProptestConfig::default() })]
 
     /// Paging while instances change state between pages: positions only go
     /// forward, nothing repeats, and every instance that matched and did not

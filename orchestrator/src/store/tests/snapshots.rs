@@ -18,7 +18,8 @@ fn ops() -> impl Strategy<Value = Vec<(usize, usize, usize)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // Pure conversions: cheap, so many cases.
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
     #[test]
     fn snapshots_convert_losslessly(ops in ops()) {
@@ -39,6 +40,11 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    // Each case opens a RocksDB store.
+    #![proptest_config(ProptestConfig { cases: 80, ..ProptestConfig::default() })]
 
     #[test]
     fn reconstruct_equals_the_fold_from_scratch(ops in ops(), every in 1u64..8) {
