@@ -1,32 +1,57 @@
 //! What `kafka.transactions = "auto"` means: at start-up a process asks the
-//! broker whether it supports transactions, by initialising a probe
-//! transactional producer with a short timeout, and runs with the answer
+//! broker whether it supports transactions, by running a probe transaction
+//! with a short timeout, and runs with the answer
 //! (`on` or `off`) from then on. [`resolve`] is called once, before anything
 //! else reads the setting, and logs the choice with its reason.
 
 use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{KafkaSettings, TransactionsMode};
 use crate::kafka::{client_config, Role};
+use crate::topics::Topics;
 
 /// How long the probe waits for the broker to initialise a transactional producer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Initialises a transactional producer with a throw-away `transactional.id`
-/// within `timeout`: `Ok` when the broker supports transactions.
-pub async fn probe(settings: &KafkaSettings, timeout: Duration) -> Result<(), KafkaError> {
+/// Runs one whole transaction within `timeout` per step, as Weft's producers
+/// do: initialise a transactional producer (a throw-away `transactional.id`),
+/// begin, add the offset 0 of `topic`'s partition 0 for a throw-away consumer
+/// group (`AddOffsetsToTxn` + `TxnOffsetCommit`), commit (`EndTxn`). `Ok` when
+/// the broker took every step. A broker that only initialises transactional
+/// producers (Tansu 0.6) fails a later step. `topic` must exist.
+pub async fn probe(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let id = uuid::Uuid::new_v4().simple();
     let mut cfg = client_config(settings, Role::Producer);
-    cfg.set(
-        "transactional.id",
-        format!("weft-transactions-probe-{}", uuid::Uuid::new_v4().simple()),
-    );
+    cfg.set("transactional.id", format!("weft-transactions-probe-{id}"));
     let producer: BaseProducer = cfg.create()?;
-    // Blocking calls (and the client's destructor) stay off the async threads.
+    let mut consumer_cfg = client_config(settings, Role::Consumer);
+    consumer_cfg.set("group.id", format!("weft-transactions-probe-{id}"));
+    let consumer: BaseConsumer = consumer_cfg.create()?;
+    let topic = topic.to_owned();
+    // Blocking calls (and the clients' destructors) stay off the async threads.
     tokio::task::spawn_blocking(move || {
-        let result = producer.init_transactions(timeout);
+        let result = (|| {
+            producer.init_transactions(timeout)?;
+            producer.begin_transaction()?;
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(&topic, 0, Offset::Offset(0))?;
+            let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+            producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            producer.commit_transaction(timeout)
+        })();
+        if result.is_err() {
+            let _ = producer.abort_transaction(timeout);
+        }
+        drop(consumer);
         drop(producer);
         result
     })
@@ -35,7 +60,8 @@ pub async fn probe(settings: &KafkaSettings, timeout: Duration) -> Result<(), Ka
 }
 
 /// The mode a process runs with: `on` and `off` as configured; `auto` becomes
-/// `on` when [`probe`] succeeds within [`PROBE_TIMEOUT`], else `off`. Logs the
+/// `on` when [`probe`] (on the definitions topic, which the orchestrators
+/// create) succeeds within [`PROBE_TIMEOUT`] a step, else `off`. Logs the
 /// setting, the resolved mode and, for `auto`, why.
 pub async fn resolve(settings: &KafkaSettings) -> TransactionsMode {
     let configured = settings.transactions;
@@ -43,15 +69,16 @@ pub async fn resolve(settings: &KafkaSettings) -> TransactionsMode {
         tracing::info!(kafka.transactions = %configured, resolved = %configured, "kafka transactions as configured");
         return configured;
     }
-    match probe(settings, PROBE_TIMEOUT).await {
+    let topic = Topics::new(settings.topic_prefix.clone()).definitions();
+    match probe(settings, &topic, PROBE_TIMEOUT).await {
         Ok(()) => {
             let resolved = TransactionsMode::On;
-            tracing::info!(kafka.transactions = %configured, resolved = %resolved, bootstrap = %settings.bootstrap, "kafka transactions detected: the broker initialised a transactional producer");
+            tracing::info!(kafka.transactions = %configured, resolved = %resolved, bootstrap = %settings.bootstrap, "kafka transactions detected: the broker ran a probe transaction");
             resolved
         }
         Err(e) => {
             let resolved = TransactionsMode::Off;
-            tracing::warn!(kafka.transactions = %configured, resolved = %resolved, bootstrap = %settings.bootstrap, reason = %e, timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "kafka transactions unavailable: the broker did not initialise a transactional producer; exactly_once tasks are refused");
+            tracing::warn!(kafka.transactions = %configured, resolved = %resolved, bootstrap = %settings.bootstrap, reason = %e, timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "kafka transactions unavailable: the broker did not run a probe transaction; exactly_once tasks are refused");
             resolved
         }
     }
@@ -74,6 +101,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn auto_is_on_against_a_broker_with_transactions() {
         let cluster = MockCluster::new(1).expect("mock cluster");
+        let topic = Topics::default().definitions();
+        cluster.create_topic(&topic, 1, 1).expect("topic");
         let s = settings(cluster.bootstrap_servers(), TransactionsMode::Auto);
         assert_eq!(resolve(&s).await, TransactionsMode::On);
     }

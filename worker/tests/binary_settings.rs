@@ -40,7 +40,12 @@ async fn the_worker_binary_starts_with_the_documented_ledger_dir_and_detects_tra
         cluster: _cluster,
         bootstrap,
         producer,
-    } = mock_cluster(3, &control_topics(&topics))?;
+    } = mock_cluster(3, &{
+        // The transactions probe runs a transaction on the definitions topic.
+        let mut t = control_topics(&topics);
+        t.push((topics.definitions(), 1));
+        t
+    })?;
     let dir = tempfile::tempdir()?;
     let ledger_dir = dir.path().join("ledger");
     std::fs::create_dir_all(&ledger_dir)?;
