@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod collector;
 pub mod paths;
 pub mod process;
+pub mod python;
 pub mod rebuild;
 pub mod wait;
 

@@ -24,6 +24,10 @@ use crate::definitions::Registry;
 
 /// How long a heartbeat is remembered after it arrived.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How often the heartbeat topics are looked for: the catalog's types, and
+/// sooner while one of them has no partitions yet (just created).
+const REFRESH: Duration = Duration::from_secs(5);
+const RETRY: Duration = Duration::from_millis(250);
 
 /// When each running attempt last sent a heartbeat (receipt time).
 #[derive(Default)]
@@ -75,9 +79,9 @@ impl HeartbeatTracker {
         let mut assigned: BTreeSet<String> = BTreeSet::new();
         let mut types_rx = registry.watch_types();
         let mut refresh = Instant::now() - Duration::from_secs(60);
+        let mut every = REFRESH;
         loop {
-            if refresh.elapsed() > Duration::from_secs(5) || types_rx.has_changed().unwrap_or(false)
-            {
+            if refresh.elapsed() > every || types_rx.has_changed().unwrap_or(false) {
                 types_rx.borrow_and_update();
                 refresh = Instant::now();
                 let wanted: BTreeSet<String> = registry
@@ -85,10 +89,25 @@ impl HeartbeatTracker {
                     .types()
                     .map(|t| topics.heartbeats(t))
                     .collect();
+                every = REFRESH;
                 if wanted != assigned {
                     match assign(&consumer, &wanted, &assigned) {
-                        Ok(()) => assigned = wanted,
-                        Err(e) => tracing::debug!(error = %e, "heartbeat topics not ready yet"),
+                        Ok(now) => {
+                            // a topic without partitions yet is looked for again soon
+                            if now != wanted {
+                                every = RETRY;
+                            }
+                            tracing::debug!(
+                                topics = now.len(),
+                                wanted = wanted.len(),
+                                "heartbeat topics assigned"
+                            );
+                            assigned = now;
+                        }
+                        Err(e) => {
+                            every = RETRY;
+                            tracing::debug!(error = %e, "heartbeat topics not ready yet");
+                        }
                     }
                 }
             }
@@ -98,7 +117,10 @@ impl HeartbeatTracker {
             }
             match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
                 Ok(Ok(m)) => match m.payload().map(TaskHeartbeat::decode) {
-                    Some(Ok(hb)) => self.record(hb.execution_id),
+                    Some(Ok(hb)) => {
+                        tracing::trace!(execution_id = %hb.execution_id, "task heartbeat");
+                        self.record(hb.execution_id)
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(topic = m.topic(), error = %e, "ignoring a malformed heartbeat")
                     }
@@ -116,33 +138,44 @@ impl HeartbeatTracker {
     }
 }
 
-/// Assigns every partition of `wanted` (new topics from their end; topics
-/// already read keep their position).
+/// Assigns every partition of the topics of `wanted` that are not assigned
+/// yet and have partitions, from their end (incrementally: the topics already
+/// read keep their fetch position), unassigns the topics no longer wanted, and
+/// returns the topics now assigned.
 fn assign(
     consumer: &StreamConsumer,
     wanted: &BTreeSet<String>,
     current: &BTreeSet<String>,
-) -> Result<(), rdkafka::error::KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    let position = consumer.position().unwrap_or_default();
-    for topic in wanted {
-        let md = tokio::task::block_in_place(|| {
-            consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
-        })?;
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            continue;
-        };
-        for p in t.partitions() {
-            let offset = if current.contains(topic) {
-                position
-                    .find_partition(topic, p.id())
-                    .map(|e| e.offset())
-                    .unwrap_or(Offset::End)
-            } else {
-                Offset::End
-            };
-            tpl.add_partition_offset(topic, p.id(), offset)?;
+) -> Result<BTreeSet<String>, rdkafka::error::KafkaError> {
+    // One metadata request for every topic: one per topic is slow on a broker
+    // with many types, and the heartbeats wait meanwhile.
+    let md = tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(5)))?;
+    let mut now: BTreeSet<String> = current.intersection(wanted).cloned().collect();
+    let mut add = TopicPartitionList::new();
+    let mut remove = TopicPartitionList::new();
+    for t in md.topics() {
+        let topic = t.name();
+        if current.contains(topic) && !wanted.contains(topic) {
+            for p in t.partitions() {
+                remove.add_partition(topic, p.id());
+            }
         }
+        if current.contains(topic) || !wanted.contains(topic) {
+            continue;
+        }
+        if t.error().is_some() || t.partitions().is_empty() {
+            continue;
+        }
+        for p in t.partitions() {
+            add.add_partition_offset(topic, p.id(), Offset::End)?;
+        }
+        now.insert(topic.to_owned());
     }
-    consumer.assign(&tpl)
+    if remove.count() > 0 {
+        consumer.incremental_unassign(&remove)?;
+    }
+    if add.count() > 0 {
+        consumer.incremental_assign(&add)?;
+    }
+    Ok(now)
 }

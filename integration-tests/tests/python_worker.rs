@@ -1,0 +1,528 @@
+//! Workers in Python (`sdk/python`), end to end against Tansu and the real
+//! binaries:
+//!
+//! - the library's own unit tests (pytest, in the virtualenv that
+//!   `scripts/sdk-python.sh` installs from PyPI's confluent-kafka and fastavro);
+//! - one workflow type whose instances run on the Rust `weft-worker` and on two
+//!   Python workers sharing its consumer group, half of them started by a Python
+//!   producer publishing `workflow.created` directly: every instance completes,
+//!   with a clean history, and both languages ran tasks;
+//! - partitioning: every record of every instance, whoever wrote it
+//!   (confluent-kafka with `partitioner=murmur2_random`, Weft's orchestrator,
+//!   the Rust and the Python workers), is on the partition Java's murmur2 gives;
+//! - a graceful shutdown of a Python worker in the middle of a task;
+//! - the partition vectors in `docs/protocol.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use weft_integration_tests::python::{self, assigned_partitions, wait_for_log};
+use weft_integration_tests::{wait_for, wait_until, ApiClient, ClusterOptions, TestCluster};
+use weft_orchestrator::partitioner::{murmur2, Partitioner};
+use weft_shared::avro::AvroRecord;
+use weft_shared::config::WeftConfig;
+use weft_shared::{InstanceId, TaskDispatch, Topics, WorkflowEvent};
+
+const MIXED: &str = r#"
+type: mixed
+tasks:
+  - {name: validate, handler: noop}
+  - {name: reserve, handler: sleep, parameters: {ms: 150}, depends_on: [validate]}
+  - {name: charge, handler: fail, parameters: {fail_attempts: 1, error_type: flaky_io}, retry: {max_attempts: 3, backoff: fixed, base_delay: 100ms}, depends_on: [validate]}
+  - {name: ship, handler: noop, depends_on: [reserve, charge]}
+"#;
+
+const SLOW: &str = r#"
+type: slow
+tasks:
+  - {name: nap, handler: sleep, parameters: {ms: 2500}, timeout: {grace: 20s}}
+"#;
+
+#[test]
+fn python_sdk_unit_tests_pass() -> Result<()> {
+    let py = python::python()?;
+    let out = std::process::Command::new(&py)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+        .current_dir(python::repo_root().join("sdk/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .context("running pytest")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "pytest failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(stdout.contains(" passed"), "pytest ran no test: {stdout}");
+    Ok(())
+}
+
+/// The examples of `docs/protocol.md` are what Weft computes.
+#[test]
+fn protocol_doc_partition_vectors_are_right() -> Result<()> {
+    let doc = std::fs::read_to_string(python::repo_root().join("docs/protocol.md"))?;
+    let rows: Vec<Vec<&str>> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `") && l.matches('|').count() == 5)
+        .map(|l| l.split('|').map(|c| c.trim().trim_matches('`')).collect())
+        .filter(|c: &Vec<&str>| c[1].parse::<InstanceId>().is_ok())
+        .collect();
+    ensure!(
+        rows.len() >= 3,
+        "no partition vectors found in docs/protocol.md"
+    );
+    for c in rows {
+        let key = c[1].as_bytes();
+        ensure!(
+            format!("{:08x}", murmur2(key)) == c[2],
+            "murmur2 of {}",
+            c[1]
+        );
+        ensure!(
+            Partitioner::Murmur2.partition(key, 6).to_string() == c[3],
+            "{} of 6",
+            c[1]
+        );
+        ensure!(
+            Partitioner::Murmur2.partition(key, 12).to_string() == c[4],
+            "{} of 12",
+            c[1]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_and_python_workers_share_a_group_and_python_starts_workflows() -> Result<()> {
+    let py = python::python()?;
+    let cluster = TestCluster::start(ClusterOptions::new(1, 1)).await?;
+    let bootstrap = cluster.bootstrap();
+    let logs = cluster.dir().join("logs");
+    let api = cluster.api();
+    api.register_definition(MIXED).await?;
+    api.register_definition(SLOW).await?;
+
+    let mut workers = Vec::new();
+    for name in ["py-0", "py-1"] {
+        workers.push(python::start_worker(&py, name, &bootstrap, &[], &logs).await?);
+    }
+    // Both Python workers hold partitions of the tasks topic: the group (with
+    // the Rust worker) has settled on three members.
+    for w in &mut workers {
+        wait_until(
+            &format!("{} holds partitions of weft.mixed.tasks", w.name()),
+            Duration::from_secs(90),
+            Duration::from_millis(200),
+            || {
+                let log = w.log();
+                async move { !assigned_partitions(&log, "weft.mixed.tasks").is_empty() }
+            },
+        )
+        .await?;
+    }
+
+    let result = async {
+        // Half started through the API (Weft's producer), half by Python.
+        let mut ids: Vec<String> = stream::iter(0..12)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let v = api
+                        .start("mixed", json!({"n": i}), Some(&format!("api-{i}")))
+                        .await?;
+                    anyhow::Ok(v["instance_id"].as_str().context("instance_id")?.to_owned())
+                }
+            })
+            .buffer_unordered(6)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let from_python = python::start_workflows(
+            &py,
+            &bootstrap,
+            "mixed",
+            "py",
+            12,
+            &json!({"source": "python", "amount": 12.5}),
+        )
+        .await?;
+        ensure!(
+            from_python.len() == 12,
+            "the Python producer started {} instances",
+            from_python.len()
+        );
+        let mut python_partition = HashMap::new();
+        for s in &from_python {
+            let id = s["instance_id"].as_str().context("instance_id")?.to_owned();
+            let key = s["key"].as_str().context("key")?;
+            ensure!(
+                id == InstanceId::for_idempotency_key("mixed", key).to_string(),
+                "the Python producer derived another instance id for {key}"
+            );
+            python_partition.insert(
+                id.clone(),
+                s["partition"].as_i64().context("partition")? as i32,
+            );
+            ids.push(id);
+        }
+
+        wait_all_completed(&api, "mixed", &ids).await?;
+
+        // Clean histories, and who ran what.
+        let mut ran_on: BTreeMap<String, usize> = BTreeMap::new();
+        for id in &ids {
+            let events = api.events("mixed", id).await?["events"]
+                .as_array()
+                .cloned()
+                .context("events")?;
+            check_history(id, &events)?;
+            for e in events.iter().filter(|e| e["event_type"] == "task.started") {
+                *ran_on
+                    .entry(e["data"]["node_id"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+            let created = &events[0];
+            if python_partition.contains_key(id) {
+                ensure!(
+                    created["source_node_id"] == "python" && created["data"]["amount"] == 12.5,
+                    "{id}: the Python producer's workflow.created is not the first event: {created}"
+                );
+            }
+        }
+        let rust = ran_on.get("worker-0").copied().unwrap_or_default();
+        let python: usize = ran_on
+            .iter()
+            .filter(|(n, _)| n.starts_with("py-"))
+            .map(|(_, c)| c)
+            .sum();
+        ensure!(
+            rust > 0 && python > 0,
+            "tasks did not run on both workers: {ran_on:?}"
+        );
+        eprintln!("task attempts by worker: {ran_on:?}");
+
+        check_partitions(&bootstrap, &ids, &python_partition).await?;
+        graceful_shutdown(&api, &bootstrap, &mut workers[0]).await
+    }
+    .await;
+    if result.is_err() {
+        cluster.print_logs(80);
+        for w in &workers {
+            w.print_log_tail(80);
+        }
+    }
+    result
+}
+
+async fn wait_all_completed(api: &ApiClient, ty: &str, ids: &[String]) -> Result<()> {
+    let mut pending: BTreeSet<&String> = ids.iter().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        let mut done = Vec::new();
+        for id in &pending {
+            let Ok(v) = api.get(ty, id).await else {
+                continue;
+            };
+            match v["state"].as_str() {
+                Some("completed") => done.push(*id),
+                Some(s @ ("failed" | "cancelled" | "timeout")) => {
+                    anyhow::bail!("instance {id} ended {s}: {v}")
+                }
+                _ => {}
+            }
+        }
+        for id in done {
+            pending.remove(id);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{} of {} {ty} instances not completed after 120 s",
+            pending.len(),
+            ids.len()
+        );
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+/// As clean as a Rust-only history: sequence numbers from 1 without gaps,
+/// every event but a timer's firing caused by an earlier one, results caused by their task's
+/// schedule, no idempotency key twice, nothing rejected, each task completed
+/// once, `charge` retried once, and the workflow completed last.
+fn check_history(id: &str, events: &[Value]) -> Result<()> {
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut keys = BTreeSet::new();
+    for (i, e) in events.iter().enumerate() {
+        let ty = e["event_type"].as_str().unwrap_or("");
+        ensure!(
+            e["sequence_number"] == json!(i + 1),
+            "{id}: event {i} has sequence {}",
+            e["sequence_number"]
+        );
+        ensure!(
+            keys.insert(e["idempotency_key"].as_str().unwrap_or("")),
+            "{id}: idempotency key twice: {e}"
+        );
+        ensure!(
+            ty != "error.occurred",
+            "{id}: an input was rejected: {}",
+            e["metadata"]["weft.reason"]
+        );
+        // a durable timer's firing (the retry's backoff) is an input with no cause
+        let timer = e["metadata"]["weft.timer"].is_string();
+        if i > 0 && !timer {
+            let cause = e["causation_id"]
+                .as_str()
+                .with_context(|| format!("{id}: {ty} has no cause"))?;
+            let at = *position
+                .get(cause)
+                .with_context(|| format!("{id}: cause of {ty} is not earlier"))?;
+            if ty.starts_with("task.") && e["metadata"]["weft.source_kind"] == "input" {
+                ensure!(
+                    events[at]["event_type"] == "task.scheduled",
+                    "{id}: {ty} caused by {}",
+                    events[at]["event_type"]
+                );
+                ensure!(
+                    events[at]["metadata"]["weft.task"] == e["metadata"]["weft.task"],
+                    "{id}: {ty} caused by another task's schedule"
+                );
+            }
+        }
+        position.insert(e["event_id"].as_str().context("event_id")?, i);
+    }
+    let count = |t: &str, task: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["event_type"] == t && (task.is_empty() || e["metadata"]["weft.task"] == task)
+            })
+            .count()
+    };
+    for task in ["validate", "reserve", "charge", "ship"] {
+        ensure!(
+            count("task.completed", task) == 1,
+            "{id}: {task} not completed once"
+        );
+    }
+    ensure!(
+        count("task.failed", "charge") == 1 && count("task.scheduled", "charge") == 2,
+        "{id}: charge not retried once"
+    );
+    ensure!(count("task.failed", "") == 1, "{id}: unexpected failures");
+    ensure!(
+        events
+            .last()
+            .is_some_and(|e| e["event_type"] == "workflow.completed"),
+        "{id}: does not end completed"
+    );
+    Ok(())
+}
+
+/// Every record about each instance — on the events topic (the start, the
+/// orchestrator's decisions, both workers' results) and the tasks topic — is
+/// on the partition Java's murmur2 of the instance id gives, which is where
+/// confluent-kafka's `murmur2_random` put the Python producer's starts.
+async fn check_partitions(
+    bootstrap: &str,
+    ids: &[String],
+    python_partition: &HashMap<String, i32>,
+) -> Result<()> {
+    let topics = Topics::default();
+    let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut seen: HashMap<String, BTreeSet<i32>> = HashMap::new();
+    let mut counts = (0usize, 0usize);
+    for (topic, is_events) in [
+        (topics.events("mixed"), true),
+        (topics.tasks("mixed"), false),
+    ] {
+        let (records, partitions) = read_topic(bootstrap, &topic).await?;
+        for (partition, key, value) in records {
+            if !wanted.contains(key.as_str()) {
+                continue;
+            }
+            let id = if is_events {
+                counts.0 += 1;
+                WorkflowEvent::decode(&value)?.instance_id.to_string()
+            } else {
+                counts.1 += 1;
+                match TaskDispatch::decode(&value) {
+                    Ok(d) => d.instance_id.to_string(),
+                    Err(_) => key.clone(), // a control record
+                }
+            };
+            ensure!(id == key, "{topic}: a record keyed {key} is about {id}");
+            let want = Partitioner::Murmur2.partition(key.as_bytes(), partitions);
+            ensure!(
+                partition == want,
+                "{topic}: a record of {key} is on partition {partition}, murmur2 says {want}"
+            );
+            seen.entry(key).or_default().insert(partition);
+        }
+    }
+    for (id, librdkafka) in python_partition {
+        ensure!(
+            seen.get(id).map(|p| p.iter().copied().collect::<Vec<_>>()) == Some(vec![*librdkafka]),
+            "{id}: confluent-kafka put workflow.created on {librdkafka}, Weft's records are on {:?}",
+            seen.get(id)
+        );
+    }
+    ensure!(
+        seen.len() == ids.len(),
+        "records of {} of {} instances found",
+        seen.len(),
+        ids.len()
+    );
+    eprintln!(
+        "{} events and {} task records of {} instances, each instance on one partition",
+        counts.0,
+        counts.1,
+        ids.len()
+    );
+    Ok(())
+}
+
+/// `(partition, key, value)` of every record of `topic`, and its partition count.
+async fn read_topic(bootstrap: &str, topic: &str) -> Result<(Vec<(i32, String, Vec<u8>)>, i32)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let mut settings = WeftConfig::default().kafka;
+    settings.bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            weft_shared::kafka::client_config(&settings, weft_shared::kafka::Role::Consumer)
+                .set(
+                    "group.id",
+                    format!("python-worker-test-{}", uuid::Uuid::new_v4()),
+                )
+                .create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let partitions = md.topics()[0].partitions().len() as i32;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
+            if high > low {
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
+                ends.insert(p, high);
+            }
+        }
+        consumer.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "reading {topic}: {ends:?} not reached"
+            );
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m?;
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
+                ends.remove(&m.partition());
+            }
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((m.partition(), key, m.payload().unwrap_or_default().to_vec()));
+        }
+        Ok((out, partitions))
+    })
+    .await?
+}
+
+/// SIGTERM reaches a Python worker while its handler runs: the handler
+/// finishes within the grace period, its result is published, and the worker
+/// leaves the group and exits 0.
+async fn graceful_shutdown(
+    api: &ApiClient,
+    bootstrap: &str,
+    worker: &mut weft_integration_tests::Process,
+) -> Result<()> {
+    let log = wait_for_log(worker, "partitions assigned", Duration::from_secs(5)).await?;
+    let mine = assigned_partitions(&log, "weft.slow.tasks");
+    ensure!(
+        !mine.is_empty(),
+        "{} holds no partition of weft.slow.tasks",
+        worker.name()
+    );
+    let (_, partitions) = read_topic(bootstrap, "weft.slow.tasks").await?;
+    // An idempotency key whose instance lands on a partition this worker holds.
+    let key = (0..10_000)
+        .map(|i| format!("slow-{i}"))
+        .find(|k| {
+            let id = InstanceId::for_idempotency_key("slow", k).to_string();
+            mine.contains(&Partitioner::Murmur2.partition(id.as_bytes(), partitions))
+        })
+        .context("no key maps to the worker's partitions")?;
+    let id = api.start("slow", json!({}), Some(&key)).await?["instance_id"]
+        .as_str()
+        .context("instance_id")?
+        .to_owned();
+    let started = wait_for(
+        "nap runs on the Python worker",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let events = api.events("slow", &id).await?;
+            let on = events["events"]
+                .as_array()
+                .and_then(|es| es.iter().find(|e| e["event_type"] == "task.started"))
+                .map(|e| e["data"]["node_id"].as_str().unwrap_or("").to_owned());
+            anyhow::Ok(on)
+        },
+    )
+    .await?;
+    ensure!(
+        started == worker.name(),
+        "nap started on {started}, not {}",
+        worker.name()
+    );
+    let status = worker.terminate_and_wait(Duration::from_secs(30)).await?;
+    ensure!(
+        status.success(),
+        "{} exited {status} on SIGTERM",
+        worker.name()
+    );
+    // The result was acknowledged before the worker exited; the orchestrator applies it right after.
+    wait_until(
+        "slow completes",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            api.get("slow", &id)
+                .await
+                .is_ok_and(|v| v["state"] == "completed")
+        },
+    )
+    .await?;
+    let events = api.events("slow", &id).await?["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let by: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event_type"] == "task.completed")
+        .map(|e| e["source_node_id"].as_str().unwrap_or(""))
+        .collect();
+    ensure!(
+        by == [worker.name()],
+        "nap completed by {by:?}, expected only by the worker that was stopped"
+    );
+    ensure!(
+        worker.log().contains("draining"),
+        "the worker did not drain:\n{}",
+        worker.log_tail(20)
+    );
+    Ok(())
+}
