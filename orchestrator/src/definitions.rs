@@ -56,6 +56,10 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the follower fetches the topic's high watermark to advance
 /// [`Catalog::complete_as_of_ms`].
 const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How often the follower tries to create a new type's topics.
+const TOPIC_CREATION_ATTEMPTS: u32 = 3;
+/// How long one try to create a new type's topics may take.
+const TOPIC_CREATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of one high-watermark fetch.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -454,8 +458,8 @@ impl Registry {
     }
 
     /// Adds the winner of a version to the catalog; creates its topics first
-    /// when the type is new (retrying until the broker takes them: the catalog
-    /// must not name a type whose topics do not exist).
+    /// when the type is new (up to [`TOPIC_CREATION_ATTEMPTS`] tries of at most
+    /// [`TOPIC_CREATION_TIMEOUT`] each, then it goes on without them).
     async fn insert(&self, def: WorkflowDefinition, registration: String) {
         let create = self.create_topics.load(Ordering::SeqCst);
         if create && !self.catalog().contains_type(&def.workflow_type) {
@@ -464,11 +468,33 @@ impl Registry {
                 &def.workflow_type,
                 self.kafka.partitions,
             );
-            let mut backoff = Duration::from_millis(200);
-            while let Err(e) = kafka::ensure_topics(&self.kafka, &specs).await {
-                tracing::warn!(workflow_type = %def.workflow_type, error = %e, "cannot create the topics of a new workflow type; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            let mut attempt = 1;
+            loop {
+                let created = tokio::time::timeout(
+                    TOPIC_CREATION_TIMEOUT,
+                    kafka::ensure_topics(&self.kafka, &specs),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(kafka::Error::CreateTopic {
+                        topic: def.workflow_type.clone(),
+                        reason: format!("no answer within {TOPIC_CREATION_TIMEOUT:?}"),
+                    })
+                });
+                match created {
+                    Ok(()) => break,
+                    Err(e) if attempt < TOPIC_CREATION_ATTEMPTS => {
+                        tracing::warn!(workflow_type = %def.workflow_type, error = %e, attempt, "cannot create the topics of a new workflow type; retrying");
+                        tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        // The catalog must not stall on a broker that refuses (an
+                        // operator may provision the topics): go on without them.
+                        tracing::error!(workflow_type = %def.workflow_type, error = %e, attempt, "cannot create the topics of a new workflow type; adding it to the catalog without them (create them by hand)");
+                        break;
+                    }
+                }
             }
         }
         tracing::info!(workflow_type = %def.workflow_type, version = def.version, registration = %registration, "definition version added to the catalog");
