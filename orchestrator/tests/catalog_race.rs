@@ -167,3 +167,72 @@ async fn racing_registrations_get_distinct_versions_and_one_catalog() {
         "a rebuild folds another catalog"
     );
 }
+
+/// Records of the old format (key `<type>@<version>`, content assigned by a
+/// replica's local catalog) are folded by the same rule: the first record for
+/// a version wins, also when an old race left two; registering after them
+/// continues the numbering with the new key format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_format_records_are_folded_first_wins_and_numbering_continues() {
+    use rdkafka::producer::FutureRecord;
+    use weft_shared::avro::AvroRecord;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    let topics = Topics::default();
+    cluster
+        .create_topic(&topics.definitions(), 1, 1)
+        .expect("definitions topic");
+    let mut settings = WeftConfig::default().kafka;
+    settings.bootstrap = bootstrap.clone();
+    let producer: FutureProducer = client_config(&settings, Role::Producer)
+        .create()
+        .expect("producer");
+    let old = |version: u32, content: &str, at: i64| {
+        let mut d = definition(content);
+        d.workflow_type = "legacy".into();
+        d.version = version;
+        d.registered_at_ms = at;
+        d
+    };
+    for d in [
+        old(1, "first", 10),
+        old(1, "lost", 11),
+        old(2, "second", 20),
+    ] {
+        let key = d.key();
+        assert_eq!(key, format!("legacy@{}", d.version), "the old key format");
+        let payload = d.encode();
+        producer
+            .send(
+                FutureRecord::to(&topics.definitions())
+                    .key(&key)
+                    .payload(&payload),
+                DEADLINE,
+            )
+            .await
+            .expect("old record produced");
+    }
+    let a = replica(&bootstrap).await;
+    let legacy = |r: &Registry| -> BTreeMap<u32, String> {
+        let c = r.catalog();
+        (1..=10)
+            .filter_map(|v| c.get("legacy", v).map(|d| (v, d.description.clone())))
+            .collect()
+    };
+    assert_eq!(
+        legacy(&a),
+        BTreeMap::from([(1, "first".to_owned()), (2, "second".to_owned())])
+    );
+    let mut next = definition("third");
+    next.workflow_type = "legacy".into();
+    let (d, created) = a.register(next).await.expect("registers after old records");
+    assert!(created);
+    assert_eq!(d.version, 3);
+    assert!(
+        d.registered_at_ms > 20,
+        "registration times grow with the version"
+    );
+    let b = replica(&bootstrap).await;
+    assert_eq!(legacy(&b), legacy(&a), "a rebuild folds the same catalog");
+}
