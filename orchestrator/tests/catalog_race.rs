@@ -236,3 +236,73 @@ async fn old_format_records_are_folded_first_wins_and_numbering_continues() {
     let b = replica(&bootstrap).await;
     assert_eq!(legacy(&b), legacy(&a), "a rebuild folds the same catalog");
 }
+
+/// What a partition waits on: a start pinned to a version its replica has not
+/// read yet becomes decidable as soon as the version is read (registered
+/// through another replica); a start pinned to a version nobody registered is
+/// decidable once the catalog is complete past its timestamp plus
+/// `START_SETTLE_MS`, and then resolves to nothing on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_waits_for_the_catalog_to_be_final_for_it() {
+    use weft_orchestrator::definitions::{StartPin, START_SETTLE_MS};
+    use weft_shared::event::now_ms;
+    use weft_shared::fsm::meta;
+    use weft_shared::ids::InstanceId;
+    use weft_shared::{WorkflowEvent, WorkflowEventType};
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .create_topic(&Topics::default().definitions(), 1, 1)
+        .expect("definitions topic");
+    let (a, b) = (replica(&bootstrap).await, replica(&bootstrap).await);
+    let start = |pin: u32, at_ms: i64| {
+        let mut e = WorkflowEvent::new(
+            WorkflowEventType::WorkflowCreated,
+            "race",
+            InstanceId::random(),
+            format!("start-{pin}-{at_ms}"),
+            at_ms,
+        );
+        e.metadata
+            .insert(meta::DEFINITION_VERSION.into(), pin.to_string());
+        e
+    };
+
+    // Pinned to version 1 before anyone registered it: not decidable yet.
+    let pinned = start(1, now_ms());
+    assert!(!b.catalog().decidable(&pinned));
+    let waiter = {
+        let (b, pinned) = (b.clone(), pinned.clone());
+        tokio::spawn(async move { b.decidable_catalog(&pinned, DEADLINE).await })
+    };
+    a.register(definition("base")).await.expect("registered");
+    let catalog = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("the waiter returned in time")
+        .expect("waiter task")
+        .expect("decidable once the version is read");
+    assert!(catalog.covers("race", 1));
+    assert_eq!(
+        catalog
+            .resolve_start("race", StartPin::Version(1), pinned.timestamp_ms)
+            .map(|d| d.description.clone()),
+        Some("base".to_owned())
+    );
+
+    // Pinned to a version nobody registered, far enough in the past: decidable
+    // at once, on both replicas, and rejected by both.
+    let old = start(9, now_ms() - START_SETTLE_MS - 2_000);
+    for r in [&a, &b] {
+        let c = r
+            .decidable_catalog(&old, DEADLINE)
+            .await
+            .expect("complete past the start");
+        assert!(c.complete_as_of_ms() >= old.timestamp_ms + START_SETTLE_MS);
+        assert!(c
+            .resolve_start("race", StartPin::Version(9), old.timestamp_ms)
+            .is_none());
+    }
+    // The same pin just now is not decidable until START_SETTLE_MS have passed.
+    assert!(!b.catalog().decidable(&start(9, now_ms())));
+}
