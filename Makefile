@@ -11,12 +11,13 @@ CARGO ?= cargo
 BENCH_ARGS ?=
 REBUILD_BENCH_ARGS ?=
 
-.PHONY: help setup build run stop status test lint fmt bench clean-data
+.PHONY: help setup build run stop status test soak lint fmt bench clean-data
 
 help:
 	@echo "make run         start broker + orchestrator + worker and run the demo workflow"
 	@echo "make stop        stop them"
 	@echo "make test        build everything and run all tests (starts its own brokers)"
+	@echo "make soak        the partition-processor simulation with many more schedules (SOAK_SCHEDULES=50000)"
 	@echo "make lint        rustfmt check and clippy -D warnings"
 	@echo "make fmt         format the code"
 	@echo "make bench       run weft-bench and weft-rebuild-bench (BENCH_ARGS=..., REBUILD_BENCH_ARGS=...)"
@@ -47,6 +48,14 @@ status:
 test: setup
 	$(CARGO) build --workspace --bins
 	scripts/test.sh
+
+SOAK_SCHEDULES ?= 50000
+
+# The seeded simulation of partition processors and workers (ADR 0009), far
+# longer than the 2,000 schedules `make test` runs. A failing seed prints itself;
+# WEFT_SIM_SEED=<seed> replays it.
+soak:
+	WEFT_SIM_SCHEDULES=$(SOAK_SCHEDULES) $(CARGO) test -p weft-orchestrator --lib partition::sim -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

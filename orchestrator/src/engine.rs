@@ -2,17 +2,20 @@
 //! every registered workflow type. Its rebalance callback seeks each assigned
 //! partition to the offset stored with the projection (the group's committed
 //! offsets are not the source of truth); the loop routes records to one
-//! [`Partition`] task per owned partition, re-subscribes when a new type is
-//! registered, and retires partition tasks on revocation before a later
-//! assignment of the same partition may start.
+//! partition supervisor per owned partition, each with the offset the consumer
+//! handed over before it (so a processor can tell a lost record from a
+//! transaction marker, see `partition::feed`), seeks back when a processor
+//! asks, re-subscribes when a new type is registered, and retires partition
+//! tasks on revocation before a later assignment of the same partition may
+//! start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -21,7 +24,9 @@ use weft_shared::config::KafkaSettings;
 use weft_shared::kafka::{client_config, Role};
 use weft_shared::topics::TopicKind;
 
-use crate::partition::{Partition, ReplayProgress, Shared};
+use crate::partition::feed::{Fed, UNKNOWN};
+use crate::partition::supervise::{supervise, Assignment};
+use crate::partition::{ReplayProgress, Seek, Shared};
 use crate::status::scope;
 use crate::store::Store;
 
@@ -41,11 +46,16 @@ enum RebalanceEvent {
     Revoked(Vec<Tp>),
 }
 
+/// The offset after the record last handed over per partition (or where it
+/// was assigned or sought to).
+type Cursors = Arc<Mutex<HashMap<Tp, i64>>>;
+
 /// Rebalance callback context: seeks to stored offsets and reports changes.
 struct Ctx {
     store: Store,
     events: mpsc::UnboundedSender<RebalanceEvent>,
     owned: Arc<Mutex<HashSet<Tp>>>,
+    cursors: Cursors,
 }
 
 impl ClientContext for Ctx {}
@@ -64,6 +74,7 @@ impl ConsumerContext for Ctx {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut cursors = self.cursors.lock().expect("cursors lock");
                 for (topic, p) in &parts {
                     let offset = match self.store.offset(topic, *p) {
                         Ok(Some(o)) => Offset::Offset(o),
@@ -73,9 +84,20 @@ impl ConsumerContext for Ctx {
                             Offset::Beginning
                         }
                     };
+                    let start = match offset {
+                        Offset::Offset(o) => o,
+                        _ => 0,
+                    };
+                    cursors.insert((topic.clone(), *p), start);
                     let _ = tpl.set_partition_offset(topic, *p, offset);
                 }
-                if let Err(e) = consumer.assign(tpl) {
+                drop(cursors);
+                let assigned = if cooperative(consumer) {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     tracing::error!(error = %e, "assign failed");
                 }
                 self.owned
@@ -87,11 +109,18 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 {
                     let mut owned = self.owned.lock().expect("owned lock");
+                    let mut cursors = self.cursors.lock().expect("cursors lock");
                     for tp in &parts {
                         owned.remove(tp);
+                        cursors.remove(tp);
                     }
                 }
-                if let Err(e) = consumer.unassign() {
+                let unassigned = if cooperative(consumer) {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
                     tracing::error!(error = %e, "unassign failed");
                 }
                 let _ = self.events.send(RebalanceEvent::Revoked(parts));
@@ -99,6 +128,11 @@ impl ConsumerContext for Ctx {
             other => tracing::error!(error = ?other, "rebalance error"),
         }
     }
+}
+
+/// Whether the group runs the cooperative (incremental) rebalance protocol.
+fn cooperative(consumer: &BaseConsumer<Ctx>) -> bool {
+    matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative)
 }
 
 /// Runs the events consumer until `shutdown` resolves.
@@ -109,14 +143,34 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::Result<()> {
     let (tx, mut rebalances) = mpsc::unbounded_channel();
+    let (seeks_tx, mut seeks) = mpsc::unbounded_channel::<Seek>();
     let owned = Arc::new(Mutex::new(HashSet::new()));
+    let cursors: Cursors = Arc::new(Mutex::new(HashMap::new()));
     let ctx = Ctx {
         store: shared.store.clone(),
         events: tx.clone(),
         owned: owned.clone(),
+        cursors: cursors.clone(),
+    };
+    // Workarounds for development brokers (Tansu): rejoining a group whose
+    // rebalance never finishes. Off on Kafka, where an idle member is normal.
+    let workarounds = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || weft_shared::kafka::broker_workarounds_enabled(&kafka))
+            .await
+            .unwrap_or(false)
     };
     let mut cfg = client_config(&kafka, Role::Consumer);
     cfg.set("group.id", &group_id);
+    // Cooperative rebalancing moves only the partitions that change owner
+    // (a replica joining does not stop the others); Tansu's group coordinator
+    // is kept on the eager protocol it is tested with. An explicit
+    // kafka.properties setting wins.
+    if !kafka.properties.contains_key("partition.assignment.strategy") {
+        let strategy = if workarounds { "range" } else { "cooperative-sticky" };
+        cfg.set("partition.assignment.strategy", strategy);
+    }
+    tracing::info!(broker_workarounds = workarounds, "events consumer configured");
     // session.timeout.ms stays at the shared 10 s: how long a SIGKILLed replica's
     // partitions wait before they move. 6 s (Kafka's minimum) moved them sooner,
     // but Tansu under load answered heartbeats late enough to expel live members
@@ -128,14 +182,14 @@ pub async fn run(
             .create()?,
     );
     let mut types = shared.registry.watch_types();
-    let mut senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut senders: HashMap<Tp, mpsc::Sender<Fed>> = HashMap::new();
     let mut handles: HashMap<Tp, JoinHandle<()>> = HashMap::new();
     let mut positions: HashMap<Tp, Arc<AtomicI64>> = HashMap::new();
     let active = Arc::new(AtomicI64::new(weft_shared::event::now_ms()));
     let mut positions_tick = tokio::time::interval(POSITIONS_EVERY);
     positions_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    let mut joined = !subscribe(&consumer, &shared)?;
+    let mut joined = !subscribe(&consumer, &shared)? || !workarounds;
     let mut join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
     let mut rejoins = 0u32;
     let mut rejoin_requests = shared.status.rejoin_requests();
@@ -149,7 +203,7 @@ pub async fn run(
                 tracing::warn!(waited_s = JOIN_WATCHDOG.as_secs(), "no partition assignment yet; rejoining the group");
                 rejoins += 1;
                 drop(consumer);
-                consumer = new_member(&cfg, &shared, &tx, &owned)?;
+                consumer = new_member(&cfg, &shared, &tx, &owned, &cursors)?;
                 join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
             }
             requested = rejoin_requests.changed() => {
@@ -159,13 +213,13 @@ pub async fn run(
                 if requested.is_ok() && joined {
                     tracing::warn!("rejoining the group at the ownership watchdog's request");
                     drop(consumer);
-                    consumer = new_member(&cfg, &shared, &tx, &owned)?;
-                    (joined, rejoins) = (false, 0);
+                    consumer = new_member(&cfg, &shared, &tx, &owned, &cursors)?;
+                    (joined, rejoins) = (!workarounds, 0);
                     join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
                 }
             }
             changed = types.changed() => {
-                if changed.is_ok() && subscribe(&consumer, &shared)? && joined {
+                if changed.is_ok() && subscribe(&consumer, &shared)? && joined && workarounds {
                     joined = false;
                     join_deadline = tokio::time::Instant::now() + JOIN_WATCHDOG;
                 }
@@ -175,9 +229,9 @@ pub async fn run(
                     tracing::info!(partitions = parts.len(), "group assigned partitions");
                     // An empty assignment right after joining can mean a crashed
                     // predecessor still holds everything: keep the watchdog armed.
-                    joined = !parts.is_empty() || rejoins >= MAX_REJOINS;
+                    joined = !parts.is_empty() || rejoins >= MAX_REJOINS || !workarounds;
                     for tp in parts {
-                        ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, &active, tp);
+                        ensure_task(&shared, &watermarks, &seeks_tx, &mut senders, &mut handles, &mut positions, &active, tp);
                     }
                 }
                 RebalanceEvent::Revoked(parts) => {
@@ -189,6 +243,19 @@ pub async fn run(
                     }
                 }
             },
+            Some(seek) = seeks.recv() => {
+                let tp = (seek.topic.clone(), seek.partition);
+                if owned.lock().expect("owned lock").contains(&tp) {
+                    match consumer.seek(&seek.topic, seek.partition, Offset::Offset(seek.offset), Duration::from_secs(5)) {
+                        Ok(()) => {
+                            cursors.lock().expect("cursors lock").insert(tp, seek.offset);
+                            tracing::info!(topic = %seek.topic, partition = seek.partition, offset = seek.offset, "sought back to the stored offset");
+                        }
+                        // The processor asks again if the records do not come.
+                        Err(e) => tracing::warn!(topic = %seek.topic, partition = seek.partition, offset = seek.offset, error = %e, "seek failed"),
+                    }
+                }
+            }
             _ = positions_tick.tick(), if !positions.is_empty() => {
                 // Taken between two records handed over, so a position at or past
                 // a partition's replay end means every record below it is queued.
@@ -201,9 +268,14 @@ pub async fn run(
                     if !owned.lock().expect("owned lock").contains(&tp) {
                         continue;
                     }
-                    ensure_task(&shared, &watermarks, &mut senders, &mut handles, &mut positions, &active, tp.clone());
+                    let prev_next = {
+                        let mut cursors = cursors.lock().expect("cursors lock");
+                        let slot = cursors.entry(tp.clone()).or_insert(UNKNOWN);
+                        std::mem::replace(slot, m.offset() + 1)
+                    };
+                    ensure_task(&shared, &watermarks, &seeks_tx, &mut senders, &mut handles, &mut positions, &active, tp.clone());
                     if let Some(s) = senders.get(&tp) {
-                        if s.send(m.detach()).await.is_err() {
+                        if s.send(Fed { msg: m.detach(), prev_next }).await.is_err() {
                             senders.remove(&tp);
                         }
                     }
@@ -243,11 +315,13 @@ fn new_member(
     shared: &Shared,
     tx: &mpsc::UnboundedSender<RebalanceEvent>,
     owned: &Arc<Mutex<HashSet<Tp>>>,
+    cursors: &Cursors,
 ) -> crate::Result<StreamConsumer<Ctx>> {
     let ctx = Ctx {
         store: shared.store.clone(),
         events: tx.clone(),
         owned: owned.clone(),
+        cursors: cursors.clone(),
     };
     let consumer = cfg.create_with_context(ctx)?;
     subscribe(&consumer, shared)?;
@@ -287,12 +361,14 @@ fn subscribe(consumer: &StreamConsumer<Ctx>, shared: &Shared) -> crate::Result<b
     Ok(true)
 }
 
-/// Starts the processor of `tp` unless one is running; a new processor first
-/// waits for the previous one of the same partition to finish.
+/// Starts the supervisor of `tp` unless one is running; it first waits for
+/// the previous one of the same partition to finish.
+#[allow(clippy::too_many_arguments)]
 fn ensure_task(
     shared: &Shared,
     watermarks: &Arc<BaseConsumer>,
-    senders: &mut HashMap<Tp, mpsc::Sender<OwnedMessage>>,
+    seeks: &mpsc::UnboundedSender<Seek>,
+    senders: &mut HashMap<Tp, mpsc::Sender<Fed>>,
     handles: &mut HashMap<Tp, JoinHandle<()>>,
     positions: &mut HashMap<Tp, Arc<AtomicI64>>,
     active: &Arc<AtomicI64>,
@@ -312,29 +388,15 @@ fn ensure_task(
     // Owned and replaying from now on (readiness and announcements say so), even
     // while the previous processor of the partition finishes.
     shared.status.claim(&scope(&tp.0, tp.1));
-    let previous = handles.remove(&tp);
-    let shared = shared.clone();
-    let watermarks = watermarks.clone();
-    let (topic, partition) = tp.clone();
-    let handle = tokio::spawn(async move {
-        if let Some(prev) = previous {
-            let _ = prev.await;
-        }
-        let high = {
-            let (w, t) = (watermarks.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || {
-                w.fetch_watermarks(&t, partition, Duration::from_secs(30))
-            })
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .map(|(_, high)| high)
-            .unwrap_or(0)
-        };
-        match Partition::open(shared, topic.clone(), partition, ty, high, progress) {
-            Ok(p) => p.run(rx).await,
-            Err(e) => tracing::error!(%topic, partition, error = %e, "cannot open partition"),
-        }
-    });
-    handles.insert(tp, handle);
+    let assignment = Assignment {
+        shared: shared.clone(),
+        topic: tp.0.clone(),
+        partition: tp.1,
+        workflow_type: ty,
+        progress,
+        seeks: seeks.clone(),
+        metadata: watermarks.clone(),
+        previous: handles.remove(&tp),
+    };
+    handles.insert(tp, tokio::spawn(supervise(assignment, rx)));
 }

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use weft_shared::config::KafkaSettings;
 use weft_shared::kafka::{client_config, headers, Role};
 
@@ -21,6 +23,42 @@ use crate::store::OutboxRecord;
 pub struct PublishError {
     pub topic: String,
     pub reason: String,
+    pub failure: Failure,
+}
+
+/// What a failed publish means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Try again (broker down, timeout, aborted transaction).
+    Transient,
+    /// The broker or the client refuses this record for good (too large,
+    /// invalid, not authorised): retrying it can never succeed.
+    Refused { index: usize },
+    /// The producer can never publish again (fenced by a newer owner of the
+    /// same transactional id, or a fatal error).
+    Fatal,
+}
+
+/// Classifies a producer error for record `index` of a publish.
+pub fn classify(e: &KafkaError, index: usize) -> Failure {
+    use RDKafkaErrorCode as C;
+    if let KafkaError::Transaction(t) = e {
+        if t.is_fatal() {
+            return Failure::Fatal;
+        }
+    }
+    match e.rdkafka_error_code() {
+        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fatal) => Failure::Fatal,
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::TopicAuthorizationFailed
+            | C::InvalidTopic,
+        ) => Failure::Refused { index },
+        _ => Failure::Transient,
+    }
 }
 
 /// Publishes outbox records, plainly or in transactions.
@@ -39,8 +77,9 @@ impl Publisher {
         settings: &KafkaSettings,
         transactional_id: &str,
     ) -> Result<Self, PublishError> {
-        let err = |e: rdkafka::error::KafkaError| PublishError {
+        let err = |e: KafkaError| PublishError {
             topic: String::new(),
+            failure: classify(&e, 0),
             reason: e.to_string(),
         };
         let producer: FutureProducer = client_config(settings, Role::Producer)
@@ -58,8 +97,12 @@ impl Publisher {
         match self {
             Publisher::Plain(p) => send_all(p, records).await,
             Publisher::Transactional(p) => {
-                let fail = |e: rdkafka::error::KafkaError| PublishError {
+                let fail = |e: KafkaError| PublishError {
                     topic: "(transaction)".into(),
+                    failure: match classify(&e, 0) {
+                        Failure::Fatal => Failure::Fatal,
+                        _ => Failure::Transient,
+                    },
                     reason: e.to_string(),
                 };
                 p.begin_transaction().map_err(fail)?;
@@ -90,15 +133,28 @@ async fn send_all(producer: &FutureProducer, records: &[OutboxRecord]) -> Result
             .headers(headers(&pairs));
         producer.send(record, Duration::from_secs(30))
     });
-    for (result, r) in join_all(sends).await.into_iter().zip(records) {
+    // A refused record is reported before a transient failure of another, so
+    // the caller can set it aside instead of retrying the batch for ever.
+    let mut first: Option<PublishError> = None;
+    for (index, (result, r)) in join_all(sends).await.into_iter().zip(records).enumerate() {
         if let Err((e, _)) = result {
-            return Err(PublishError {
-                topic: r.topic.clone(),
-                reason: e.to_string(),
-            });
+            let failure = classify(&e, index);
+            let worse = match (&first, failure) {
+                (None, _) => true,
+                (Some(f), Failure::Fatal) => f.failure != Failure::Fatal,
+                (Some(f), Failure::Refused { .. }) => f.failure == Failure::Transient,
+                (Some(_), Failure::Transient) => false,
+            };
+            if worse {
+                first = Some(PublishError {
+                    topic: r.topic.clone(),
+                    reason: e.to_string(),
+                    failure,
+                });
+            }
         }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

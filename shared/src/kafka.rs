@@ -139,8 +139,22 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = client_config(settings, Role::Admin).create()?;
+    // Topics that exist already need no CreateTopics request (and no admin
+    // rights): only the missing ones are created.
+    let existing: std::collections::HashSet<String> = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
+        .filter(|s| !existing.contains(&s.name))
         .map(|s| {
             let t = NewTopic::new(
                 &s.name,
@@ -154,6 +168,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
             }
         })
         .collect();
+    if new_topics.is_empty() {
+        return Ok(());
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(new_topics.iter(), &opts).await? {
         match result {

@@ -97,6 +97,9 @@ pub mod headers {
     pub const DLQ_REASON: &str = "weft-dlq-reason";
     /// Where a DLQ record came from: `topic/partition/offset`.
     pub const DLQ_SOURCE: &str = "weft-dlq-source";
+    /// On an input an orchestrator forwarded from the wrong partition of its
+    /// events topic: where it first landed, `topic/partition/offset`.
+    pub const FORWARDED_FROM: &str = "weft-forwarded-from";
     /// On a tasks-topic record: it is a control record (`TaskControl`), not a
     /// dispatch; the value names the action (`cancel`).
     pub const CONTROL: &str = "weft-control";

@@ -63,6 +63,7 @@ async fn kafka_event_bus_conforms_on_the_mock_cluster() {
         replication_factor: 1,
         transactions: TransactionsMode::Off,
         fetch_wait_max_ms: 10,
+        broker_workarounds: weft_shared::config::BrokerWorkarounds::Auto,
         properties: BTreeMap::new(),
     };
     let bus = KafkaEventBus::new(settings.clone(), topics.clone())

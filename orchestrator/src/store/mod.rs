@@ -57,6 +57,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// A key (or the part of it after a scanned prefix) and its value.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// Starts the idempotency value of an input key that is in no history (see
+/// [`Batch::put_input_key`]); an applied key's value is its sequence number.
+const INPUT_KEY_MARK: &[u8] = b"\xffinput:";
+
 /// Handle to the projection database (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
@@ -122,13 +126,26 @@ impl Store {
 
     /// Whether `key` was already applied to the instance.
     pub fn seen(&self, ty: &str, id: InstanceId, key: &str) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(
-                self.cf(keys::CF_IDEMPOTENCY),
-                keys::idempotency(ty, id, key),
-            )?
-            .is_some())
+        Ok(self.seen_as(ty, id, key)?.is_some())
+    }
+
+    /// The event type of the record that first used `key` for the instance
+    /// (applied, rejected or stale), `Some("")` when an older store did not
+    /// keep it, `None` if the key is unused.
+    pub fn seen_as(&self, ty: &str, id: InstanceId, key: &str) -> Result<Option<String>> {
+        let Some(v) = self.db.get_pinned_cf(
+            self.cf(keys::CF_IDEMPOTENCY),
+            keys::idempotency(ty, id, key),
+        )?
+        else {
+            return Ok(None);
+        };
+        let tail = if v.starts_with(INPUT_KEY_MARK) {
+            &v[INPUT_KEY_MARK.len()..]
+        } else {
+            v.get(8..).unwrap_or_default()
+        };
+        Ok(Some(String::from_utf8_lossy(tail).into_owned()))
     }
 
     /// Events `from..=to` of an instance's history (at most `limit`).
@@ -312,10 +329,24 @@ impl Batch<'_> {
             keys::event(ty, id, e.sequence_number),
             e.encode(),
         );
+        let mut v = e.sequence_number.to_be_bytes().to_vec();
+        v.extend_from_slice(e.event_type.as_str().as_bytes());
         self.wb.put_cf(
             self.store.cf(keys::CF_IDEMPOTENCY),
             keys::idempotency(ty, id, &e.idempotency_key),
-            e.sequence_number.to_be_bytes(),
+            v,
+        );
+    }
+
+    /// Marks the idempotency key of an input that was decided but not appended
+    /// (rejected or stale), so a redelivery of it is a duplicate.
+    pub fn put_input_key(&mut self, ty: &str, id: InstanceId, key: &str, event_type: &str) {
+        let mut v = INPUT_KEY_MARK.to_vec();
+        v.extend_from_slice(event_type.as_bytes());
+        self.wb.put_cf(
+            self.store.cf(keys::CF_IDEMPOTENCY),
+            keys::idempotency(ty, id, key),
+            v,
         );
     }
 

@@ -18,6 +18,11 @@ pub enum OutboxKind {
     /// A control record for workers (cancel an attempt) on the tasks topic;
     /// `ident` names the attempt. Never read back, so never struck.
     Control = 5,
+    /// An input forwarded from the wrong partition of its events topic to the
+    /// one its key hashes to; `ident` is its source position. Never struck
+    /// (the copy keeps the input's idempotency key, so a second copy is a
+    /// duplicate where it lands).
+    Forward = 6,
 }
 
 /// One record waiting to be published.
@@ -68,6 +73,7 @@ impl OutboxRecord {
             3 => OutboxKind::Dlq,
             4 => OutboxKind::Snapshot,
             5 => OutboxKind::Control,
+            6 => OutboxKind::Forward,
             _ => return Err(CorruptOutbox("unknown kind")),
         };
         let ident = r.string()?;

@@ -3,9 +3,11 @@
 //! live once the events consumer has handed over every record below that end.
 //! The engine reports the consumer's position in each partition
 //! ([`ReplayProgress`]); a safety valve lets a partition that is stuck go live
-//! anyway, with a warning, since republishing is harmless (decisions are
-//! deduplicated on apply) and a replay that never ends stalls its workflows.
-//! See ADR 0007.
+//! anyway, with a warning, since republishing decisions is harmless (they are
+//! deduplicated on apply) and a replay that never ends stalls its workflows;
+//! dispatches decided below the replay end are held until the replay gets
+//! there, since a worker cannot tell an attempt that already reported.
+//! See ADR 0007 and ADR 0009.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -13,9 +15,6 @@ use std::time::{Duration, Instant};
 
 use super::Partition;
 
-/// How often a replaying partition with nothing to fold checks the consumer's
-/// position against the replay end.
-pub const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// A replaying partition goes live below its replay end (with a warning) when
 /// its consumer position has not moved and the consumer has handed over no
 /// record of any partition for this long: a broker whose high watermark counts
@@ -51,23 +50,26 @@ impl Partition {
     /// handed over everything below the replay end (its position counts past
     /// transaction markers and compacted gaps, so no record is missing), or
     /// this partition is stuck ([`STUCK_AFTER`], [`STARVED_AFTER`]).
-    pub(super) async fn check_replay_end(&mut self, scope: &str, idle: &mut (Instant, i64)) {
+    pub(super) async fn check_replay_end(
+        &mut self,
+        idle: &mut (Instant, i64),
+    ) -> Result<(), super::Exit> {
         let position = self.progress.position.load(Ordering::Acquire);
         if position >= self.replay_end {
-            self.go_live(scope).await;
-            return;
+            return self.go_live(false).await;
         }
         if position != idle.1 {
             *idle = (Instant::now(), position);
-            return;
+            return Ok(());
         }
         let consumer_idle_ms =
             weft_shared::event::now_ms() - self.progress.consumer_active_ms.load(Ordering::Acquire);
         let stuck =
             idle.0.elapsed() >= STUCK_AFTER && consumer_idle_ms >= STUCK_AFTER.as_millis() as i64;
         if stuck || idle.0.elapsed() >= STARVED_AFTER {
-            tracing::warn!(topic = %self.topic, partition = self.partition, position, replay_end = self.replay_end, consumer_idle_ms, "replay made no progress; going live below the replay end");
-            self.go_live(scope).await;
+            tracing::warn!(topic = %self.topic, partition = self.partition, position, replay_end = self.replay_end, consumer_idle_ms, "replay made no progress; going live below the replay end (dispatches held until it gets there)");
+            return self.go_live(true).await;
         }
+        Ok(())
     }
 }

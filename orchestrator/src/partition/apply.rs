@@ -1,126 +1,40 @@
-//! One source partition of an events topic, owned by this orchestrator: it
-//! folds batches of records into the projection with the pure decider and
-//! publishes what was decided through the outbox.
-//!
-//! Two watermarks govern it. The *stored offset* (in RocksDB, written with the
-//! projection) says how far the projection has folded. The *replay end* (the
-//! partition's high watermark when this owner took it) says how far earlier
-//! owners may already have published decisions. Below the replay end, derived
-//! records are held in the outbox and struck off as their copies show up in the
-//! topic (or, for dispatches, as their attempt shows progress); at the replay
-//! end whatever is left is published. Above it, decisions are published as they
-//! are made. So a restart, a rebalance and a rebuild from an empty data directory
-//! all converge on the same projection without publishing any decision twice.
+//! Folding a batch of records into the projection: each input is checked
+//! (decodable, of this type, keyed by its instance, on the partition its key
+//! hashes to, with a fresh idempotency key), decided against its instance's
+//! state, and the decision's events, dispatches, controls and snapshots are
+//! written to RocksDB with the stored offset and the outbox in one batch.
+//! Every decided input's idempotency key is kept, applied or not, so a
+//! redelivered input is a duplicate however it was decided.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
-use tokio::sync::mpsc;
 use weft_shared::avro::AvroRecord;
-use weft_shared::config::{KafkaSettings, TransactionsMode};
-use weft_shared::fsm::{decide, meta, DefinitionLookup, Outcome};
+use weft_shared::fsm::{decide, meta, DefinitionLookup, InstanceState, Outcome};
 use weft_shared::ids::InstanceId;
 use weft_shared::kafka::header_map;
-use weft_shared::topics::headers as h;
-use weft_shared::{Topics, WorkflowEvent, WorkflowEventType as T};
-
-use crate::definitions::Registry;
-use crate::metrics::Metrics;
-use crate::publisher::Publisher;
-use crate::status::Status;
-#[path = "partition_replay.rs"]
-mod replay;
-#[path = "partition_timers.rs"]
-mod timers;
-
-pub use replay::ReplayProgress;
-
 use weft_shared::observe::analytics::TypeStats;
+use weft_shared::topics::headers as h;
+use weft_shared::{WorkflowEvent, WorkflowEventType as T};
 
-use crate::store::{OutboxKind, OutboxRecord, Previous, Store};
-
-/// Everything a partition processor needs.
-#[derive(Clone)]
-pub struct Shared {
-    pub store: Store,
-    pub registry: Arc<Registry>,
-    pub producer: FutureProducer,
-    pub kafka: KafkaSettings,
-    pub topics: Topics,
-    pub metrics: Arc<Metrics>,
-    pub status: Arc<Status>,
-    pub batch_max: usize,
-    /// Every applied history event, sent after its batch is committed (for `/watch`).
-    pub events_tx: tokio::sync::broadcast::Sender<Arc<WorkflowEvent>>,
-    /// Task heartbeats seen, for heartbeat-timeout timers.
-    pub heartbeats: Arc<crate::heartbeats::HeartbeatTracker>,
-    /// Pushes the traces of instances that end (when a collector is configured).
-    pub traces: Option<crate::trace_export::TraceExporter>,
-}
-
-/// The outbox of one partition, mirrored in memory.
-#[derive(Default)]
-struct Outbox {
-    records: BTreeMap<u64, OutboxRecord>,
-    by_ident: HashMap<String, u64>,
-    next_seq: u64,
-}
-
-impl Outbox {
-    fn push(&mut self, r: OutboxRecord) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.by_ident.insert(r.ident.clone(), seq);
-        self.records.insert(seq, r);
-        seq
-    }
-
-    fn remove(&mut self, ident: &str) -> Option<u64> {
-        let seq = self.by_ident.remove(ident)?;
-        self.records.remove(&seq);
-        Some(seq)
-    }
-
-    /// Pushes `r` in place of a pending record with the same ident (a newer
-    /// snapshot of an instance supersedes one not yet published).
-    fn replace(&mut self, r: OutboxRecord, added: &mut Vec<u64>, removed: &mut Vec<u64>) {
-        removed.extend(self.remove(&r.ident));
-        added.push(self.push(r));
-    }
-}
-
-/// A partition processor.
-pub struct Partition {
-    shared: Shared,
-    topic: String,
-    partition: i32,
-    workflow_type: String,
-    outbox: Outbox,
-    publisher: Publisher,
-    live: bool,
-    replay_end: i64,
-    /// What the engine reports of its consumer while this partition replays.
-    progress: ReplayProgress,
-    timers: timers::Firing,
-    /// Analytics of this partition's instances, as of the stored offset.
-    stats: TypeStats,
-}
+use super::Partition;
+use crate::store::{OutboxKind, OutboxRecord, Previous};
 
 /// Per-batch working set.
 #[derive(Default)]
-struct Pending {
-    states: HashMap<InstanceId, Option<weft_shared::fsm::InstanceState>>,
+pub(super) struct Pending {
+    states: HashMap<InstanceId, Option<InstanceState>>,
     /// What the store held for each instance before this batch (indexes, snapshots).
     before: HashMap<InstanceId, Option<Previous>>,
-    seen: HashSet<(InstanceId, String)>,
+    /// Idempotency keys this batch used, with the event type that used them.
+    seen: HashMap<(InstanceId, String), String>,
+    /// Keys of inputs decided but not appended (rejected, stale): (instance, key, event type).
+    input_keys: Vec<(InstanceId, String, String)>,
     /// The timers of each instance when the batch began (for the timer index).
     timers_before: HashMap<InstanceId, BTreeMap<String, weft_shared::fsm::Timer>>,
     events: Vec<WorkflowEvent>,
-    added: Vec<u64>,
+    pub(super) added: Vec<u64>,
     removed: Vec<u64>,
     /// The partition's analytics with this batch's changes (`None`: unchanged).
     stats: Option<TypeStats>,
@@ -129,127 +43,8 @@ struct Pending {
 }
 
 impl Partition {
-    /// Loads the partition's outbox; `replay_end` is the high watermark at
-    /// takeover; the engine keeps `progress` current.
-    pub fn open(
-        shared: Shared,
-        topic: String,
-        partition: i32,
-        workflow_type: String,
-        replay_end: i64,
-        progress: ReplayProgress,
-    ) -> crate::Result<Self> {
-        let mut outbox = Outbox::default();
-        for (seq, r) in shared.store.outbox(&topic, partition)? {
-            outbox.by_ident.insert(r.ident.clone(), seq);
-            outbox.records.insert(seq, r);
-            outbox.next_seq = seq + 1;
-        }
-        let start = shared.store.offset(&topic, partition)?.unwrap_or(0);
-        let stats = shared.store.analytics(&topic, partition)?;
-        let live = start >= replay_end;
-        let publisher = if shared.kafka.transactions == TransactionsMode::On {
-            Publisher::transactional(
-                &shared.kafka,
-                &format!("weft-orchestrator-{topic}-{partition}"),
-            )
-            .map_err(|e| crate::Error::Publish(e.to_string()))?
-        } else {
-            Publisher::Plain(shared.producer.clone())
-        };
-        Ok(Self {
-            shared,
-            topic,
-            partition,
-            workflow_type,
-            outbox,
-            publisher,
-            live,
-            replay_end,
-            progress,
-            timers: timers::Firing::default(),
-            stats,
-        })
-    }
-
-    /// Processes records until the channel closes (the partition was revoked).
-    pub async fn run(mut self, mut rx: mpsc::Receiver<OwnedMessage>) {
-        let scope = format!("{}/{}", self.topic, self.partition);
-        self.shared.status.set_live(&scope, self.live);
-        if self.live {
-            self.flush_all().await;
-        }
-        tracing::info!(topic = %self.topic, partition = self.partition, replay_end = self.replay_end, live = self.live, "partition assigned");
-        let mut idle = (
-            Instant::now(),
-            self.progress.position.load(Ordering::Acquire),
-        );
-        loop {
-            let first = if self.live {
-                tokio::select! {
-                    m = rx.recv() => m,
-                    () = tokio::time::sleep(timers::CHECK_EVERY) => {
-                        self.fire_due_timers().await;
-                        continue;
-                    }
-                }
-            } else {
-                match tokio::time::timeout(replay::IDLE_CHECK, rx.recv()).await {
-                    Ok(m) => {
-                        idle.0 = Instant::now();
-                        m
-                    }
-                    Err(_) => {
-                        self.check_replay_end(&scope, &mut idle).await;
-                        continue;
-                    }
-                }
-            };
-            let Some(first) = first else { break };
-            let mut batch = vec![first];
-            while batch.len() < self.shared.batch_max {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            let last_offset = batch.last().map(|m| m.offset()).unwrap_or(0);
-            let started = Instant::now();
-            let added = loop {
-                match self.apply_batch(&batch) {
-                    Ok(added) => break added,
-                    Err(e) => {
-                        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "applying batch failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            };
-            if self.live {
-                self.flush(&added).await;
-            } else if last_offset + 1 >= self.replay_end {
-                self.go_live(&scope).await;
-            }
-            self.shared
-                .metrics
-                .batch_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
-        // The engine released the partition in the status when it was revoked.
-        tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
-    }
-
-    async fn go_live(&mut self, scope: &str) {
-        if self.live {
-            return;
-        }
-        self.live = true;
-        tracing::info!(topic = %self.topic, partition = self.partition, pending = self.outbox.records.len(), "replay complete; partition live");
-        self.flush_all().await;
-        self.shared.status.set_live(scope, true);
-    }
-
     /// Folds a batch into the projection; returns the outbox entries it added.
-    fn apply_batch(&mut self, batch: &[OwnedMessage]) -> crate::Result<Vec<u64>> {
+    pub(super) fn apply_batch(&mut self, batch: &[OwnedMessage]) -> crate::Result<Vec<u64>> {
         let catalog = self.shared.registry.catalog();
         let mut p = Pending::default();
         for msg in batch {
@@ -283,8 +78,9 @@ impl Partition {
         for seq in &p.removed {
             wb.delete_outbox(&self.topic, self.partition, *seq);
         }
-        if let Some(last) = batch.last() {
-            wb.set_offset(&self.topic, self.partition, last.offset() + 1);
+        let next = batch.last().map(|last| last.offset() + 1);
+        if let Some(next) = next {
+            wb.set_offset(&self.topic, self.partition, next);
         }
         if let Some(stats) = &p.stats {
             wb.put_analytics(&self.topic, self.partition, stats);
@@ -292,7 +88,13 @@ impl Partition {
         for e in &p.events {
             wb.put_event(e);
         }
+        for (id, key, event_type) in &p.input_keys {
+            wb.put_input_key(&self.workflow_type, *id, key, event_type);
+        }
         wb.commit()?;
+        if let Some(next) = next {
+            self.expected = next;
+        }
         if let Some(stats) = p.stats.take() {
             self.stats = stats;
         }
@@ -346,14 +148,32 @@ impl Partition {
             );
             return Ok(());
         }
+        if event.idempotency_key.trim().is_empty() {
+            self.dead_letter(msg, "the input has an empty idempotency key".into(), p);
+            return Ok(());
+        }
+        if let Some(right) = self.misplaced(msg) {
+            self.forward(msg, right, p);
+            return Ok(());
+        }
         let id = event.instance_id;
         let dedup = (id, event.idempotency_key.clone());
-        if p.seen.contains(&dedup)
-            || self
-                .shared
+        let earlier = if let Some(t) = p.seen.get(&dedup) {
+            Some(t.clone())
+        } else {
+            self.shared
                 .store
-                .seen(&self.workflow_type, id, &event.idempotency_key)?
-        {
+                .seen_as(&self.workflow_type, id, &event.idempotency_key)?
+        };
+        if let Some(earlier) = earlier {
+            if !earlier.is_empty() && earlier != event.event_type.as_str() {
+                let reason = format!(
+                    "idempotency key '{}' was already used by a {earlier} of this instance",
+                    event.idempotency_key
+                );
+                self.dead_letter(msg, reason, p);
+                return Ok(());
+            }
             m.duplicates.inc();
             if !self.live {
                 if let Some(seq) = self.outbox.remove(&event.idempotency_key) {
@@ -363,9 +183,14 @@ impl Partition {
             return Ok(());
         }
         if event.is_decision() {
-            // A decision this decider did not make (another engine version): it is not an input.
+            // A decision this decider did not make (another engine version, or a
+            // producer claiming to be the orchestrator): it is not an input.
             m.orphans.inc();
-            tracing::warn!(instance_id = %id, event_type = %event.event_type, key = %event.idempotency_key, "ignoring a decision record this orchestrator did not derive");
+            let reason = format!(
+                "{} claims to be an orchestrator decision, but this orchestrator derived no event with idempotency key '{}'",
+                event.event_type, event.idempotency_key
+            );
+            self.dead_letter(msg, reason, p);
             return Ok(());
         }
         let state = match p.states.get(&id) {
@@ -380,6 +205,14 @@ impl Partition {
             }
         };
         let decision = decide(state.as_ref(), catalog, &event);
+        if decision.outcome != Outcome::Applied {
+            p.input_keys.push((
+                id,
+                event.idempotency_key.clone(),
+                event.event_type.as_str().to_owned(),
+            ));
+            p.seen.insert(dedup, event.event_type.as_str().to_owned());
+        }
         match &decision.outcome {
             Outcome::Applied => m.applied.inc(),
             Outcome::Stale { reason } => {
@@ -408,12 +241,19 @@ impl Partition {
             if next.state.is_terminal() && !state.as_ref().is_some_and(|s| s.state.is_terminal()) {
                 p.ended.push(id);
             }
+            // Counted once, live: a replay after a restart does not count history again.
+            if self.live {
+                for e in &decision.appended {
+                    m.workflow_ended(&self.workflow_type, e, Some(next));
+                }
+            }
         }
         let events_topic = self.shared.topics.events(&self.workflow_type);
         let tasks_topic = self.shared.topics.tasks(&self.workflow_type);
         let key = id.to_string().into_bytes();
         for e in &decision.appended {
-            p.seen.insert((id, e.idempotency_key.clone()));
+            p.seen
+                .insert((id, e.idempotency_key.clone()), e.event_type.as_str().to_owned());
             if e.is_decision() {
                 m.decisions.inc();
                 let seq = self.outbox.push(OutboxRecord {
@@ -428,17 +268,6 @@ impl Partition {
                     ],
                 });
                 p.added.push(seq);
-                if matches!(
-                    e.event_type,
-                    T::WorkflowCompleted | T::WorkflowFailed | T::WorkflowCancelled
-                ) {
-                    m.finished(
-                        &self.workflow_type,
-                        e.event_type.as_str(),
-                        e.timestamp_ms,
-                        decision.state.as_ref(),
-                    );
-                }
             }
         }
         for d in &decision.dispatches {
@@ -519,7 +348,7 @@ impl Partition {
     }
 
     /// Sends a record that cannot be applied to the type's DLQ, with the reason.
-    fn dead_letter(&mut self, msg: &OwnedMessage, reason: String, p: &mut Pending) {
+    pub(super) fn dead_letter(&mut self, msg: &OwnedMessage, reason: String, p: &mut Pending) {
         self.shared.metrics.dlq.inc();
         let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
         tracing::warn!(source = %source, %reason, "record sent to the dlq");
@@ -537,37 +366,31 @@ impl Partition {
         p.added.push(seq);
     }
 
-    async fn flush_all(&mut self) {
-        let seqs: Vec<u64> = self.outbox.records.keys().copied().collect();
-        self.flush(&seqs).await;
+
+    /// The partition `msg`'s key hashes to, when it is not this one.
+    fn misplaced(&self, msg: &OwnedMessage) -> Option<i32> {
+        let (partitioner, count) = (self.placement?, self.partition_count?);
+        let right = partitioner.partition(msg.key()?, count);
+        (right != self.partition).then_some(right)
     }
 
-    /// Publishes the given outbox entries, retrying until the broker took them
-    /// all, then deletes them from the outbox.
-    async fn flush(&mut self, seqs: &[u64]) {
-        let records: Vec<OutboxRecord> = seqs
-            .iter()
-            .filter_map(|s| self.outbox.records.get(s).cloned())
-            .collect();
-        if records.is_empty() {
-            return;
-        }
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.publisher.publish(&records).await {
-            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "publishing decisions failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        let mut wb = self.shared.store.batch();
-        for seq in seqs {
-            if let Some(r) = self.outbox.records.remove(seq) {
-                self.outbox.by_ident.remove(&r.ident);
-                wb.delete_outbox(&self.topic, self.partition, *seq);
-            }
-        }
-        if let Err(e) = wb.commit() {
-            // The records stay in RocksDB and are published again after a restart: duplicates are dropped on apply.
-            tracing::error!(error = %e, "could not clear published outbox records");
-        }
+    /// Forwards an input that arrived on the wrong partition to the topic again,
+    /// where the producer's partitioner puts it on the partition its key hashes
+    /// to. The copy keeps its idempotency key: forwarded twice, it is applied once.
+    fn forward(&mut self, msg: &OwnedMessage, right: i32, p: &mut Pending) {
+        self.shared.metrics.forwarded.inc();
+        let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+        tracing::warn!(source = %source, to_partition = right, "input on the wrong partition for its key; forwarding it");
+        let mut headers: Vec<(String, String)> = header_map(msg.headers()).into_iter().collect();
+        headers.push((h::FORWARDED_FROM.into(), source.clone()));
+        let seq = self.outbox.push(OutboxRecord {
+            kind: OutboxKind::Forward,
+            ident: format!("forward:{source}"),
+            topic: self.topic.clone(),
+            key: msg.key().map(|k| k.to_vec()).unwrap_or_default(),
+            payload: msg.payload().map(|v| v.to_vec()).unwrap_or_default(),
+            headers,
+        });
+        p.added.push(seq);
     }
 }

@@ -1,0 +1,516 @@
+//! A seeded, deterministic simulation of partition processors and workers,
+//! hunting for the ways "the log is the truth" could break.
+//!
+//! Each schedule runs a few diamond workflows through the real processor
+//! (fold, outbox, dispatch rule, offset continuity, go-live, timers' index)
+//! over in-memory topics, with two replicas that each keep their own RocksDB
+//! projection, and injects at random: processor crashes after a batch was
+//! written and before or after it was published, records lost between the
+//! consumer and a processor, rebalances to the other replica (with a zombie
+//! flush from the old owner), re-assignments that read the stored offset too
+//! early, early go-lives, worker crashes, redelivered and reordered worker
+//! reports, and offset holes (transaction markers). Then it lets the system
+//! settle and checks:
+//!
+//! - every instance ended;
+//! - a projection folded from the whole log from scratch equals the live one
+//!   (instance states, histories, analytics, every input's idempotency mark);
+//! - no idempotency key twice in any history;
+//! - every input of the log was folded (no record skipped);
+//! - no attempt was dispatched by a processor that opened after the attempt
+//!   had reported.
+//!
+//! A failing schedule prints its seed; `WEFT_SIM_SEED=<seed>` replays exactly
+//! that one, `WEFT_SIM_SCHEDULES=<n>` runs more (`make soak`). Seeds that ever
+//! failed are kept in [`REGRESSIONS`].
+
+mod world;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use weft_shared::ids::InstanceId;
+use weft_shared::{WorkflowEvent, WorkflowEventType as T};
+
+use super::{Partition, Placement, ReplayProgress, Seek, Shared};
+use crate::store::{OutboxKind, OutboxRecord, Store};
+use super::tests::input_record;
+use world::{inputs, Cursor, Log, Rng, Workers};
+
+const TYPE: &str = "sim";
+const DEFINITION: &str = r#"
+type: sim
+retry: {max_attempts: 4, backoff: fixed, base_delay: 100ms}
+tasks:
+  - {name: A, handler: noop, timeout: {execution: 2s}}
+  - {name: B, handler: noop, depends_on: [A], timeout: {execution: 2s}}
+  - {name: C, handler: noop, depends_on: [A], timeout: {execution: 2s}}
+  - {name: D, handler: noop, depends_on: [B, C], timeout: {execution: 2s}}
+"#;
+/// Seeds that once failed: run first, every time.
+const REGRESSIONS: &[u64] = &[];
+/// Schedules `make test` runs.
+const SCHEDULES: u64 = 2_000;
+/// Steps with faults, then steps to settle.
+const FAULT_STEPS: u64 = 400;
+const SETTLE_STEPS: u64 = 20_000;
+
+/// What every schedule shares: the processors' dependencies and three stores
+/// (two replicas and the rebuild), kept across schedules (each schedule has
+/// its own topic name and instance ids, so they never meet).
+struct Env {
+    base: Shared,
+    stores: Vec<Store>,
+}
+
+struct Replica {
+    shared: Shared,
+    proc: Option<Partition>,
+    cursor: Cursor,
+    seeks: mpsc::UnboundedReceiver<Seek>,
+    seeks_tx: mpsc::UnboundedSender<Seek>,
+    /// The step its processor opened at (its replay end covers reports appended before).
+    opened_at: u64,
+}
+
+struct Schedule {
+    seed: u64,
+    rng: Rng,
+    topic: String,
+    events: Log,
+    tasks: Log,
+    replicas: Vec<Replica>,
+    owner: usize,
+    workers: Workers,
+    step: u64,
+    clock_ms: i64,
+    instances: Vec<InstanceId>,
+    /// The step each attempt first reported at.
+    reported: BTreeMap<String, u64>,
+    violations: Vec<String>,
+}
+
+impl Schedule {
+    fn new(env: &Env, seed: u64) -> Self {
+        let replicas = (0..2)
+            .map(|i| {
+                let (seeks_tx, seeks) = mpsc::unbounded_channel();
+                Replica {
+                    shared: Shared {
+                        store: env.stores[i].clone(),
+                        ..env.base.clone()
+                    },
+                    proc: None,
+                    cursor: Cursor {
+                        index: 0,
+                        prev_next: 0,
+                    },
+                    seeks,
+                    seeks_tx,
+                    opened_at: 0,
+                }
+            })
+            .collect();
+        Self {
+            seed,
+            rng: Rng::new(seed),
+            topic: format!("weft.sim.events.{seed}"),
+            events: Log::default(),
+            tasks: Log::default(),
+            replicas,
+            owner: 0,
+            workers: Workers::default(),
+            step: 0,
+            clock_ms: 1_000_000,
+            instances: Vec::new(),
+            reported: BTreeMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    fn fail(&self, what: impl std::fmt::Display) -> String {
+        format!(
+            "simulation seed {} failed at step {}: {what}\n  replay: WEFT_SIM_SEED={} cargo nextest run -p weft-orchestrator partition::sim",
+            self.seed, self.step, self.seed
+        )
+    }
+
+    /// Appends an input (a client's start, a worker's report, a timer fire).
+    fn append_input(&mut self, e: &WorkflowEvent) {
+        if matches!(e.event_type, T::TaskStarted | T::TaskCompleted | T::TaskFailed) {
+            if let (Some(task), Some(attempt)) = (e.metadata.get("weft.task"), e.metadata.get("weft.attempt")) {
+                self.reported
+                    .entry(format!("{}:{task}:{attempt}", e.instance_id))
+                    .or_insert(self.step);
+            }
+        }
+        let marker = self.rng.chance(100);
+        self.events
+            .append(&self.topic, &input_record(&self.topic, e), self.step, marker);
+    }
+
+    /// Appends what a processor of replica `from` published.
+    fn append_published(&mut self, from: usize, r: &OutboxRecord) {
+        match r.kind {
+            OutboxKind::Event | OutboxKind::Forward => {
+                let marker = self.rng.chance(100);
+                self.events.append(&self.topic, r, self.step, marker);
+            }
+            OutboxKind::Dispatch => {
+                if let Some(at) = self.reported.get(&r.ident) {
+                    if *at < self.replicas[from].opened_at {
+                        self.violations.push(format!(
+                            "step {}: attempt {} dispatched by a processor opened at step {} after it reported at step {at}",
+                            self.step, r.ident, self.replicas[from].opened_at
+                        ));
+                    }
+                }
+                self.tasks.append("tasks", r, self.step, false);
+            }
+            OutboxKind::Control => {
+                self.tasks.append("tasks", r, self.step, false);
+            }
+            OutboxKind::Dlq => self
+                .violations
+                .push(format!("step {}: a record went to the DLQ: {:?}", self.step, r.headers)),
+            OutboxKind::Snapshot => {}
+        }
+    }
+
+    fn open(&mut self, i: usize) {
+        if self.replicas[i].proc.is_some() {
+            return;
+        }
+        let r = &mut self.replicas[i];
+        let at = Placement {
+            topic: self.topic.clone(),
+            partition: 0,
+            workflow_type: TYPE.into(),
+            replay_end: self.events.high(),
+            partition_count: Some(1),
+        };
+        let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
+        let p = Partition::open(r.shared.clone(), at, progress, r.seeks_tx.clone())
+            .expect("open partition");
+        r.proc = Some(p);
+        r.opened_at = self.step;
+    }
+
+    /// Publishes outbox entries `seqs` of replica `i`; may crash before forgetting them.
+    fn publish(&mut self, i: usize, seqs: &[u64], faults: bool) {
+        let Some(p) = self.replicas[i].proc.as_ref() else {
+            return;
+        };
+        let (records, withheld) = p.publishable(seqs);
+        for (_, r) in &records {
+            self.append_published(i, r);
+        }
+        if faults && self.rng.chance(30) {
+            self.replicas[i].proc = None; // crashed after publishing, before clearing the outbox
+            return;
+        }
+        let done: Vec<u64> = records.iter().map(|(s, _)| *s).chain(withheld).collect();
+        if let Some(p) = self.replicas[i].proc.as_mut() {
+            p.forget(&done);
+        }
+    }
+
+    /// The owner folds up to `n` records; returns whether it folded any.
+    fn deliver(&mut self, n: usize, faults: bool) -> bool {
+        let i = self.owner;
+        self.open(i);
+        let fed = self.replicas[i].cursor.take(&self.events, n);
+        if fed.is_empty() {
+            return false;
+        }
+        let r = &mut self.replicas[i];
+        let p = r.proc.as_mut().expect("opened");
+        let batch = p.admit(fed);
+        while let Ok(seek) = r.seeks.try_recv() {
+            r.cursor = Cursor::at(&self.events, seek.offset);
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        let added = p.apply_batch(&batch).expect("apply batch");
+        if faults && self.rng.chance(30) {
+            r.proc = None; // crashed after writing the batch, before publishing it
+            return true;
+        }
+        if let Some(seqs) = p.after_apply(added) {
+            self.publish(i, &seqs, faults);
+        }
+        true
+    }
+
+    /// The owner, if live, fires its due timers.
+    fn fire_timers(&mut self) -> bool {
+        let i = self.owner;
+        let live = self.replicas[i].proc.as_ref().is_some_and(|p| p.live);
+        if !live {
+            return false;
+        }
+        let due = self.replicas[i]
+            .shared
+            .store
+            .due_timers(&self.topic, 0, self.clock_ms, 1_000)
+            .expect("due timers");
+        let fired = !due.is_empty();
+        for (id, timer) in due {
+            self.append_input(&timer.fire_event(TYPE, id));
+        }
+        fired
+    }
+
+    fn rebalance(&mut self) {
+        let old = self.owner;
+        if self.rng.chance(500) {
+            // The old owner's last flush lands after the hand-off (a zombie).
+            if let Some(p) = self.replicas[old].proc.as_ref() {
+                let all: Vec<u64> = p.outbox.records.keys().copied().collect();
+                let (records, _) = p.publishable(&all);
+                for (_, r) in &records {
+                    self.append_published(old, r);
+                }
+            }
+        }
+        self.replicas[old].proc = None;
+        self.owner = 1 - old;
+        self.reassign(0);
+    }
+
+    /// The owner's partition is assigned anew; the consumer starts `early`
+    /// records before the stored offset (read while the old processor drained).
+    fn reassign(&mut self, early: i64) {
+        let r = &mut self.replicas[self.owner];
+        r.proc = None;
+        let stored = r.shared.store.offset(&self.topic, 0).expect("offset").unwrap_or(0);
+        r.cursor = Cursor::at(&self.events, (stored - early).max(0));
+        while r.seeks.try_recv().is_ok() {}
+    }
+
+    fn start_workflow(&mut self) {
+        let n = self.instances.len() as u64;
+        let id = InstanceId::derived(&[&self.seed.to_be_bytes(), &n.to_be_bytes()]);
+        let mut e = WorkflowEvent::new(T::WorkflowCreated, TYPE, id, format!("start-{n}"), self.clock_ms);
+        e.event_id = weft_shared::ids::EventId::derived(&[id.as_bytes(), b"created"]);
+        e.metadata.insert("weft.definition_version".into(), "1".into());
+        e.metadata.insert("weft.source_kind".into(), "input".into());
+        self.append_input(&e);
+        self.instances.push(id);
+    }
+
+    fn all_ended(&self) -> bool {
+        let store = &self.replicas[self.owner].shared.store;
+        self.instances.iter().all(|id| {
+            store
+                .instance(TYPE, *id)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.state.is_terminal())
+        })
+    }
+
+    fn fault_step(&mut self) {
+        if self.instances.len() < 3 && self.rng.chance(60) {
+            self.start_workflow();
+        }
+        match self.rng.below(100) {
+            0..=39 => {
+                let n = 1 + self.rng.below(6) as usize;
+                self.deliver(n, true);
+            }
+            40..=59 => {
+                let now = self.clock_ms;
+                self.workers.work(&self.tasks, &mut self.rng, now, true);
+            }
+            60..=71 => {
+                if let Some(e) = self.workers.release(&mut self.rng, true) {
+                    self.append_input(&e);
+                }
+            }
+            72..=75 => {
+                self.clock_ms += 500;
+                self.fire_timers();
+            }
+            76..=78 => self.replicas[self.owner].proc = None,
+            79..=81 => {
+                // A processor dies holding records the consumer handed over.
+                let i = self.owner;
+                let n = 1 + self.rng.below(3) as usize;
+                self.replicas[i].cursor.lose(&self.events, n);
+                self.replicas[i].proc = None;
+            }
+            82..=84 => self.rebalance(),
+            85..=86 => {
+                let early = self.rng.below(5) as i64;
+                self.reassign(early);
+            }
+            87..=88 => {
+                let i = self.owner;
+                self.open(i);
+                if let Some(p) = self.replicas[i].proc.as_mut() {
+                    if !p.live {
+                        p.set_live(true);
+                        let all: Vec<u64> = p.outbox.records.keys().copied().collect();
+                        self.publish(i, &all, true);
+                    }
+                }
+            }
+            89..=90 => self.workers.crash(),
+            _ => {
+                self.deliver(1, true);
+            }
+        }
+    }
+
+    /// Lets everything settle without faults; time moves on when nothing else does.
+    fn settle(&mut self) -> Result<(), String> {
+        for _ in 0..SETTLE_STEPS {
+            self.step += 1;
+            let mut busy = self.deliver(64, false);
+            let now = self.clock_ms;
+            busy |= self.workers.work(&self.tasks, &mut self.rng, now, false);
+            while let Some(e) = self.workers.release(&mut self.rng, false) {
+                self.append_input(&e);
+                busy = true;
+            }
+            if !busy {
+                if self.all_ended() && self.instances.len() >= 3 {
+                    return Ok(());
+                }
+                if self.instances.len() < 3 {
+                    self.start_workflow();
+                    continue;
+                }
+                self.clock_ms += 1_000;
+                self.fire_timers();
+            }
+        }
+        Err(self.fail("the instances did not all end"))
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        for _ in 0..FAULT_STEPS {
+            self.step += 1;
+            self.clock_ms += self.rng.below(40) as i64;
+            self.fault_step();
+        }
+        self.settle()?;
+        if let Some(v) = self.violations.first() {
+            return Err(self.fail(v));
+        }
+        Ok(())
+    }
+
+    /// Folds the whole log from scratch into `store` (no faults) and compares.
+    fn check_rebuild(&mut self, store: &Store) -> Result<(), String> {
+        let (seeks_tx, _seeks) = mpsc::unbounded_channel();
+        let shared = Shared {
+            store: store.clone(),
+            ..self.replicas[0].shared.clone()
+        };
+        let at = Placement {
+            topic: self.topic.clone(),
+            partition: 0,
+            workflow_type: TYPE.into(),
+            replay_end: self.events.high(),
+            partition_count: Some(1),
+        };
+        let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
+        let mut p = Partition::open(shared, at, progress, seeks_tx).map_err(|e| e.to_string())?;
+        let mut cursor = Cursor::at(&self.events, 0);
+        loop {
+            let fed = cursor.take(&self.events, 256);
+            if fed.is_empty() {
+                break;
+            }
+            let batch = p.admit(fed);
+            p.apply_batch(&batch).map_err(|e| e.to_string())?;
+        }
+        let live = &self.replicas[self.owner].shared.store;
+        for id in &self.instances {
+            let (a, b) = (live.instance(TYPE, *id), store.instance(TYPE, *id));
+            let (a, b) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
+            if a != b {
+                return Err(self.fail(format!("instance {id}: rebuilt {b:?}\n live {a:?}")));
+            }
+            let ha = live.events(TYPE, *id, 1, None, 1_000_000).map_err(|e| e.to_string())?;
+            let hb = store.events(TYPE, *id, 1, None, 1_000_000).map_err(|e| e.to_string())?;
+            if ha != hb {
+                return Err(self.fail(format!("history of {id} differs: live {} events, rebuilt {}", ha.len(), hb.len())));
+            }
+            let keys: BTreeSet<&str> = ha.iter().map(|e| e.idempotency_key.as_str()).collect();
+            if keys.len() != ha.len() {
+                return Err(self.fail(format!("an idempotency key twice in the history of {id}")));
+            }
+        }
+        for (id, keys) in inputs(&self.events) {
+            for key in keys {
+                let a = live.seen_as(TYPE, id, &key).map_err(|e| e.to_string())?;
+                let b = store.seen_as(TYPE, id, &key).map_err(|e| e.to_string())?;
+                if a.is_none() {
+                    return Err(self.fail(format!("input {key} of {id} was never folded")));
+                }
+                if a != b {
+                    return Err(self.fail(format!("input {key} of {id}: live {a:?}, rebuilt {b:?}")));
+                }
+            }
+        }
+        let (sa, sb) = (live.analytics(&self.topic, 0), store.analytics(&self.topic, 0));
+        if sa.map_err(|e| e.to_string())? != sb.map_err(|e| e.to_string())? {
+            return Err(self.fail("analytics differ between live and rebuilt"));
+        }
+        Ok(())
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("WEFT_SIM_SEED") {
+        return vec![seed.parse().expect("WEFT_SIM_SEED is a number")];
+    }
+    let n: u64 = std::env::var("WEFT_SIM_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SCHEDULES);
+    REGRESSIONS.iter().copied().chain(1..=n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_keep_the_log_the_truth() {
+    let h = super::tests::harness(&[DEFINITION], 1, 3, &[]).await;
+    let env = Env {
+        base: h.shared.clone(),
+        stores: h.stores.clone(),
+    };
+    let mut stats = (0u64, 0u64, 0u64);
+    for seed in seeds() {
+        let mut s = Schedule::new(&env, seed);
+        let result = s.run().and_then(|()| {
+            let rebuild = env.stores[2].clone();
+            s.check_rebuild(&rebuild)
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        stats.0 += 1;
+        stats.1 += s.events.records.len() as u64;
+        stats.2 += s.tasks.records.len() as u64;
+    }
+    let m = &env.base.metrics;
+    eprintln!(
+        "{} schedules, {} event records, {} task records; offset gaps sought back {}, dispatches withheld {}, duplicates dropped {}",
+        stats.0,
+        stats.1,
+        stats.2,
+        m.offset_gaps.get(),
+        m.dispatches_withheld.get(),
+        m.duplicates.get()
+    );
+    // The faults were really injected: the checks above had something to catch.
+    assert!(m.offset_gaps.get() > 0, "no schedule lost records on the way");
+    assert!(m.dispatches_withheld.get() > 0, "no schedule withheld a dispatch");
+    assert!(m.duplicates.get() > 0, "no schedule redelivered anything");
+}
