@@ -10,7 +10,8 @@
 //! - partitioning: every record of every instance, whoever wrote it
 //!   (confluent-kafka with `partitioner=murmur2_random`, Weft's orchestrator,
 //!   the Rust and the Python workers), is on the partition Java's murmur2 gives;
-//! - a graceful shutdown of a Python worker in the middle of a task;
+//! - one instance whose tasks run first on a Python worker, which is stopped
+//!   gracefully in the middle of its task, then on the Rust worker;
 //! - the partition vectors in `docs/protocol.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,6 +40,8 @@ const SLOW: &str = r#"
 type: slow
 tasks:
   - {name: nap, handler: sleep, parameters: {ms: 2500}, timeout: {grace: 20s}}
+  - {name: gate, type: wait, depends_on: [nap], parameters: {signal: go}}
+  - {name: after, handler: noop, depends_on: [gate]}
 "#;
 
 #[test]
@@ -207,7 +210,7 @@ async fn rust_and_python_workers_share_a_group_and_python_starts_workflows() -> 
         eprintln!("task attempts by worker: {ran_on:?}");
 
         check_partitions(&bootstrap, &ids, &python_partition).await?;
-        graceful_shutdown(&api, &bootstrap, &mut workers[0]).await
+        handover(&api, &bootstrap, &mut workers).await
     }
     .await;
     if result.is_err() {
@@ -441,23 +444,31 @@ async fn read_topic(bootstrap: &str, topic: &str) -> Result<(Vec<(i32, String, V
     .await?
 }
 
-/// SIGTERM reaches a Python worker while its handler runs: the handler
-/// finishes within the grace period, its result is published, and the worker
-/// leaves the group and exits 0.
-async fn graceful_shutdown(
+/// One instance whose tasks run on a Python worker and then on the Rust one,
+/// in the same group: SIGTERM reaches a Python worker while its handler runs
+/// `nap` — the handler finishes within the grace period, its result is
+/// published, and the worker leaves the group and exits 0; the other Python
+/// worker stops too; then a signal releases `after`, which the Rust worker,
+/// now holding every partition, runs.
+async fn handover(
     api: &ApiClient,
     bootstrap: &str,
-    worker: &mut weft_integration_tests::Process,
+    workers: &mut [weft_integration_tests::Process],
 ) -> Result<()> {
-    let log = wait_for_log(worker, "partitions assigned", Duration::from_secs(5)).await?;
+    let log = wait_for_log(
+        &mut workers[0],
+        "partitions assigned",
+        Duration::from_secs(5),
+    )
+    .await?;
     let mine = assigned_partitions(&log, "weft.slow.tasks");
     ensure!(
         !mine.is_empty(),
         "{} holds no partition of weft.slow.tasks",
-        worker.name()
+        workers[0].name()
     );
     let (_, partitions) = read_topic(bootstrap, "weft.slow.tasks").await?;
-    // An idempotency key whose instance lands on a partition this worker holds.
+    // An idempotency key whose instance lands on a partition py-0 holds.
     let key = (0..10_000)
         .map(|i| format!("slow-{i}"))
         .find(|k| {
@@ -469,36 +480,57 @@ async fn graceful_shutdown(
         .as_str()
         .context("instance_id")?
         .to_owned();
+    let ran_on = |events: &Value, task: &str| {
+        events["events"]
+            .as_array()
+            .and_then(|es| {
+                es.iter().find(|e| {
+                    e["event_type"] == "task.started" && e["metadata"]["weft.task"] == task
+                })
+            })
+            .map(|e| e["data"]["node_id"].as_str().unwrap_or("").to_owned())
+    };
     let started = wait_for(
-        "nap runs on the Python worker",
+        "nap runs",
         Duration::from_secs(60),
         Duration::from_millis(100),
+        || async { anyhow::Ok(ran_on(&api.events("slow", &id).await?, "nap")) },
+    )
+    .await?;
+    ensure!(started == "py-0", "nap started on {started}, not py-0");
+    for w in workers.iter_mut() {
+        let status = w.terminate_and_wait(Duration::from_secs(30)).await?;
+        ensure!(status.success(), "{} exited {status} on SIGTERM", w.name());
+        ensure!(
+            w.log().contains("draining"),
+            "{} did not drain:\n{}",
+            w.name(),
+            w.log_tail(20)
+        );
+    }
+    // The result was acknowledged before py-0 exited; the orchestrator applies it right after.
+    wait_until(
+        "nap completes and gate waits for its signal",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
         || async {
-            let events = api.events("slow", &id).await?;
-            let on = events["events"]
-                .as_array()
-                .and_then(|es| es.iter().find(|e| e["event_type"] == "task.started"))
-                .map(|e| e["data"]["node_id"].as_str().unwrap_or("").to_owned());
-            anyhow::Ok(on)
+            api.get("slow", &id).await.is_ok_and(|v| {
+                v["tasks"].as_array().is_some_and(|ts| {
+                    ts.iter()
+                        .any(|t| t["name"] == "gate" && t["state"] == "waiting_for_dependency")
+                })
+            })
         },
     )
     .await?;
-    ensure!(
-        started == worker.name(),
-        "nap started on {started}, not {}",
-        worker.name()
-    );
-    let status = worker.terminate_and_wait(Duration::from_secs(30)).await?;
-    ensure!(
-        status.success(),
-        "{} exited {status} on SIGTERM",
-        worker.name()
-    );
-    // The result was acknowledged before the worker exited; the orchestrator applies it right after.
+    let r = api
+        .control("slow", &id, "signals/go", json!({}), None)
+        .await?;
+    ensure!(r.status.as_u16() == 202, "signal: {} {}", r.status, r.body);
     wait_until(
-        "slow completes",
-        Duration::from_secs(15),
-        Duration::from_millis(100),
+        "slow completes on the Rust worker",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
         || async {
             api.get("slow", &id)
                 .await
@@ -506,23 +538,26 @@ async fn graceful_shutdown(
         },
     )
     .await?;
-    let events = api.events("slow", &id).await?["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let by: Vec<&str> = events
+    let events = api.events("slow", &id).await?;
+    let all = events["events"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        all.iter().all(|e| e["event_type"] != "error.occurred"),
+        "an input was rejected: {events}"
+    );
+    let completed_by: Vec<&str> = all
         .iter()
-        .filter(|e| e["event_type"] == "task.completed")
+        .filter(|e| {
+            e["event_type"] == "task.completed" && e["metadata"]["weft.source_kind"] == "input"
+        })
         .map(|e| e["source_node_id"].as_str().unwrap_or(""))
         .collect();
     ensure!(
-        by == [worker.name()],
-        "nap completed by {by:?}, expected only by the worker that was stopped"
+        completed_by == ["py-0", "worker-0"],
+        "nap and after completed by {completed_by:?}, expected py-0 (stopped gracefully) then the Rust worker"
     );
     ensure!(
-        worker.log().contains("draining"),
-        "the worker did not drain:\n{}",
-        worker.log_tail(20)
+        ran_on(&events, "after").as_deref() == Some("worker-0"),
+        "after did not run on the Rust worker"
     );
     Ok(())
 }
