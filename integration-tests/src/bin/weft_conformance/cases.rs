@@ -664,10 +664,10 @@ async fn heartbeat(ctx: Arc<Ctx>, ty: String) -> Result<String> {
     at.extend(&beats);
     at.push(done.timestamp_ms);
     let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-    // a third of the timeout apart, give or take scheduling
+    // a third of the timeout apart (667 ms), give or take scheduling on a loaded machine
     ensure!(
-        gap < 1_000,
-        "{gap} ms without a heartbeat while the handler ran (timeout 2 s: one every 667 ms)"
+        gap < 1_500,
+        "{gap} ms without a heartbeat while the handler ran (timeout 2 s: one is due every 667 ms)"
     );
     Ok(format!("{} heartbeats, longest gap {gap} ms", beats.len()))
 }
