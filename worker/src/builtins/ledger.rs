@@ -8,8 +8,9 @@
 //! processes on one host, exclude each other; a killed process drops its lock.
 //!
 //! Every call is also logged, under the same lock, as one line of
-//! `<dir>/calls.log`: `<key>\t<attempt>\t<applied>\t<node id>\t<execution id>\t<pid>`
-//! (the process id tells a restarted worker from the one before it).
+//! `<dir>/calls.log`: `<key>\t<attempt>\t<applied>\t<node id>\t<execution id>\t<pid>\t<at ms>`
+//! (the process id tells a restarted worker from the one before it; `at ms` is
+//! the wall clock of the call, epoch milliseconds).
 //! The ledger shows each effect applied once whatever happens (it refuses a
 //! key it has); the calls log shows how often the handler actually ran, which
 //! is what a test of at-least-once delivery counts.
@@ -46,13 +47,21 @@ pub struct Call {
     pub execution_id: String,
     /// The process that ran it.
     pub pid: u32,
+    /// When it ran (epoch ms).
+    pub at_ms: i64,
 }
 
 impl Call {
     fn line(&self) -> String {
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            self.key, self.attempt, self.applied, self.node_id, self.execution_id, self.pid
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            self.key,
+            self.attempt,
+            self.applied,
+            self.node_id,
+            self.execution_id,
+            self.pid,
+            self.at_ms
         )
     }
 
@@ -66,6 +75,7 @@ impl Call {
             node_id: f.next()?.to_owned(),
             execution_id: f.next()?.to_owned(),
             pid: f.next()?.parse().ok()?,
+            at_ms: f.next()?.parse().ok()?,
         };
         (f.next().is_none() && !call.key.is_empty()).then_some(call)
     }
@@ -209,6 +219,7 @@ impl Handler for Ledger {
                 node_id: ctx.node_id.clone(),
                 execution_id: ctx.execution_id.to_string(),
                 pid: std::process::id(),
+                at_ms: weft_shared::event::now_ms(),
             };
             let applied = tokio::task::spawn_blocking(move || apply_logged(&dir, &call))
                 .await
