@@ -1,8 +1,9 @@
 //! Snapshots end to end: an orchestrator told to snapshot every 3 events
 //! publishes each instance's snapshots to the compacted snapshots topic through
 //! its outbox; every one decodes (Avro), converts back to a state, and agrees
-//! with the state the API reconstructs at its sequence number; the newest one
-//! of a completed instance is at most 2 events behind its end.
+//! with the state the API reconstructs at its sequence number — the workflow's
+//! state and every task's state, attempt and output; the newest one of a
+//! completed instance is at most 2 events behind its end.
 
 mod common;
 
@@ -10,11 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use serde_json::Value;
 use weft_integration_tests::{ClusterOptions, TestCluster};
 use weft_orchestrator::protocol::conformance::{KafkaProbe, TopicProbe};
 use weft_orchestrator::store::from_snapshot;
 use weft_shared::avro::AvroRecord;
 use weft_shared::config::WeftConfig;
+use weft_shared::data::data_map_to_json;
 use weft_shared::WorkflowSnapshot;
 
 use common::{start_many, wait_all_completed, DIAMOND};
@@ -50,6 +53,7 @@ async fn snapshots_reach_the_compacted_topic_and_match_the_history() -> Result<(
             .read("weft.diamond.snapshots", at_least as usize)
             .await;
         let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+        let mut task_states: BTreeMap<&str, usize> = BTreeMap::new();
         for (key, payload) in &records {
             let snap = WorkflowSnapshot::decode(payload).context("a snapshot record")?;
             let id = snap.instance_id.to_string();
@@ -74,9 +78,33 @@ async fn snapshots_reach_the_compacted_topic_and_match_the_history() -> Result<(
                 snap.state,
                 at.body
             );
+            let api_tasks = at.body["tasks"].as_array().context("tasks")?;
+            ensure!(api_tasks.len() == 4, "{id}: tasks {}", at.body["tasks"]);
+            for t in api_tasks {
+                let name = t["name"].as_str().context("task name")?;
+                let mine = state.task(name);
+                let output = mine.output.as_ref().map(data_map_to_json);
+                ensure!(
+                    t["state"] == mine.state.as_str()
+                        && t["attempt"] == mine.attempt
+                        && t["output"] == output.unwrap_or(Value::Null),
+                    "{id}@{}: task {name} in the snapshot is {} (attempt {}), the history says {t}",
+                    snap.sequence_number,
+                    mine.state,
+                    mine.attempt
+                );
+                *task_states.entry(mine.state.as_str()).or_default() += 1;
+            }
             let e = newest.entry(id).or_default();
             *e = (*e).max(snap.sequence_number);
         }
+        // The snapshots caught tasks on the way, not only at rest.
+        ensure!(
+            task_states.get("pending").is_some()
+                && task_states.get("completed").is_some()
+                && task_states.len() >= 3,
+            "task states seen in snapshots: {task_states:?}"
+        );
         for (id, len) in &lengths {
             let seq = newest.get(id).copied().unwrap_or(0);
             ensure!(
