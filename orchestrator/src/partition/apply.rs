@@ -43,12 +43,26 @@ pub(super) struct Pending {
 }
 
 impl Partition {
-    /// Folds a batch into the projection; returns the outbox entries it added.
-    pub(super) fn apply_batch(&mut self, batch: &[OwnedMessage]) -> crate::Result<Vec<u64>> {
+    /// Folds a batch into the projection; returns the outbox entries it added
+    /// and how many records it folded: it stops before a record the catalog
+    /// cannot decide yet (a start pinned to a version this replica has not
+    /// read), which later records must not overtake (see ADR 0011).
+    pub(super) fn apply_batch(
+        &mut self,
+        batch: &[OwnedMessage],
+    ) -> crate::Result<(Vec<u64>, usize)> {
         let catalog = self.shared.registry.catalog();
         let mut p = Pending::default();
+        let mut folded = 0;
         for msg in batch {
-            self.apply_one(msg, &catalog, &mut p)?;
+            if !self.apply_one(msg, &catalog, &mut p)? {
+                break;
+            }
+            folded += 1;
+        }
+        let batch = &batch[..folded];
+        if batch.is_empty() {
+            return Ok((Vec::new(), 0));
         }
         let store = &self.shared.store;
         let mut wb = store.batch();
@@ -107,7 +121,7 @@ impl Partition {
             // No receiver (nobody watching) is not an error.
             let _ = self.shared.events_tx.send(Arc::new(e));
         }
-        Ok(p.added)
+        Ok((p.added, folded))
     }
 
     fn apply_one(
@@ -115,17 +129,17 @@ impl Partition {
         msg: &OwnedMessage,
         catalog: &crate::definitions::Catalog,
         p: &mut Pending,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<bool> {
         let m = self.shared.metrics.clone();
         let Some(payload) = msg.payload() else {
             self.dead_letter(msg, "record has no value".into(), p);
-            return Ok(());
+            return Ok(true);
         };
         let event = match WorkflowEvent::decode(payload) {
             Ok(e) => e,
             Err(e) => {
                 self.dead_letter(msg, format!("undecodable event: {e}"), p);
-                return Ok(());
+                return Ok(true);
             }
         };
         if event.workflow_type != self.workflow_type {
@@ -134,7 +148,7 @@ impl Partition {
                 event.workflow_type, self.workflow_type
             );
             self.dead_letter(msg, reason, p);
-            return Ok(());
+            return Ok(true);
         }
         let key_ok = msg
             .key()
@@ -146,15 +160,15 @@ impl Partition {
                 format!("record key must be the instance id {}", event.instance_id),
                 p,
             );
-            return Ok(());
+            return Ok(true);
         }
         if event.idempotency_key.trim().is_empty() {
             self.dead_letter(msg, "the input has an empty idempotency key".into(), p);
-            return Ok(());
+            return Ok(true);
         }
         if let Some(right) = self.misplaced(msg) {
             self.forward(msg, right, p);
-            return Ok(());
+            return Ok(true);
         }
         let id = event.instance_id;
         let dedup = (id, event.idempotency_key.clone());
@@ -172,7 +186,7 @@ impl Partition {
                     event.idempotency_key
                 );
                 self.dead_letter(msg, reason, p);
-                return Ok(());
+                return Ok(true);
             }
             m.duplicates.inc();
             if !self.live {
@@ -180,7 +194,7 @@ impl Partition {
                     p.removed.push(seq);
                 }
             }
-            return Ok(());
+            return Ok(true);
         }
         if event.is_decision() {
             // A decision this decider did not make (another engine version, or a
@@ -191,7 +205,11 @@ impl Partition {
                 event.event_type, event.idempotency_key
             );
             self.dead_letter(msg, reason, p);
-            return Ok(());
+            return Ok(true);
+        }
+        if !catalog.decidable(&event) {
+            tracing::info!(instance_id = %id, key = %event.idempotency_key, "start waits for the definition catalog to catch up");
+            return Ok(false);
         }
         let state = match p.states.get(&id) {
             Some(s) => s.clone(),
@@ -204,7 +222,7 @@ impl Partition {
                 s
             }
         };
-        let decision = decide(state.as_ref(), catalog, &event);
+        let decision = decide(state.as_ref(), &catalog.lookup_for(&event), &event);
         if decision.outcome != Outcome::Applied {
             p.input_keys.push((
                 id,
@@ -228,7 +246,7 @@ impl Partition {
             }
         }
         if decision.appended.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         if let (Some(next), Some(last)) = (&decision.state, decision.appended.last()) {
             let def = catalog.get(&next.workflow_type, next.definition_version);
@@ -301,7 +319,7 @@ impl Partition {
         }
         p.events.extend(decision.appended);
         p.states.insert(id, decision.state);
-        Ok(())
+        Ok(true)
     }
 
     /// During replay: a dispatch whose attempt has started, ended, or whose

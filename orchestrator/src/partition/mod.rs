@@ -125,8 +125,13 @@ pub struct Partition {
     held: bool,
     /// The stored offset: the next offset to fold.
     expected: i64,
+    /// Records admitted but not folded yet: from a start the catalog cannot
+    /// decide yet on (ADR 0011), in order.
+    stash: Vec<rdkafka::message::OwnedMessage>,
     /// When this processor last asked the consumer to seek back.
     seeking: Option<Instant>,
+    /// How long it waits for the records it asked for before it asks again.
+    seek_again_after: Duration,
     seeks: mpsc::UnboundedSender<Seek>,
     /// What the engine reports of its consumer while this partition replays.
     progress: ReplayProgress,
@@ -171,7 +176,9 @@ impl Partition {
             replay_end: at.replay_end,
             held: false,
             expected,
+            stash: Vec::new(),
             seeking: None,
+            seek_again_after: SEEK_AGAIN_AFTER,
             seeks,
             progress,
             timers: timers::Firing::default(),
@@ -204,26 +211,20 @@ impl Partition {
         // often than the period still fires its timers (and checks its replay end).
         let mut tick = tokio::time::interval(timers::CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut catalog = self.shared.registry.watch();
         loop {
             let first = tokio::select! {
                 m = rx.recv() => m,
+                changed = catalog.changed(), if !self.stash.is_empty() => {
+                    if changed.is_ok() {
+                        if let Err(exit) = self.fold(Vec::new()).await {
+                            return exit;
+                        }
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
-                    let settled = rx.is_empty() && self.seeking.is_none();
-                    let result = if self.live && self.held && settled
-                        && self.progress.position.load(Ordering::Acquire) >= self.replay_end
-                    {
-                        // The replay caught up after an early go-live: release what it held.
-                        self.held = false;
-                        self.flush_all().await
-                    } else if self.live {
-                        self.fire_due_timers().await;
-                        Ok(())
-                    } else if rx.is_empty() && self.seeking.is_none() {
-                        self.check_replay_end(&mut idle).await
-                    } else {
-                        Ok(())
-                    };
-                    if let Err(exit) = result {
+                    if let Err(exit) = self.on_tick(rx, &mut idle).await {
                         return exit;
                     }
                     continue;
@@ -242,40 +243,75 @@ impl Partition {
                 }
             }
             let batch = self.admit(fed);
-            if batch.is_empty() {
-                continue;
+            if let Err(exit) = self.fold(batch).await {
+                return exit;
             }
-            let started = Instant::now();
-            let mut attempts = 0;
-            let added = loop {
-                match self.apply_batch(&batch) {
-                    Ok(added) => break added,
-                    Err(e) => {
-                        attempts += 1;
-                        tracing::error!(topic = %self.topic, partition = self.partition, attempts, error = %e, "applying batch failed");
-                        if attempts >= APPLY_ATTEMPTS {
-                            return Exit::Failed(format!("applying a batch failed: {e}"));
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            };
-            if let Some(seqs) = self.after_apply(added) {
-                if let Err(exit) = self.flush(&seqs).await {
-                    return exit;
-                }
-            }
-            self.shared
-                .metrics
-                .batch_seconds
-                .observe(started.elapsed().as_secs_f64());
         }
+    }
+
+    /// Every [`timers::CHECK_EVERY`]: tries the stash again, releases what an
+    /// early go-live held once the replay caught up, fires due timers (live)
+    /// or checks whether the replay is over.
+    async fn on_tick(&mut self, rx: &mpsc::Receiver<Fed>, idle: &mut (Instant, i64)) -> Result<(), Exit> {
+        if !self.stash.is_empty() {
+            self.fold(Vec::new()).await?;
+        }
+        let settled = rx.is_empty() && self.seeking.is_none() && self.stash.is_empty();
+        let caught_up = self.progress.position.load(Ordering::Acquire) >= self.replay_end;
+        if self.live && self.held && settled && caught_up {
+            // The replay caught up after an early go-live: release what it held.
+            self.held = false;
+            self.flush_all().await?;
+        }
+        if self.live {
+            self.fire_due_timers().await;
+        } else if settled {
+            self.check_replay_end(idle).await?;
+        }
+        Ok(())
+    }
+
+    /// Folds the stash and then `batch`, and publishes what that decided;
+    /// what the catalog cannot decide yet stays in the stash.
+    async fn fold(&mut self, batch: Vec<rdkafka::message::OwnedMessage>) -> Result<(), Exit> {
+        let mut records = std::mem::take(&mut self.stash);
+        records.extend(batch);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut attempts = 0;
+        let (added, folded) = loop {
+            match self.apply_batch(&records) {
+                Ok(done) => break done,
+                Err(e) => {
+                    attempts += 1;
+                    tracing::error!(topic = %self.topic, partition = self.partition, attempts, error = %e, "applying batch failed");
+                    if attempts >= APPLY_ATTEMPTS {
+                        return Err(Exit::Failed(format!("applying a batch failed: {e}")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        self.stash = records.split_off(folded);
+        if let Some(seqs) = self.after_apply(added) {
+            self.flush(&seqs).await?;
+        }
+        self.shared
+            .metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Keeps the records of `fed` that follow the stored offset; on a gap
     /// asks the consumer to seek back to it.
     fn admit(&mut self, fed: Vec<Fed>) -> Vec<rdkafka::message::OwnedMessage> {
-        let mut next = self.expected;
+        let mut next = self
+            .stash
+            .last()
+            .map_or(self.expected, |m| rdkafka::Message::offset(m) + 1);
         let mut out = Vec::with_capacity(fed.len());
         for f in fed {
             match judge(next, f.offset(), f.prev_next) {
@@ -290,7 +326,7 @@ impl Partition {
                 Verdict::Gap => {
                     let again = self
                         .seeking
-                        .is_none_or(|at| at.elapsed() >= SEEK_AGAIN_AFTER);
+                        .is_none_or(|at| at.elapsed() >= self.seek_again_after);
                     if again {
                         self.shared.metrics.offset_gaps.inc();
                         tracing::warn!(topic = %self.topic, partition = self.partition, offset = f.offset(), prev_next = f.prev_next, stored_offset = next, "record does not follow the stored offset; seeking back");

@@ -100,6 +100,15 @@ pub async fn supervise(a: Assignment, mut rx: mpsc::Receiver<Fed>) {
         tracing::error!(%topic, partition, %reason, "partition processor failed; starting a new one from the stored offset");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+        // The failed processor may have taken records it never folded, and no
+        // later record may come to show the gap: fetch from the stored offset.
+        if let Ok(Some(offset)) = a.shared.store.offset(&topic, partition) {
+            let _ = a.seeks.send(Seek {
+                topic: topic.clone(),
+                partition,
+                offset,
+            });
+        }
     }
 }
 

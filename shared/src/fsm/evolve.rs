@@ -151,6 +151,11 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
             if let Some(signal) = event.metadata.get(meta::SIGNAL) {
                 s.signals.remove(signal);
             }
+            // A retried attempt that reports its result without a start
+            // (allowed: scheduled -> completed) ends the retry all the same.
+            if s.state == WorkflowState::Retrying {
+                workflow_to(s, WorkflowState::Running)?;
+            }
         }
         T::TaskFailed => {
             let (name, _) = task_ref(event)?;

@@ -504,3 +504,28 @@ fn a_failing_compensation_is_retried_then_the_saga_fails_with_its_log() {
     assert_eq!(log[1].state, TaskState::Pending);
     consistent(&d);
 }
+
+/// Found by the partition simulation (seed 24): a retried attempt whose
+/// `task.completed` is applied without a `task.started` before it (a worker
+/// that reports no start, or a start that arrived late) left the workflow in
+/// `retrying` for ever with every task completed.
+#[test]
+fn a_retried_attempt_completed_without_a_start_completes_the_workflow() {
+    let mut t = TaskConfiguration::new("a", "noop");
+    t.retry_config = RetryConfiguration {
+        max_attempts: 3,
+        backoff_strategy: BackoffStrategy::Fixed,
+        base_delay_ms: 100,
+        ..Default::default()
+    };
+    let mut d = def(vec![t]);
+    d.input(T::TaskFailed, Some(("a", 1)), error("flaky", true));
+    assert_eq!(d.wf().state, WorkflowState::Retrying);
+    assert_eq!(d.fire_due(), 1);
+    assert_eq!(
+        d.input(T::TaskCompleted, Some(("a", 2)), DataMap::new()),
+        Outcome::Applied
+    );
+    assert_eq!(d.wf().state, WorkflowState::Completed);
+    consistent(&d);
+}

@@ -163,6 +163,8 @@ pub fn report(d: &TaskDispatch, what: T, at_ms: i64, data: DataMap) -> WorkflowE
 pub struct Workers {
     /// The index of the next tasks-log record to read.
     pub index: usize,
+    /// The worker group's committed position: a crashed worker reads again from here.
+    committed: usize,
     /// Attempts this worker process has taken (forgotten on a crash).
     taken: HashSet<String>,
     /// Reports written but not yet visible, released in random order.
@@ -176,6 +178,9 @@ impl Workers {
             return false;
         };
         self.index += 1;
+        if !faults || rng.chance(300) {
+            self.committed = self.index;
+        }
         let control = weft_shared::kafka::header_map(m.headers()).contains_key(h::CONTROL);
         if control {
             return true;
@@ -220,9 +225,10 @@ impl Workers {
     }
 
     /// A worker process crash: it forgets what it took (reports already
-    /// written stay written).
+    /// written stay written) and reads again from the committed position.
     pub fn crash(&mut self) {
         self.taken.clear();
+        self.index = self.committed;
     }
 }
 

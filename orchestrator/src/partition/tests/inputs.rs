@@ -29,7 +29,7 @@ async fn feed(p: &mut Partition, topic: &str, offset: &mut i64, events: &[Workfl
         })
         .collect();
     let batch = p.admit(fed_records);
-    let added = p.apply_batch(&batch).expect("apply");
+    let (added, _) = p.apply_batch(&batch).expect("apply");
     if let Some(seqs) = p.after_apply(added) {
         p.flush(&seqs).await.expect("flush");
     }
@@ -61,8 +61,8 @@ async fn records_fold_only_after_the_stored_offset() {
     let topic = h.shared.topics.events("diamond");
     let (mut p, mut seeks) = h.open("diamond", 0, 0);
     let (a, b) = (InstanceId::random(), InstanceId::random());
-    let ra = input_record(&topic, &created("diamond", a, 1, DataMap::new()));
-    let rb = input_record(&topic, &created("diamond", b, 1, DataMap::new()));
+    let ra = input_record(&topic, &created("diamond", a, weft_shared::event::now_ms(), DataMap::new()));
+    let rb = input_record(&topic, &created("diamond", b, weft_shared::event::now_ms(), DataMap::new()));
     let batch = p.admit(vec![fed(&topic, 0, 0, 0, &ra)]);
     p.apply_batch(&batch).expect("apply");
     // Records 1..=4 were lost on the way (a processor died holding them): 5 is a gap.
@@ -89,7 +89,7 @@ async fn a_rejected_input_redelivered_is_a_duplicate() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = InstanceId::random();
     let mut offset = 0;
-    feed(&mut p, &topic, &mut offset, &[created("diamond", id, 1, DataMap::new())]).await;
+    feed(&mut p, &topic, &mut offset, &[created("diamond", id, weft_shared::event::now_ms(), DataMap::new())]).await;
     // A report about a task the workflow does not have: rejected, error.occurred appended.
     let bad = report("diamond", id, T::TaskCompleted, "nope", 1);
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&bad)).await;
@@ -109,7 +109,7 @@ async fn an_early_go_live_never_dispatches_an_attempt_that_reported() {
     let id = InstanceId::random();
     // The log holds the start and A's completion; this owner replays it.
     let (mut p, _seeks) = h.open("diamond", 0, 2);
-    let batch = p.admit(vec![fed(&topic, 0, 0, 0, &input_record(&topic, &created("diamond", id, 1, DataMap::new())))]);
+    let batch = p.admit(vec![fed(&topic, 0, 0, 0, &input_record(&topic, &created("diamond", id, weft_shared::event::now_ms(), DataMap::new())))]);
     p.apply_batch(&batch).expect("apply");
     // A safety valve takes the partition live before the replay reached its end.
     p.set_live(true);
@@ -134,7 +134,7 @@ async fn inputs_on_the_wrong_partition_are_forwarded_to_theirs() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = id_on(2, 4);
     let mut offset = 0;
-    feed(&mut p, &topic, &mut offset, &[created("diamond", id, 1, DataMap::new())]).await;
+    feed(&mut p, &topic, &mut offset, &[created("diamond", id, weft_shared::event::now_ms(), DataMap::new())]).await;
     assert!(p.shared.store.instance("diamond", id).expect("read").is_none(), "not folded here");
     let there = h.read(&topic, 2);
     assert_eq!(there.len(), 1, "forwarded once, to the partition its key hashes to");
@@ -150,7 +150,7 @@ async fn bad_inputs_go_to_the_dlq_with_a_reason() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = InstanceId::random();
     let mut offset = 0;
-    let start = created("diamond", id, 1, DataMap::new());
+    let start = created("diamond", id, weft_shared::event::now_ms(), DataMap::new());
     let mut empty_key = report("diamond", id, T::TaskStarted, "A", 1);
     empty_key.idempotency_key = " ".into();
     let mut forged = report("diamond", id, T::TaskScheduled, "B", 1);
@@ -174,7 +174,7 @@ async fn finished_counts_every_end_once_and_not_on_replay() {
     let h = harness(&[TIMED], 1, 2, &[]).await;
     let topic = h.shared.topics.events("timed");
     let id = InstanceId::random();
-    let start = created("timed", id, 1, DataMap::new());
+    let start = created("timed", id, weft_shared::event::now_ms(), DataMap::new());
     let (mut p, _seeks) = h.open("timed", 0, 0);
     let mut offset = 0;
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&start)).await;

@@ -72,6 +72,7 @@ pub(crate) async fn harness(
     }
     let registry =
         crate::definitions::Registry::new(config.kafka.clone(), topics.clone(), producer.clone());
+    registry.disable_topic_creation();
     let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
     tokio::spawn(registry.clone().follow(loaded_tx));
     let _ = loaded.await;

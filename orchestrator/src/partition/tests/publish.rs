@@ -26,9 +26,9 @@ async fn a_dispatch_the_broker_refuses_fails_its_attempt() {
     let (mut p, _seeks) = h.open("one", 0, 0);
     let id = InstanceId::random();
     let big = DataMap::from([("blob".to_owned(), WorkflowData::Str("x".repeat(8_000)))]);
-    let start = input_record(&topic, &created("one", id, 1, big));
+    let start = input_record(&topic, &created("one", id, weft_shared::event::now_ms(), big));
     let batch = p.admit(vec![fed(&topic, 0, 0, 0, &start)]);
-    let added = p.apply_batch(&batch).expect("apply");
+    let (added, _) = p.apply_batch(&batch).expect("apply");
     let seqs = p.after_apply(added).expect("live");
     tokio::time::timeout(Duration::from_secs(30), p.flush(&seqs))
         .await
