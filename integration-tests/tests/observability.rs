@@ -3,7 +3,9 @@
 //! partitions plus its peer's), with the counts, retries, durations,
 //! bottleneck and insights the runs produced; an instance's trace has the
 //! spans its history implies; every ended workflow's trace is pushed to an
-//! OTLP collector once; `weft analytics` and `weft trace` print them.
+//! OTLP collector exactly once — counted per trace, also after a replica has
+//! rebuilt its projection from the topics (a replay pushes nothing again);
+//! `weft analytics` and `weft trace` print them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -73,15 +75,30 @@ async fn analytics_and_traces_across_replicas() -> Result<()> {
     let collector = Collector::start().await?;
     let opts =
         ClusterOptions::new(2, 1).env("WEFT_ORCHESTRATOR_OTLP_ENDPOINT", collector.url.clone());
-    let cluster = TestCluster::start(opts).await?;
-    let result = body(&cluster, &collector).await;
+    let mut cluster = TestCluster::start(opts).await?;
+    let result = body(&mut cluster, &collector).await;
     if result.is_err() {
         cluster.print_logs(80);
     }
     result
 }
 
-async fn body(cluster: &TestCluster, collector: &Collector) -> Result<()> {
+/// How many export requests the collector received for each trace id.
+fn pushes_by_trace(collector: &Collector) -> BTreeMap<String, (usize, Value)> {
+    let mut by_trace: BTreeMap<String, (usize, Value)> = BTreeMap::new();
+    for body in collector.received() {
+        let trace = body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let entry = by_trace.entry(trace).or_insert((0, Value::Null));
+        entry.0 += 1;
+        entry.1 = body;
+    }
+    by_trace
+}
+
+async fn body(cluster: &mut TestCluster, collector: &Collector) -> Result<()> {
     let api = cluster.api();
     api.register_definition(TRACED).await?;
     api.register_definition(DOOMED).await?;
@@ -230,14 +247,7 @@ async fn body(cluster: &TestCluster, collector: &Collector) -> Result<()> {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || async {
-            let mut by_trace: BTreeMap<String, Value> = BTreeMap::new();
-            for body in collector.received() {
-                let trace = body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                by_trace.insert(trace, body);
-            }
+            let by_trace = pushes_by_trace(collector);
             anyhow::Ok(
                 (by_trace.keys().cloned().collect::<BTreeSet<_>>() == all).then_some(by_trace),
             )
@@ -246,10 +256,9 @@ async fn body(cluster: &TestCluster, collector: &Collector) -> Result<()> {
     .await?;
     let trace = id.replace('-', "");
     ensure!(
-        span_ids(&pushed[&trace], &trace) == ids,
+        span_ids(&pushed[&trace].1, &trace) == ids,
         "the pushed trace differs from the served one"
     );
-
     // The CLI prints both.
     let run = weft(&api, &["analytics", "traced"], Duration::from_secs(30)).await?;
     let out = run.ok()?;
@@ -263,6 +272,43 @@ async fn body(cluster: &TestCluster, collector: &Collector) -> Result<()> {
     ensure!(
         out.contains("workflow traced  ok") && out.contains("task slow #1  ok"),
         "{out}"
+    );
+
+    // Pushed once: a replica rebuilds its projection from the topics (replaying
+    // every ended workflow), then one more workflow ends; its trace arrives,
+    // and every other trace was still received exactly once.
+    cluster.rebuild_orchestrator(1).await?;
+    let api = cluster.api();
+    let marker = start(&api, "doomed", 1).await?;
+    wait_ended(&api, "doomed", &marker, "failed").await?;
+    let marker_trace = marker[0].replace('-', "");
+    let by_trace = wait_for(
+        "the last workflow's trace pushed",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let by_trace = pushes_by_trace(collector);
+            anyhow::Ok(by_trace.contains_key(&marker_trace).then_some(by_trace))
+        },
+    )
+    .await?;
+    let counts: BTreeMap<&String, usize> = by_trace.iter().map(|(t, (n, _))| (t, *n)).collect();
+    ensure!(
+        by_trace.len() == all.len() + 1 && counts.values().all(|n| *n == 1),
+        "traces pushed more or less than once each: {counts:?}"
+    );
+    let mut exported = 0.0;
+    for i in 0..2 {
+        exported += cluster
+            .api_at(i)
+            .metric("weft_orchestrator_traces_exported_total")
+            .await?;
+    }
+    // The rebuilt replica's counter starts again at 0; it pushed nothing while replaying.
+    ensure!(
+        exported as usize <= all.len() + 1,
+        "{exported} exports counted for {} traces",
+        all.len() + 1
     );
     Ok(())
 }

@@ -2,13 +2,16 @@
 //! replicas in one group share the events partitions; while a steady stream of
 //! workflows runs, a third replica joins (empty data dir) and then one of the
 //! first two is SIGKILLed. Every workflow completes, no decision is recorded
-//! twice, the partitions end up spread over the survivors, `/readyz` reports the
-//! replay of taken-over partitions, requests about an instance that reach a
-//! replica which does not own it are answered by the owner through forwarding,
-//! and every replica lists every instance (paged, merged over the replicas).
+//! twice, the partitions end up spread over the survivors, the joining
+//! replica's `/readyz` answers 503 naming the partitions it replays before it
+//! answers 200, requests about an instance that reach a replica which does not
+//! own it are answered by the owner through forwarding (a cancel of a completed
+//! instance: 409 from the owner), starts are refused only with 503 while
+//! ownership moves, and every replica lists every instance (paged, merged over
+//! the replicas).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,20 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// URLs of the replicas the test treats as alive.
 type Targets = Arc<Mutex<Vec<String>>>;
+
+/// One answer of a replica's `/readyz`.
+#[derive(Clone, Debug)]
+struct Probe {
+    status: StatusCode,
+    ready: bool,
+    /// The partitions it named as replaying.
+    replaying: BTreeSet<String>,
+    /// `replaying` is exactly the owned partitions not live.
+    consistent: bool,
+}
+
+/// Every `/readyz` answer, by replica URL, in order.
+type Readiness = Arc<Mutex<BTreeMap<String, Vec<Probe>>>>;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -143,7 +160,11 @@ fn partition_count(cluster: &TestCluster, topic: &str) -> Result<usize> {
 
 /// Starts `WORKFLOWS` instances at a steady pace, each on the next replica in
 /// `targets` (another one if that fails); reports how many are started.
-async fn start_stream(targets: Targets, progress: watch::Sender<usize>) -> Result<Vec<String>> {
+async fn start_stream(
+    targets: Targets,
+    progress: watch::Sender<usize>,
+    refused: Arc<AtomicUsize>,
+) -> Result<Vec<String>> {
     let began = tokio::time::Instant::now();
     let mut ids = Vec::new();
     for i in 0..WORKFLOWS {
@@ -157,18 +178,34 @@ async fn start_stream(targets: Targets, progress: watch::Sender<usize>) -> Resul
                 t[attempt % t.len()].clone()
             };
             // The same idempotency key names the same instance: a retry is safe.
-            match ApiClient::new(&base)
-                .start(TYPE, json!({ "i": i }), Some(&key))
-                .await
-            {
-                Ok(v) => break v["instance_id"].as_str().context("id")?.to_owned(),
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("start {i} via {base} failed, trying another replica: {e:#}");
-                    attempt += 1;
-                    tokio::time::sleep(POLL).await;
+            // Only "not now" is retried: 503 (ownership moving) or no connection
+            // (the replica was just killed); any other answer fails the test.
+            let body = json!({ "input": { "i": i }, "idempotency_key": key }).to_string();
+            let sent = ApiClient::new(&base)
+                .send(
+                    Method::POST,
+                    &format!("/v1/workflows/{TYPE}"),
+                    Some(("application/json", body)),
+                )
+                .await;
+            let why = match sent {
+                Ok(r) if r.status == StatusCode::ACCEPTED => {
+                    break r.body["instance_id"].as_str().context("id")?.to_owned()
                 }
-                Err(e) => return Err(e),
-            }
+                Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    format!("503 {}", r.body)
+                }
+                Ok(r) => bail!("start {i} via {base}: {} {}", r.status, r.body),
+                Err(e) => format!("{e:#}"),
+            };
+            ensure!(
+                Instant::now() < deadline,
+                "start {i} not accepted within 30 s: {why}"
+            );
+            eprintln!("start {i} via {base} not accepted, trying another replica: {why}");
+            refused.fetch_add(1, Ordering::SeqCst);
+            attempt += 1;
+            tokio::time::sleep(POLL).await;
         };
         ids.push(id);
         progress.send_replace(ids.len());
@@ -235,37 +272,59 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     let total = tokio::task::block_in_place(|| partition_count(cluster, &topic))?;
     wait_spread(&http, &first, total).await?;
 
-    // Watch every replica's readiness for partitions in replay.
+    // Watch every replica's readiness: (status, replaying partitions) by node.
     let watched: Targets = Arc::new(Mutex::new(first.clone()));
-    let replaying_seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let readiness: Readiness = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let monitor = tokio::spawn({
-        let (http, watched, seen, stop) = (
+        let (http, watched, readiness, stop) = (
             http.clone(),
             watched.clone(),
-            replaying_seen.clone(),
+            readiness.clone(),
             stop.clone(),
         );
         async move {
             while !stop.load(Ordering::SeqCst) {
                 let bases = watched.lock().expect("watched").clone();
                 for b in bases {
-                    if let Ok((_, node, v)) =
+                    if let Ok((status, _, v)) =
                         call(&http, Method::GET, &format!("{b}/readyz"), None).await
                     {
-                        for p in v["replaying"].as_array().into_iter().flatten() {
-                            seen.lock().expect("seen").insert(format!("{node}: {p}"));
-                        }
+                        let replaying: BTreeSet<String> = v["replaying"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| p.as_str().map(str::to_owned))
+                            .collect();
+                        let not_live: BTreeSet<String> = v["partitions"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, live)| **live == json!(false))
+                            .map(|(p, _)| p.clone())
+                            .collect();
+                        readiness
+                            .lock()
+                            .expect("readiness")
+                            .entry(b)
+                            .or_default()
+                            .push(Probe {
+                                status,
+                                ready: v["ready"] == json!(true),
+                                consistent: replaying == not_live,
+                                replaying,
+                            });
                     }
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     });
 
     let targets: Targets = Arc::new(Mutex::new(first.clone()));
     let (progress_tx, mut progress) = watch::channel(0usize);
-    let starter = tokio::spawn(start_stream(targets.clone(), progress_tx));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let starter = tokio::spawn(start_stream(targets.clone(), progress_tx, refused.clone()));
     let waited = Duration::from_secs(60);
     tokio::time::timeout(waited, progress.wait_for(|n| *n >= 30)).await??;
 
@@ -372,9 +431,9 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     .await?;
     ensure!(
         by == nodes[owner]
-            && status != StatusCode::SERVICE_UNAVAILABLE
-            && status != StatusCode::BAD_GATEWAY,
-        "POST via the non-owner {}: {status}, served by '{by}': {body}",
+            && status == StatusCode::CONFLICT
+            && body["error"].as_str().unwrap_or_default().contains("completed"),
+        "POST cancel of a completed instance via the non-owner {}: {status}, served by '{by}': {body}",
         nodes[other]
     );
     eprintln!("POST cancel via {} answered {status} by {by}", nodes[other]);
@@ -427,7 +486,40 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     }
     stop.store(true, Ordering::SeqCst);
     monitor.await?;
-    let seen = replaying_seen.lock().expect("seen").clone();
-    eprintln!("partitions seen replaying in /readyz: {seen:?}");
+    let readiness = readiness.lock().expect("readiness").clone();
+    for (base, probes) in &readiness {
+        ensure!(
+            probes.iter().all(|p| p.consistent
+                && p.ready == (p.status == StatusCode::OK)
+                && !(p.ready && !p.replaying.is_empty())),
+            "{base}: /readyz disagrees with itself: {:?}",
+            probes.iter().find(|p| !p.consistent
+                || p.ready != (p.status == StatusCode::OK)
+                || (p.ready && !p.replaying.is_empty()))
+        );
+    }
+    // The joining replica replayed the partitions it was given from offset 0, and said so.
+    let third_probes = readiness
+        .get(&third_url)
+        .context("no probe of the third replica")?;
+    let replayed: BTreeSet<&String> = third_probes
+        .iter()
+        .filter(|p| p.status == StatusCode::SERVICE_UNAVAILABLE)
+        .flat_map(|p| &p.replaying)
+        .collect();
+    let seen_ready_after = third_probes
+        .iter()
+        .skip_while(|p| p.replaying.is_empty())
+        .any(|p| p.status == StatusCode::OK);
+    ensure!(
+        !replayed.is_empty() && seen_ready_after,
+        "the third replica never answered 503 naming partitions in replay, then 200 ({} probes)",
+        third_probes.len()
+    );
+    eprintln!(
+        "third replica replayed {replayed:?}; starts refused with 503 or no connection and retried: {}",
+        refused.load(Ordering::SeqCst)
+    );
+    cluster.check_processes()?;
     Ok(())
 }

@@ -8,16 +8,16 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use weft_integration_tests::wait_for;
 
 use crate::common::{wait_all_completed, DIAMOND};
-use crate::support::{start, wait_state, weft, with_cluster, LONG, SLOW};
+use crate::support::{start, wait_state, weft, with_cluster, GATED, LONG, SLOW};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_replay_and_watch_agree_with_the_history() -> Result<()> {
     with_cluster(|api| async move {
         api.register_definition(DIAMOND).await?;
         api.register_definition(SLOW).await?;
+        api.register_definition(GATED).await?;
         let mut ids = Vec::new();
         for _ in 0..5 {
             ids.push(start(&api, "diamond").await?);
@@ -123,22 +123,36 @@ async fn queries_replay_and_watch_agree_with_the_history() -> Result<()> {
         );
 
         // Watching a live workflow: the whole history once, in order, then `end`.
-        let slow = start(&api, "slow").await?;
-        let frames = wait_for(
-            "the slow instance's stream",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || {
-                let api = api.clone();
-                let slow = slow.clone();
-                async move {
-                    api.watch("slow", &slow, None, Duration::from_secs(60))
-                        .await
-                        .map(Some)
-                }
-            },
-        )
-        .await?;
+        // The workflow cannot complete before the test signals it, and the test
+        // signals it only after the stream's first frame arrived: so the stream
+        // was attached while it ran, and its end came live.
+        let gated = start(&api, "gated").await?;
+        wait_state(&api, "gated", &gated, "running").await?;
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn({
+            let (api, gated) = (api.clone(), gated.clone());
+            async move {
+                api.watch_live("gated", &gated, first_tx, Duration::from_secs(60))
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), first_rx)
+            .await
+            .context("no frame of the gated instance's stream within 30 s")??;
+        ensure!(
+            !watcher.is_finished(),
+            "the stream ended before the workflow could"
+        );
+        let before = api.get("gated", &gated).await?;
+        ensure!(
+            before["state"] == "running",
+            "not running while watched: {before}"
+        );
+        let r = api
+            .control("gated", &gated, "signals/go", json!({}), None)
+            .await?;
+        ensure!(r.status == StatusCode::ACCEPTED, "{r:?}");
+        let frames = watcher.await??;
         let (end, events) = frames.split_last().context("no frames")?;
         ensure!(
             end.0 == "end" && end.1["state"] == "completed",
@@ -152,7 +166,7 @@ async fn queries_replay_and_watch_agree_with_the_history() -> Result<()> {
             seqs == (1..=seqs.len() as u64).collect::<Vec<_>>(),
             "sequence numbers {seqs:?}"
         );
-        let stored = api.events("slow", &slow).await?;
+        let stored = api.events("gated", &gated).await?;
         let stored: Vec<&Value> = stored["events"]
             .as_array()
             .context("events")?
@@ -290,8 +304,25 @@ async fn control_endpoints_and_commands_check_the_state() -> Result<()> {
             )
             .await?;
         ensure!(
-            a.status == StatusCode::ACCEPTED && a.body["event_id"] == b.body["event_id"],
+            a.status == StatusCode::ACCEPTED
+                && b.status == StatusCode::ACCEPTED
+                && a.body["event_id"].is_string()
+                && a.body["event_id"] == b.body["event_id"],
             "{a:?} {b:?}"
+        );
+        // Another key is another signal.
+        let c = api
+            .control(
+                "long",
+                &id,
+                "signals/approved",
+                json!({"by": "audit"}),
+                Some("approve-2"),
+            )
+            .await?;
+        ensure!(
+            c.status == StatusCode::ACCEPTED && c.body["event_id"] != a.body["event_id"],
+            "{c:?}"
         );
         let out = weft(
             &api,
@@ -321,6 +352,19 @@ async fn control_endpoints_and_commands_check_the_state() -> Result<()> {
             .find(|e| e["event_type"] == "workflow.cancelled")
             .context("no workflow.cancelled")?;
         ensure!(cancelled["data"]["reason"] == "test", "{cancelled}");
+        // Applied before the cancel (one partition, in order): the keyed signal
+        // once, the other once.
+        let signals: Vec<&Value> = history["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter(|e| e["metadata"]["weft.signal"] == "approved")
+            .collect();
+        let by: Vec<&Value> = signals.iter().map(|e| &e["data"]["by"]).collect();
+        ensure!(
+            by == [&json!("ops"), &json!("audit")],
+            "signal events {signals:#?}"
+        );
         let out = weft(&api, &["cancel", "long", &id], Duration::from_secs(30)).await?;
         ensure!(
             out.code == Some(1) && out.stderr.contains("already cancelled"),

@@ -16,6 +16,8 @@ pub const OPENAPI: &str = include_str!("../../../orchestrator/openapi.json");
 
 /// Two tasks, the first sleeping 1.5 s: long enough to watch it live.
 pub const SLOW: &str = "type: slow\ntasks:\n  - {name: nap, handler: sleep, parameters: {ms: 1500}}\n  - {name: done, handler: noop, depends_on: [nap]}\n";
+/// Waits for signal `go`, then a `noop`: cannot complete before the test signals it.
+pub const GATED: &str = "type: gated\ntasks:\n  - {name: hold, type: wait, parameters: {signal: go}}\n  - {name: done, handler: noop, depends_on: [hold]}\n";
 /// One task sleeping ten minutes: stays running while the test controls it.
 pub const LONG: &str =
     "type: long\ntasks:\n  - {name: hold, handler: sleep, parameters: {ms: 600000}}\n";
