@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -132,7 +134,10 @@ impl ConsumerContext for Ctx {
 
 /// Whether the group runs the cooperative (incremental) rebalance protocol.
 fn cooperative(consumer: &BaseConsumer<Ctx>) -> bool {
-    matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative)
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
 }
 
 /// Runs the events consumer until `shutdown` resolves.
@@ -166,11 +171,21 @@ pub async fn run(
     // (a replica joining does not stop the others); Tansu's group coordinator
     // is kept on the eager protocol it is tested with. An explicit
     // kafka.properties setting wins.
-    if !kafka.properties.contains_key("partition.assignment.strategy") {
-        let strategy = if workarounds { "range" } else { "cooperative-sticky" };
+    if !kafka
+        .properties
+        .contains_key("partition.assignment.strategy")
+    {
+        let strategy = if workarounds {
+            "range"
+        } else {
+            "cooperative-sticky"
+        };
         cfg.set("partition.assignment.strategy", strategy);
     }
-    tracing::info!(broker_workarounds = workarounds, "events consumer configured");
+    tracing::info!(
+        broker_workarounds = workarounds,
+        "events consumer configured"
+    );
     // session.timeout.ms stays at the shared 10 s: how long a SIGKILLed replica's
     // partitions wait before they move. 6 s (Kafka's minimum) moved them sooner,
     // but Tansu under load answered heartbeats late enough to expel live members

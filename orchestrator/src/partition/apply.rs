@@ -270,8 +270,10 @@ impl Partition {
         let tasks_topic = self.shared.topics.tasks(&self.workflow_type);
         let key = id.to_string().into_bytes();
         for e in &decision.appended {
-            p.seen
-                .insert((id, e.idempotency_key.clone()), e.event_type.as_str().to_owned());
+            p.seen.insert(
+                (id, e.idempotency_key.clone()),
+                e.event_type.as_str().to_owned(),
+            );
             if e.is_decision() {
                 m.decisions.inc();
                 let seq = self.outbox.push(OutboxRecord {
@@ -383,7 +385,6 @@ impl Partition {
         });
         p.added.push(seq);
     }
-
 
     /// The partition `msg`'s key hashes to, when it is not this one.
     fn misplaced(&self, msg: &OwnedMessage) -> Option<i32> {

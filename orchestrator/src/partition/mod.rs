@@ -28,9 +28,9 @@ mod publish;
 mod replay;
 #[cfg(test)]
 mod sim;
+pub mod supervise;
 #[cfg(test)]
 mod tests;
-pub mod supervise;
 mod timers;
 
 use std::sync::atomic::Ordering;
@@ -252,7 +252,11 @@ impl Partition {
     /// Every [`timers::CHECK_EVERY`]: tries the stash again, releases what an
     /// early go-live held once the replay caught up, fires due timers (live)
     /// or checks whether the replay is over.
-    async fn on_tick(&mut self, rx: &mpsc::Receiver<Fed>, idle: &mut (Instant, i64)) -> Result<(), Exit> {
+    async fn on_tick(
+        &mut self,
+        rx: &mpsc::Receiver<Fed>,
+        idle: &mut (Instant, i64),
+    ) -> Result<(), Exit> {
         if !self.stash.is_empty() {
             self.fold(Vec::new()).await?;
         }

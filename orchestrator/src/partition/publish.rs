@@ -167,11 +167,7 @@ pub fn unpublishable_failure(d: &TaskDispatch, reason: &str) -> WorkflowEvent {
     let mut correlation_chain = d.correlation_chain.clone();
     correlation_chain.push(d.scheduled_event_id);
     WorkflowEvent {
-        event_id: EventId::derived(&[
-            b"orchestrator",
-            d.execution_id.as_bytes(),
-            b"unpublishable",
-        ]),
+        event_id: EventId::derived(&[b"orchestrator", d.execution_id.as_bytes(), b"unpublishable"]),
         event_type: WorkflowEventType::TaskFailed,
         workflow_type: d.workflow_type.clone(),
         instance_id: d.instance_id,

@@ -67,7 +67,12 @@ pub async fn supervise(a: Assignment, mut rx: mpsc::Receiver<Fed>) {
         if rx.is_closed() && rx.is_empty() {
             return;
         }
-        let opened = Partition::open(a.shared.clone(), at.clone(), a.progress.clone(), a.seeks.clone());
+        let opened = Partition::open(
+            a.shared.clone(),
+            at.clone(),
+            a.progress.clone(),
+            a.seeks.clone(),
+        );
         let mut processor = match opened {
             Ok(p) => p,
             Err(e) => {
@@ -77,7 +82,9 @@ pub async fn supervise(a: Assignment, mut rx: mpsc::Receiver<Fed>) {
                 continue;
             }
         };
-        let exit = AssertUnwindSafe(processor.run(&mut rx)).catch_unwind().await;
+        let exit = AssertUnwindSafe(processor.run(&mut rx))
+            .catch_unwind()
+            .await;
         drop(processor);
         let reason = match exit {
             Ok(Exit::Revoked) => return,

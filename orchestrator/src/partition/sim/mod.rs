@@ -34,9 +34,9 @@ use tokio::sync::mpsc;
 use weft_shared::ids::InstanceId;
 use weft_shared::{WorkflowEvent, WorkflowEventType as T};
 
+use super::tests::input_record;
 use super::{Partition, Placement, ReplayProgress, Seek, Shared};
 use crate::store::{OutboxKind, OutboxRecord, Store};
-use super::tests::input_record;
 use world::{inputs, Cursor, Log, Rng, Workers};
 
 const TYPE: &str = "sim";
@@ -154,20 +154,35 @@ impl Schedule {
         if let Some(p) = &r.proc {
             out += &format!(
                 "processor live {} held {} expected {} replay_end {} outbox {} stash {}\n",
-                p.live, p.held, p.expected, p.replay_end, p.outbox.records.len(), p.stash.len()
+                p.live,
+                p.held,
+                p.expected,
+                p.replay_end,
+                p.outbox.records.len(),
+                p.stash.len()
             );
         }
         for id in &self.instances {
             let s = r.shared.store.instance(TYPE, *id).ok().flatten();
             if !s.as_ref().is_some_and(|s| s.state.is_terminal()) {
-                let history = r.shared.store.events(TYPE, *id, 1, None, 10_000).unwrap_or_default();
+                let history = r
+                    .shared
+                    .store
+                    .events(TYPE, *id, 1, None, 10_000)
+                    .unwrap_or_default();
                 for e in history {
                     out += &format!(
                         "  #{} {} {} {}\n",
                         e.sequence_number,
                         e.event_type,
-                        e.metadata.get("weft.task").map(String::as_str).unwrap_or(""),
-                        e.metadata.get("weft.attempt").map(String::as_str).unwrap_or("")
+                        e.metadata
+                            .get("weft.task")
+                            .map(String::as_str)
+                            .unwrap_or(""),
+                        e.metadata
+                            .get("weft.attempt")
+                            .map(String::as_str)
+                            .unwrap_or("")
                     );
                 }
             }
@@ -186,16 +201,25 @@ impl Schedule {
 
     /// Appends an input (a client's start, a worker's report, a timer fire).
     fn append_input(&mut self, e: &WorkflowEvent) {
-        if matches!(e.event_type, T::TaskStarted | T::TaskCompleted | T::TaskFailed) {
-            if let (Some(task), Some(attempt)) = (e.metadata.get("weft.task"), e.metadata.get("weft.attempt")) {
+        if matches!(
+            e.event_type,
+            T::TaskStarted | T::TaskCompleted | T::TaskFailed
+        ) {
+            if let (Some(task), Some(attempt)) =
+                (e.metadata.get("weft.task"), e.metadata.get("weft.attempt"))
+            {
                 self.reported
                     .entry(format!("{}:{task}:{attempt}", e.instance_id))
                     .or_insert(self.step);
             }
         }
         let marker = self.rng.chance(100);
-        self.events
-            .append(&self.topic, &input_record(&self.topic, e), self.step, marker);
+        self.events.append(
+            &self.topic,
+            &input_record(&self.topic, e),
+            self.step,
+            marker,
+        );
     }
 
     /// Appends what a processor of replica `from` published.
@@ -219,9 +243,10 @@ impl Schedule {
             OutboxKind::Control => {
                 self.tasks.append("tasks", r, self.step, false);
             }
-            OutboxKind::Dlq => self
-                .violations
-                .push(format!("step {}: a record went to the DLQ: {:?}", self.step, r.headers)),
+            OutboxKind::Dlq => self.violations.push(format!(
+                "step {}: a record went to the DLQ: {:?}",
+                self.step, r.headers
+            )),
             OutboxKind::Snapshot => {}
         }
     }
@@ -321,7 +346,12 @@ impl Schedule {
     fn crash(&mut self) {
         let r = &mut self.replicas[self.owner];
         r.proc = None;
-        let stored = r.shared.store.offset(&self.topic, 0).expect("offset").unwrap_or(0);
+        let stored = r
+            .shared
+            .store
+            .offset(&self.topic, 0)
+            .expect("offset")
+            .unwrap_or(0);
         r.cursor = Cursor::at(&self.events, stored);
         while r.seeks.try_recv().is_ok() {}
     }
@@ -331,7 +361,11 @@ impl Schedule {
         if self.rng.chance(500) {
             // The old owner's last flush lands after the hand-off (a zombie;
             // only a live processor flushes).
-            if let Some(p) = self.replicas[old].proc.as_ref().filter(|p| p.live && !p.held) {
+            if let Some(p) = self.replicas[old]
+                .proc
+                .as_ref()
+                .filter(|p| p.live && !p.held)
+            {
                 let all: Vec<u64> = p.outbox.records.keys().copied().collect();
                 let (records, _) = p.publishable(&all);
                 for (_, r) in &records {
@@ -349,7 +383,12 @@ impl Schedule {
     fn reassign(&mut self, early: i64) {
         let r = &mut self.replicas[self.owner];
         r.proc = None;
-        let stored = r.shared.store.offset(&self.topic, 0).expect("offset").unwrap_or(0);
+        let stored = r
+            .shared
+            .store
+            .offset(&self.topic, 0)
+            .expect("offset")
+            .unwrap_or(0);
         r.cursor = Cursor::at(&self.events, (stored - early).max(0));
         while r.seeks.try_recv().is_ok() {}
     }
@@ -357,9 +396,16 @@ impl Schedule {
     fn start_workflow(&mut self) {
         let n = self.instances.len() as u64;
         let id = InstanceId::derived(&[&self.seed.to_be_bytes(), &n.to_be_bytes()]);
-        let mut e = WorkflowEvent::new(T::WorkflowCreated, TYPE, id, format!("start-{n}"), self.clock_ms);
+        let mut e = WorkflowEvent::new(
+            T::WorkflowCreated,
+            TYPE,
+            id,
+            format!("start-{n}"),
+            self.clock_ms,
+        );
         e.event_id = weft_shared::ids::EventId::derived(&[id.as_bytes(), b"created"]);
-        e.metadata.insert("weft.definition_version".into(), "1".into());
+        e.metadata
+            .insert("weft.definition_version".into(), "1".into());
         e.metadata.insert("weft.source_kind".into(), "input".into());
         self.append_input(&e);
         self.instances.push(id);
@@ -454,7 +500,10 @@ impl Schedule {
                 self.fire_timers();
             }
         }
-        Err(self.fail(format!("the instances did not all end\n{}", self.describe())))
+        Err(self.fail(format!(
+            "the instances did not all end\n{}",
+            self.describe()
+        )))
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -502,10 +551,18 @@ impl Schedule {
             if a != b {
                 return Err(self.fail(format!("instance {id}: rebuilt {b:?}\n live {a:?}")));
             }
-            let ha = live.events(TYPE, *id, 1, None, 1_000_000).map_err(|e| e.to_string())?;
-            let hb = store.events(TYPE, *id, 1, None, 1_000_000).map_err(|e| e.to_string())?;
+            let ha = live
+                .events(TYPE, *id, 1, None, 1_000_000)
+                .map_err(|e| e.to_string())?;
+            let hb = store
+                .events(TYPE, *id, 1, None, 1_000_000)
+                .map_err(|e| e.to_string())?;
             if ha != hb {
-                return Err(self.fail(format!("history of {id} differs: live {} events, rebuilt {}", ha.len(), hb.len())));
+                return Err(self.fail(format!(
+                    "history of {id} differs: live {} events, rebuilt {}",
+                    ha.len(),
+                    hb.len()
+                )));
             }
             let keys: BTreeSet<&str> = ha.iter().map(|e| e.idempotency_key.as_str()).collect();
             if keys.len() != ha.len() {
@@ -520,11 +577,16 @@ impl Schedule {
                     return Err(self.fail(format!("input {key} of {id} was never folded")));
                 }
                 if a != b {
-                    return Err(self.fail(format!("input {key} of {id}: live {a:?}, rebuilt {b:?}")));
+                    return Err(
+                        self.fail(format!("input {key} of {id}: live {a:?}, rebuilt {b:?}"))
+                    );
                 }
             }
         }
-        let (sa, sb) = (live.analytics(&self.topic, 0), store.analytics(&self.topic, 0));
+        let (sa, sb) = (
+            live.analytics(&self.topic, 0),
+            store.analytics(&self.topic, 0),
+        );
         if sa.map_err(|e| e.to_string())? != sb.map_err(|e| e.to_string())? {
             return Err(self.fail("analytics differ between live and rebuilt"));
         }
@@ -588,9 +650,18 @@ async fn schedules_keep_the_log_the_truth() {
     );
     // Many workflows complete (the others exhausted their retries under the
     // injected failures and timeouts): the schedules exercised the whole engine.
-    assert!(completed * 4 > instances, "{completed} of {instances} completed");
+    assert!(
+        completed * 4 > instances,
+        "{completed} of {instances} completed"
+    );
     // The faults were really injected: the checks above had something to catch.
-    assert!(m.offset_gaps.get() > 0, "no schedule lost records on the way");
-    assert!(m.dispatches_withheld.get() > 0, "no schedule withheld a dispatch");
+    assert!(
+        m.offset_gaps.get() > 0,
+        "no schedule lost records on the way"
+    );
+    assert!(
+        m.dispatches_withheld.get() > 0,
+        "no schedule withheld a dispatch"
+    );
     assert!(m.duplicates.get() > 0, "no schedule redelivered anything");
 }

@@ -187,7 +187,8 @@ impl Workers {
         }
         let d = TaskDispatch::decode(m.payload().unwrap_or_default()).expect("dispatch decodes");
         let fresh = self.taken.insert(d.attempt_key());
-        if !fresh && !(faults && rng.chance(300)) {
+        let again = faults && rng.chance(300);
+        if !fresh && !again {
             return true; // the worker drops a dispatch it already took
         }
         if faults && rng.chance(80) {
@@ -238,7 +239,9 @@ pub fn inputs(events: &Log) -> BTreeMap<weft_shared::ids::InstanceId, BTreeSet<S
     for m in &events.records {
         if let Ok(e) = WorkflowEvent::decode(m.payload().unwrap_or_default()) {
             if !e.is_decision() {
-                out.entry(e.instance_id).or_default().insert(e.idempotency_key);
+                out.entry(e.instance_id)
+                    .or_default()
+                    .insert(e.idempotency_key);
             }
         }
     }

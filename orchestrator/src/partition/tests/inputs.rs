@@ -23,7 +23,13 @@ async fn feed(p: &mut Partition, topic: &str, offset: &mut i64, events: &[Workfl
     let fed_records = events
         .iter()
         .map(|e| {
-            let f = fed(topic, p.partition, *offset, *offset, &input_record(topic, e));
+            let f = fed(
+                topic,
+                p.partition,
+                *offset,
+                *offset,
+                &input_record(topic, e),
+            );
             *offset += 1;
             f
         })
@@ -42,7 +48,8 @@ fn report(ty: &str, id: InstanceId, what: T, task: &str, attempt: u32) -> Workfl
     let mut e = WorkflowEvent::new(what, ty, id, format!("{exec}:{kind}"), 2);
     e.metadata.insert(meta::TASK.into(), task.into());
     e.metadata.insert(meta::ATTEMPT.into(), attempt.to_string());
-    e.metadata.insert(meta::EXECUTION_ID.into(), exec.to_string());
+    e.metadata
+        .insert(meta::EXECUTION_ID.into(), exec.to_string());
     e.metadata.insert(META_SOURCE_KIND.into(), "input".into());
     e
 }
@@ -61,15 +68,26 @@ async fn records_fold_only_after_the_stored_offset() {
     let topic = h.shared.topics.events("diamond");
     let (mut p, mut seeks) = h.open("diamond", 0, 0);
     let (a, b) = (InstanceId::random(), InstanceId::random());
-    let ra = input_record(&topic, &created("diamond", a, weft_shared::event::now_ms(), DataMap::new()));
-    let rb = input_record(&topic, &created("diamond", b, weft_shared::event::now_ms(), DataMap::new()));
+    let ra = input_record(
+        &topic,
+        &created("diamond", a, weft_shared::event::now_ms(), DataMap::new()),
+    );
+    let rb = input_record(
+        &topic,
+        &created("diamond", b, weft_shared::event::now_ms(), DataMap::new()),
+    );
     let batch = p.admit(vec![fed(&topic, 0, 0, 0, &ra)]);
     p.apply_batch(&batch).expect("apply");
     // Records 1..=4 were lost on the way (a processor died holding them): 5 is a gap.
     let batch = p.admit(vec![fed(&topic, 0, 5, 5, &rb)]);
     assert!(batch.is_empty(), "a record after a gap is not folded");
     assert_eq!(seeks.try_recv().expect("a seek").offset, 1);
-    assert!(p.shared.store.instance("diamond", b).expect("read").is_none());
+    assert!(p
+        .shared
+        .store
+        .instance("diamond", b)
+        .expect("read")
+        .is_none());
     // A restarted processor starts from the stored offset; a record behind it is dropped.
     drop(p);
     let (mut p, _seeks) = h.open("diamond", 0, 0);
@@ -79,7 +97,12 @@ async fn records_fold_only_after_the_stored_offset() {
     assert_eq!(batch.len(), 2, "the sought records follow, holes included");
     p.apply_batch(&batch).expect("apply");
     assert_eq!(p.shared.store.offset(&topic, 0).expect("offset"), Some(4));
-    assert!(p.shared.store.instance("diamond", b).expect("read").is_some());
+    assert!(p
+        .shared
+        .store
+        .instance("diamond", b)
+        .expect("read")
+        .is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +112,18 @@ async fn a_rejected_input_redelivered_is_a_duplicate() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = InstanceId::random();
     let mut offset = 0;
-    feed(&mut p, &topic, &mut offset, &[created("diamond", id, weft_shared::event::now_ms(), DataMap::new())]).await;
+    feed(
+        &mut p,
+        &topic,
+        &mut offset,
+        &[created(
+            "diamond",
+            id,
+            weft_shared::event::now_ms(),
+            DataMap::new(),
+        )],
+    )
+    .await;
     // A report about a task the workflow does not have: rejected, error.occurred appended.
     let bad = report("diamond", id, T::TaskCompleted, "nope", 1);
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&bad)).await;
@@ -98,7 +132,11 @@ async fn a_rejected_input_redelivered_is_a_duplicate() {
     // The worker crashed before committing: the same report again.
     feed(&mut p, &topic, &mut offset, &[bad]).await;
     assert_eq!(history_len(&p, id), after_first, "no second error.occurred");
-    assert_eq!(h.shared.metrics.dlq.get(), dlq_before, "no second DLQ record");
+    assert_eq!(
+        h.shared.metrics.dlq.get(),
+        dlq_before,
+        "no second DLQ record"
+    );
     assert!(h.shared.metrics.duplicates.get() >= 1);
 }
 
@@ -109,21 +147,42 @@ async fn an_early_go_live_never_dispatches_an_attempt_that_reported() {
     let id = InstanceId::random();
     // The log holds the start and A's completion; this owner replays it.
     let (mut p, _seeks) = h.open("diamond", 0, 2);
-    let batch = p.admit(vec![fed(&topic, 0, 0, 0, &input_record(&topic, &created("diamond", id, weft_shared::event::now_ms(), DataMap::new())))]);
+    let batch = p.admit(vec![fed(
+        &topic,
+        0,
+        0,
+        0,
+        &input_record(
+            &topic,
+            &created("diamond", id, weft_shared::event::now_ms(), DataMap::new()),
+        ),
+    )]);
     p.apply_batch(&batch).expect("apply");
     // A safety valve takes the partition live before the replay reached its end.
     p.set_live(true);
     p.flush_all().await.expect("flush");
     let mut offset = 1;
-    feed(&mut p, &topic, &mut offset, &[report("diamond", id, T::TaskCompleted, "A", 1)]).await;
+    feed(
+        &mut p,
+        &topic,
+        &mut offset,
+        &[report("diamond", id, T::TaskCompleted, "A", 1)],
+    )
+    .await;
     let dispatched: Vec<String> = h
         .read(&h.shared.topics.tasks("diamond"), 0)
         .iter()
         .filter_map(|m| TaskDispatch::decode(m.payload()?).ok())
         .map(|d| d.task_name)
         .collect();
-    assert!(!dispatched.contains(&"A".to_string()), "A reported before it was published: {dispatched:?}");
-    assert!(dispatched.contains(&"B".to_string()) && dispatched.contains(&"C".to_string()), "{dispatched:?}");
+    assert!(
+        !dispatched.contains(&"A".to_string()),
+        "A reported before it was published: {dispatched:?}"
+    );
+    assert!(
+        dispatched.contains(&"B".to_string()) && dispatched.contains(&"C".to_string()),
+        "{dispatched:?}"
+    );
     assert!(h.shared.metrics.dispatches_withheld.get() >= 1);
 }
 
@@ -134,12 +193,37 @@ async fn inputs_on_the_wrong_partition_are_forwarded_to_theirs() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = id_on(2, 4);
     let mut offset = 0;
-    feed(&mut p, &topic, &mut offset, &[created("diamond", id, weft_shared::event::now_ms(), DataMap::new())]).await;
-    assert!(p.shared.store.instance("diamond", id).expect("read").is_none(), "not folded here");
+    feed(
+        &mut p,
+        &topic,
+        &mut offset,
+        &[created(
+            "diamond",
+            id,
+            weft_shared::event::now_ms(),
+            DataMap::new(),
+        )],
+    )
+    .await;
+    assert!(
+        p.shared
+            .store
+            .instance("diamond", id)
+            .expect("read")
+            .is_none(),
+        "not folded here"
+    );
     let there = h.read(&topic, 2);
-    assert_eq!(there.len(), 1, "forwarded once, to the partition its key hashes to");
+    assert_eq!(
+        there.len(),
+        1,
+        "forwarded once, to the partition its key hashes to"
+    );
     let headers = header_map(there[0].headers());
-    assert_eq!(headers.get(h::FORWARDED_FROM).map(String::as_str), Some(format!("{topic}/0/0").as_str()));
+    assert_eq!(
+        headers.get(h::FORWARDED_FROM).map(String::as_str),
+        Some(format!("{topic}/0/0").as_str())
+    );
     assert_eq!(h.shared.metrics.forwarded.get(), 1);
 }
 
@@ -154,19 +238,39 @@ async fn bad_inputs_go_to_the_dlq_with_a_reason() {
     let mut empty_key = report("diamond", id, T::TaskStarted, "A", 1);
     empty_key.idempotency_key = " ".into();
     let mut forged = report("diamond", id, T::TaskScheduled, "B", 1);
-    forged.metadata.insert(META_SOURCE_KIND.into(), SOURCE_KIND_DECISION.into());
+    forged
+        .metadata
+        .insert(META_SOURCE_KIND.into(), SOURCE_KIND_DECISION.into());
     let mut reused = report("diamond", id, T::TaskStarted, "A", 1);
     reused.idempotency_key = start.idempotency_key.clone();
-    feed(&mut p, &topic, &mut offset, &[start, empty_key, forged, reused]).await;
+    feed(
+        &mut p,
+        &topic,
+        &mut offset,
+        &[start, empty_key, forged, reused],
+    )
+    .await;
     let reasons: Vec<String> = h
         .read(&h.shared.topics.dlq("diamond"), 0)
         .iter()
         .filter_map(|m| header_map(m.headers()).get(h::DLQ_REASON).cloned())
         .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(reasons[0].contains("empty idempotency key"), "{}", reasons[0]);
-    assert!(reasons[1].contains("claims to be an orchestrator decision"), "{}", reasons[1]);
-    assert!(reasons[2].contains("already used by a workflow.created"), "{}", reasons[2]);
+    assert!(
+        reasons[0].contains("empty idempotency key"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].contains("claims to be an orchestrator decision"),
+        "{}",
+        reasons[1]
+    );
+    assert!(
+        reasons[2].contains("already used by a workflow.created"),
+        "{}",
+        reasons[2]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +282,11 @@ async fn finished_counts_every_end_once_and_not_on_replay() {
     let (mut p, _seeks) = h.open("timed", 0, 0);
     let mut offset = 0;
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&start)).await;
-    let due = h.shared.store.due_timers(&topic, 0, i64::MAX, 10).expect("timers");
+    let due = h
+        .shared
+        .store
+        .due_timers(&topic, 0, i64::MAX, 10)
+        .expect("timers");
     let fire = due
         .iter()
         .find(|(_, t)| t.task.is_none())
@@ -206,7 +314,9 @@ async fn finished_counts_every_end_once_and_not_on_replay() {
         replay_end: 100,
         partition_count: Some(1),
     };
-    let progress = crate::partition::ReplayProgress::new(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)));
+    let progress = crate::partition::ReplayProgress::new(std::sync::Arc::new(
+        std::sync::atomic::AtomicI64::new(0),
+    ));
     let mut q = Partition::open(replica, at, progress, tx).expect("open");
     let mut offset = 0;
     feed(&mut q, &topic, &mut offset, &[start, fire]).await;

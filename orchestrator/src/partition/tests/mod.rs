@@ -16,10 +16,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
+use weft_shared::avro::AvroRecord;
 use weft_shared::config::WeftConfig;
 use weft_shared::definition::parse_definition;
 use weft_shared::ids::InstanceId;
-use weft_shared::avro::AvroRecord;
 use weft_shared::topics::headers as h;
 use weft_shared::{Topics, WorkflowEvent, WorkflowEventType as T};
 
@@ -180,7 +180,13 @@ pub fn input_record(topic: &str, event: &WorkflowEvent) -> OutboxRecord {
 }
 
 /// A record as the consumer hands it over: at `offset`, after `prev_next`.
-pub(crate) fn fed(topic: &str, partition: i32, offset: i64, prev_next: i64, r: &OutboxRecord) -> Fed {
+pub(crate) fn fed(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    prev_next: i64,
+    r: &OutboxRecord,
+) -> Fed {
     let pairs: Vec<(&str, &str)> = r
         .headers
         .iter()
@@ -201,7 +207,12 @@ pub(crate) fn fed(topic: &str, partition: i32, offset: i64, prev_next: i64, r: &
 }
 
 /// A `workflow.created` input for a new instance of version 1 of `ty`.
-pub(crate) fn created(ty: &str, id: InstanceId, at_ms: i64, input: weft_shared::DataMap) -> WorkflowEvent {
+pub(crate) fn created(
+    ty: &str,
+    id: InstanceId,
+    at_ms: i64,
+    input: weft_shared::DataMap,
+) -> WorkflowEvent {
     let mut e = WorkflowEvent::new(T::WorkflowCreated, ty, id, format!("start-{id}"), at_ms);
     e.event_id = weft_shared::ids::EventId::derived(&[id.as_bytes(), b"created"]);
     e.data = input;
@@ -215,7 +226,8 @@ pub(crate) fn created(ty: &str, id: InstanceId, at_ms: i64, input: weft_shared::
 pub(crate) fn id_on(partition: i32, count: i32) -> InstanceId {
     loop {
         let id = InstanceId::random();
-        let p = crate::partitioner::Partitioner::Murmur2.partition(id.to_string().as_bytes(), count);
+        let p =
+            crate::partitioner::Partitioner::Murmur2.partition(id.to_string().as_bytes(), count);
         if p == partition {
             return id;
         }

@@ -10,7 +10,8 @@ use weft_shared::{DataMap, WorkflowState};
 
 use super::{created, fed, harness, input_record, until};
 
-const WAITER: &str = "type: waiter\ntasks:\n  - {name: pause, type: wait, parameters: {duration: 1s}}\n";
+const WAITER: &str =
+    "type: waiter\ntasks:\n  - {name: pause, type: wait, parameters: {duration: 1s}}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_task_ends_on_time_while_records_keep_arriving() {
