@@ -102,8 +102,10 @@ pub fn orders_worker(bootstrap: &str, group: &str) -> weft_worker::WorkerBuilder
     weft_worker::Worker::builder(config(bootstrap, group, &["orders"], TransactionsMode::Off))
 }
 
-/// One record as read back: key, headers and value.
+/// One record as read back: partition, offset, key, headers and value.
 pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
     pub key: String,
     pub headers: BTreeMap<String, String>,
     pub payload: Vec<u8>,
@@ -115,11 +117,21 @@ pub async fn read_until(
     topic: &str,
     enough: impl Fn(&[Rec]) -> bool,
 ) -> anyhow::Result<Vec<Rec>> {
+    read_until_isolated(bootstrap, topic, "read_committed", enough).await
+}
+
+/// [`read_until`] with the given `isolation.level` (`read_committed` or `read_uncommitted`).
+pub async fn read_until_isolated(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    enough: impl Fn(&[Rec]) -> bool,
+) -> anyhow::Result<Vec<Rec>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", uuid_like()))
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()?;
     consumer.subscribe(&[topic])?;
     let deadline = Instant::now() + DEADLINE;
@@ -130,6 +142,8 @@ pub async fn read_until(
             Err(_) => bail!("timed out reading {topic}; got {} records", out.len()),
         };
         out.push(Rec {
+            partition: msg.partition(),
+            offset: msg.offset(),
             key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
             headers: header_map(msg.headers()),
             payload: msg.payload().unwrap_or_default().to_vec(),
@@ -298,6 +312,16 @@ pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
     }
     let total = usize::try_from(total)?;
     read_until(bootstrap, topic, |recs| recs.len() >= total).await
+}
+
+/// The high watermark of `topic`'s partition `partition` (the next offset).
+pub fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    Ok(consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))?
+        .1)
 }
 
 /// The topics of the `orders` type (one partition each) with heartbeats and nodes.
