@@ -100,8 +100,8 @@ async fn snapshots_reach_the_compacted_topic_and_match_the_history() -> Result<(
         }
         // The snapshots caught tasks on the way, not only at rest.
         ensure!(
-            task_states.get("pending").is_some()
-                && task_states.get("completed").is_some()
+            task_states.contains_key("pending")
+                && task_states.contains_key("completed")
                 && task_states.len() >= 3,
             "task states seen in snapshots: {task_states:?}"
         );
