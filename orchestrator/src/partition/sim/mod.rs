@@ -27,15 +27,13 @@
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use weft_shared::ids::InstanceId;
 use weft_shared::{WorkflowEvent, WorkflowEventType as T};
 
-use super::tests::input_record;
-use super::{Partition, Placement, ReplayProgress, Seek, Shared};
+use super::tests::{input_record, placement, processor};
+use super::{Partition, Seek, Shared};
 use crate::store::{OutboxKind, OutboxRecord, Store};
 use world::{inputs, Cursor, Log, Rng, Workers};
 
@@ -256,16 +254,8 @@ impl Schedule {
             return;
         }
         let r = &mut self.replicas[i];
-        let at = Placement {
-            topic: self.topic.clone(),
-            partition: 0,
-            workflow_type: TYPE.into(),
-            replay_end: self.events.high(),
-            partition_count: Some(1),
-        };
-        let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
-        let mut p = Partition::open(r.shared.clone(), at, progress, r.seeks_tx.clone())
-            .expect("open partition");
+        let at = placement(&self.topic, 0, TYPE, self.events.high(), 1);
+        let mut p = processor(r.shared.clone(), at, r.seeks_tx.clone());
         // The simulated consumer serves a seek at once and has no stale
         // records in flight: a gap after a seek means another one is needed.
         p.seek_again_after = std::time::Duration::ZERO;
@@ -526,15 +516,8 @@ impl Schedule {
             store: store.clone(),
             ..self.replicas[0].shared.clone()
         };
-        let at = Placement {
-            topic: self.topic.clone(),
-            partition: 0,
-            workflow_type: TYPE.into(),
-            replay_end: self.events.high(),
-            partition_count: Some(1),
-        };
-        let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
-        let mut p = Partition::open(shared, at, progress, seeks_tx).map_err(|e| e.to_string())?;
+        let at = placement(&self.topic, 0, TYPE, self.events.high(), 1);
+        let mut p = processor(shared, at, seeks_tx);
         let mut cursor = Cursor::at(&self.events, 0);
         loop {
             let fed = cursor.take(&self.events, 256);

@@ -10,9 +10,9 @@ use weft_shared::fsm::meta;
 use weft_shared::ids::InstanceId;
 use weft_shared::kafka::header_map;
 use weft_shared::topics::headers as h;
-use weft_shared::{DataMap, TaskDispatch, WorkflowEvent, WorkflowEventType as T};
+use weft_shared::{TaskDispatch, WorkflowEvent, WorkflowEventType as T};
 
-use super::{created, fed, harness, id_on, input_record};
+use super::{fed, harness, id_on, input_record, placement, processor, start};
 use crate::partition::Partition;
 
 const DIAMOND: &str = "type: diamond\ntasks:\n  - {name: A, handler: noop}\n  - {name: B, handler: noop, depends_on: [A]}\n  - {name: C, handler: noop, depends_on: [A]}\n  - {name: D, handler: noop, depends_on: [B, C]}\n";
@@ -68,14 +68,8 @@ async fn records_fold_only_after_the_stored_offset() {
     let topic = h.shared.topics.events("diamond");
     let (mut p, mut seeks) = h.open("diamond", 0, 0);
     let (a, b) = (InstanceId::random(), InstanceId::random());
-    let ra = input_record(
-        &topic,
-        &created("diamond", a, weft_shared::event::now_ms(), DataMap::new()),
-    );
-    let rb = input_record(
-        &topic,
-        &created("diamond", b, weft_shared::event::now_ms(), DataMap::new()),
-    );
+    let ra = input_record(&topic, &start("diamond", a));
+    let rb = input_record(&topic, &start("diamond", b));
     let batch = p.admit(vec![fed(&topic, 0, 0, 0, &ra)]);
     p.apply_batch(&batch).expect("apply");
     // Records 1..=4 were lost on the way (a processor died holding them): 5 is a gap.
@@ -112,18 +106,7 @@ async fn a_rejected_input_redelivered_is_a_duplicate() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = InstanceId::random();
     let mut offset = 0;
-    feed(
-        &mut p,
-        &topic,
-        &mut offset,
-        &[created(
-            "diamond",
-            id,
-            weft_shared::event::now_ms(),
-            DataMap::new(),
-        )],
-    )
-    .await;
+    feed(&mut p, &topic, &mut offset, &[start("diamond", id)]).await;
     // A report about a task the workflow does not have: rejected, error.occurred appended.
     let bad = report("diamond", id, T::TaskCompleted, "nope", 1);
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&bad)).await;
@@ -152,10 +135,7 @@ async fn an_early_go_live_never_dispatches_an_attempt_that_reported() {
         0,
         0,
         0,
-        &input_record(
-            &topic,
-            &created("diamond", id, weft_shared::event::now_ms(), DataMap::new()),
-        ),
+        &input_record(&topic, &start("diamond", id)),
     )]);
     p.apply_batch(&batch).expect("apply");
     // A safety valve takes the partition live before the replay reached its end.
@@ -193,18 +173,7 @@ async fn inputs_on_the_wrong_partition_are_forwarded_to_theirs() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = id_on(2, 4);
     let mut offset = 0;
-    feed(
-        &mut p,
-        &topic,
-        &mut offset,
-        &[created(
-            "diamond",
-            id,
-            weft_shared::event::now_ms(),
-            DataMap::new(),
-        )],
-    )
-    .await;
+    feed(&mut p, &topic, &mut offset, &[start("diamond", id)]).await;
     assert!(
         p.shared
             .store
@@ -234,7 +203,7 @@ async fn bad_inputs_go_to_the_dlq_with_a_reason() {
     let (mut p, _seeks) = h.open("diamond", 0, 0);
     let id = InstanceId::random();
     let mut offset = 0;
-    let start = created("diamond", id, weft_shared::event::now_ms(), DataMap::new());
+    let start = start("diamond", id);
     let mut empty_key = report("diamond", id, T::TaskStarted, "A", 1);
     empty_key.idempotency_key = " ".into();
     let mut forged = report("diamond", id, T::TaskScheduled, "B", 1);
@@ -278,7 +247,7 @@ async fn finished_counts_every_end_once_and_not_on_replay() {
     let h = harness(&[TIMED], 1, 2, &[]).await;
     let topic = h.shared.topics.events("timed");
     let id = InstanceId::random();
-    let start = created("timed", id, weft_shared::event::now_ms(), DataMap::new());
+    let start = start("timed", id);
     let (mut p, _seeks) = h.open("timed", 0, 0);
     let mut offset = 0;
     feed(&mut p, &topic, &mut offset, std::slice::from_ref(&start)).await;
@@ -307,17 +276,7 @@ async fn finished_counts_every_end_once_and_not_on_replay() {
         ..h.shared.clone()
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let at = crate::partition::Placement {
-        topic: topic.clone(),
-        partition: 0,
-        workflow_type: "timed".into(),
-        replay_end: 100,
-        partition_count: Some(1),
-    };
-    let progress = crate::partition::ReplayProgress::new(std::sync::Arc::new(
-        std::sync::atomic::AtomicI64::new(0),
-    ));
-    let mut q = Partition::open(replica, at, progress, tx).expect("open");
+    let mut q = processor(replica, placement(&topic, 0, "timed", 100, 1), tx);
     let mut offset = 0;
     feed(&mut q, &topic, &mut offset, &[start, fire]).await;
     assert_eq!(count("timeout"), 1, "a replay does not count history again");

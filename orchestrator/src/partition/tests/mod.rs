@@ -118,16 +118,10 @@ impl Harness {
         replay_end: i64,
     ) -> (Partition, mpsc::UnboundedReceiver<Seek>) {
         let (seeks_tx, seeks) = mpsc::unbounded_channel();
-        let at = Placement {
-            topic: self.shared.topics.events(ty),
-            partition,
-            workflow_type: ty.into(),
-            replay_end,
-            partition_count: Some(self.shared.kafka.partitions),
-        };
-        let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
-        let p = Partition::open(self.shared.clone(), at, progress, seeks_tx).expect("open");
-        (p, seeks)
+        let topic = self.shared.topics.events(ty);
+        let count = self.shared.kafka.partitions;
+        let at = placement(&topic, partition, ty, replay_end, count);
+        (processor(self.shared.clone(), at, seeks_tx), seeks)
     }
 
     /// Every record of `topic`'s partition `partition` in the mock cluster so far.
@@ -177,6 +171,43 @@ pub fn input_record(topic: &str, event: &WorkflowEvent) -> OutboxRecord {
             (h::IDEMPOTENCY_KEY.into(), event.idempotency_key.clone()),
         ],
     }
+}
+
+/// Where a test processor sits.
+pub(crate) fn placement(
+    topic: &str,
+    partition: i32,
+    ty: &str,
+    replay_end: i64,
+    count: i32,
+) -> Placement {
+    Placement {
+        topic: topic.to_owned(),
+        partition,
+        workflow_type: ty.into(),
+        replay_end,
+        partition_count: Some(count),
+    }
+}
+
+/// Opens a processor over `shared` (its store) at `at`.
+pub(crate) fn processor(
+    shared: Shared,
+    at: Placement,
+    seeks: mpsc::UnboundedSender<Seek>,
+) -> Partition {
+    let progress = ReplayProgress::new(Arc::new(AtomicI64::new(0)));
+    Partition::open(shared, at, progress, seeks).expect("open partition")
+}
+
+/// A `workflow.created` input for a new instance of `ty`, now, with no input.
+pub(crate) fn start(ty: &str, id: InstanceId) -> WorkflowEvent {
+    created(
+        ty,
+        id,
+        weft_shared::event::now_ms(),
+        weft_shared::DataMap::new(),
+    )
 }
 
 /// A record as the consumer hands it over: at `offset`, after `prev_next`.
