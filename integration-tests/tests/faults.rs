@@ -508,12 +508,32 @@ async fn scenario(cluster: &mut TestCluster, plan: &Plan, ledger: &Path) -> Resu
     for c in &calls {
         by_key.entry(c.key.as_str()).or_default().push(c);
     }
-    ensure!(
-        calls.iter().filter(|c| c.applied).count() == lines.len(),
-        "applied calls and ledger lines differ"
-    );
+    // Each key applied by one logged call at most, and only keys of the ledger.
+    // A SIGKILL between the ledger's fsync and the calls log's line loses the
+    // applying call's line: its key then has only later, not-applied calls.
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, runs) in &by_key {
+        let applied = runs.iter().filter(|c| c.applied).count();
+        ensure!(
+            applied <= 1 && (applied == 0 || unique.contains(*key)),
+            "{key}: {applied} calls applied the effect: {runs:?}"
+        );
+    }
     let mut extra_runs = 0;
+    for key in &unique {
+        let runs = by_key.get(key.as_str()).map_or(&[][..], Vec::as_slice);
+        if runs.iter().all(|c| !c.applied) {
+            // It ran (the ledger has it) and its worker died before logging it.
+            ensure!(
+                !runs.is_empty(),
+                "{key} is in the ledger but no call of it was logged"
+            );
+            extra_runs += 1;
+            *reasons
+                .entry("redelivered: a kill cut off the applying call before it was logged".into())
+                .or_default() += 1;
+        }
+    }
     for (key, runs) in &by_key {
         for (i, c) in runs.iter().enumerate() {
             // An attempt after the first runs only when the one before it failed.
@@ -555,7 +575,10 @@ async fn scenario(cluster: &mut TestCluster, plan: &Plan, ledger: &Path) -> Resu
                 .or_default() += 1;
         }
     }
-    let twice = by_key.values().filter(|r| r.len() > 1).count();
+    let twice = by_key
+        .values()
+        .filter(|r| r.len() > 1 || r.iter().all(|c| !c.applied))
+        .count();
     println!(
         "effects: {} applied once each; handler calls {} for {} keys: {twice} effects ran more than once, {extra_runs} extra runs: {reasons:?}",
         lines.len(),
