@@ -6,10 +6,13 @@
 //! from its end and keeps, per node, the partitions of its latest record and
 //! when that arrived. The orphan watch asks [`Claims::claimed`]: a partition
 //! that a worker heartbeating within [`FRESH_FOR`] holds is not orphaned, however
-//! long its record runs.
+//! long its record runs; the idle watch ([`crate::unowned`]) asks it whether a
+//! partition has a live owner at all. Until the nodes topic has been followed
+//! for [`FRESH_FOR`] (also when it cannot be followed: the topic does not exist
+//! yet, the broker is away) nothing is known and nobody is called silent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -62,23 +65,29 @@ fn claimed_by(record: &NodeRecord) -> BTreeSet<(String, i32)> {
 type Partition = (String, i32);
 
 /// The claims of the worker nodes heard from, and since when they are followed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Claims {
     /// Per node id: when its latest record arrived and the partitions it claims.
     nodes: Mutex<HashMap<String, (Instant, BTreeSet<Partition>)>>,
-    since: Instant,
-}
-
-impl Default for Claims {
-    fn default() -> Self {
-        Self {
-            nodes: Mutex::default(),
-            since: Instant::now(),
-        }
-    }
+    /// When following the nodes topic started; unset while it is not followed.
+    since: OnceLock<Instant>,
 }
 
 impl Claims {
+    /// Claims that have been followed since `since`.
+    #[cfg(test)]
+    fn followed_since(since: Instant) -> Self {
+        Self {
+            nodes: Mutex::default(),
+            since: OnceLock::from(since),
+        }
+    }
+
+    /// Notes that the nodes topic is followed from now on (the first call counts).
+    pub fn following(&self) {
+        let _ = self.since.set(Instant::now());
+    }
+
     /// Takes in one node record (heard now).
     pub fn record(&self, record: &NodeRecord) {
         if record.role != "worker" {
@@ -88,11 +97,12 @@ impl Claims {
     }
 
     /// Whether a worker heard from within [`FRESH_FOR`] holds `partition`;
-    /// `None` while the nodes topic has been followed for less than that (no
-    /// one can be called silent yet).
+    /// `None` while the nodes topic is not followed, or has been followed for
+    /// less than that (no one can be called silent yet).
     pub fn claimed(&self, partition: &(String, i32)) -> Option<bool> {
         let now = Instant::now();
-        if now.duration_since(self.since) < FRESH_FOR {
+        let since = *self.since.get()?;
+        if now.duration_since(since) < FRESH_FOR {
             return None;
         }
         Some(lock(&self.nodes).values().any(|(heard, parts)| {
@@ -101,9 +111,15 @@ impl Claims {
     }
 }
 
+/// How long [`follow`] waits before it tries again to find the nodes topic.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+
 /// Reads the nodes topic from its end into `claims` until the worker stops.
 /// The consumer has a group id of its own (librdkafka needs one to assign)
-/// that it never joins or commits to.
+/// that it never joins or commits to. A nodes topic that does not exist yet
+/// (the worker may start before any orchestrator created it) or whose
+/// metadata cannot be read is looked for again every [`RETRY_EVERY`]; until
+/// it is followed, [`Claims::claimed`] knows nothing.
 pub(crate) async fn follow(
     claims: Arc<Claims>,
     settings: KafkaSettings,
@@ -123,37 +139,33 @@ pub(crate) async fn follow(
     {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "could not follow the node registry; the orphan watch calls nothing orphaned");
+            tracing::error!(error = %e, "could not follow the node registry; the orphan and idle watches call no partition unowned");
             return;
         }
     };
     let consumer = Arc::new(consumer);
     let topic = shared.publisher.topics().nodes();
-    let partitions = {
-        let (c, t) = (consumer.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let md = c.fetch_metadata(Some(&t), Duration::from_secs(10)).ok()?;
-            let found = md.topics().iter().find(|m| m.name() == t)?;
-            Some(
-                found
-                    .partitions()
-                    .iter()
-                    .map(|p| p.id())
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await
-        .ok()
-        .flatten()
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions.unwrap_or_default() {
-        let _ = tpl.add_partition_offset(&topic, p, Offset::End);
+    let mut tries = 0u32;
+    loop {
+        match assign_from_end(&consumer, &topic).await {
+            Ok(partitions) => {
+                tracing::info!(%topic, partitions, "following the node registry");
+                break;
+            }
+            Err(reason) => {
+                tries += 1;
+                // the first miss is normal at start-up; say so once, then only now and then
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::warn!(%topic, %reason, tries, "cannot follow the node registry yet; trying again (until then the orphan and idle watches call no partition unowned)");
+                }
+            }
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(RETRY_EVERY) => {}
+        }
     }
-    if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
-        tracing::warn!(%topic, "could not follow the node registry; the orphan watch calls nothing orphaned");
-        return;
-    }
+    claims.following();
     loop {
         tokio::select! {
             () = shared.cancel.cancelled() => return,
@@ -170,6 +182,47 @@ pub(crate) async fn follow(
             },
         }
     }
+}
+
+/// Assigns every partition of `topic` to `consumer`, from its end; the
+/// number of partitions, or why not.
+async fn assign_from_end(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<usize, String> {
+    let partitions = {
+        let (c, t) = (consumer.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let md = c
+                .fetch_metadata(Some(&t), Duration::from_secs(10))
+                .map_err(|e| format!("metadata: {e}"))?;
+            let found = md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t)
+                .ok_or_else(|| "not in the metadata".to_owned())?;
+            if let Some(e) = found.error() {
+                return Err(format!(
+                    "metadata: {}",
+                    rdkafka::types::RDKafkaErrorCode::from(e)
+                ));
+            }
+            Ok(found
+                .partitions()
+                .iter()
+                .map(|p| p.id())
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    if partitions.is_empty() {
+        return Err("the topic has no partitions (not created yet)".to_owned());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+    Ok(partitions.len())
 }
 
 #[cfg(test)]
@@ -209,13 +262,12 @@ mod tests {
         let claims = Claims::default();
         let p = ("weft.a.tasks".to_owned(), 0);
         assert_eq!(claims.claimed(&p), None);
+        claims.following();
+        assert_eq!(claims.claimed(&p), None);
         let Some(since) = Instant::now().checked_sub(FRESH_FOR) else {
             return; // a machine up for less than the window
         };
-        let old = Claims {
-            nodes: Mutex::default(),
-            since,
-        };
+        let old = Claims::followed_since(since);
         assert_eq!(old.claimed(&p), Some(false));
         old.record(&record(
             "w",

@@ -53,6 +53,9 @@ pub(crate) struct WorkerContext {
     /// Set when a rebalance that this member joined ended with an assignment
     /// (empty for an idle member); cleared when it subscribes again.
     pub joined: AtomicBool,
+    /// Woken when partitions were assigned or revoked: the node heartbeat
+    /// announces the change at once.
+    pub heartbeat_now: Arc<tokio::sync::Notify>,
     pub metrics: Metrics,
 }
 
@@ -93,6 +96,7 @@ impl ConsumerContext for WorkerContext {
                     let mut assignment = lock(&self.assignment);
                     assignment.retain(|p, _| !revoked.contains(p));
                 }
+                self.heartbeat_now.notify_one();
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 if !positions.is_empty() {
                     if let Err(e) = consumer.commit(&to_tpl(&positions), CommitMode::Sync) {
@@ -128,6 +132,7 @@ impl ConsumerContext for WorkerContext {
             self.joined.store(true, Ordering::SeqCst);
             *lock(&self.group) = consumer.group_metadata().map(Arc::new);
             self.assignment_changed.store(true, Ordering::SeqCst);
+            self.heartbeat_now.notify_one();
         }
     }
 
@@ -297,7 +302,9 @@ pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, pau
 /// ended for it since it subscribed: some brokers (Tansu 0.6) never finish a
 /// rebalance that this worker joined while a crashed predecessor's session was
 /// still open. A member that was assigned nothing (more workers than
-/// partitions) did finish its rebalance and stays. Returns whether it rejoined.
+/// partitions) did finish its rebalance and stays; the idle watch
+/// ([`crate::unowned`]) rejoins it only while a partition has no live owner.
+/// Returns whether it rejoined.
 pub(crate) fn rejoin_if_never_assigned(consumer: &TaskConsumer) -> bool {
     if consumer.context().joined.load(Ordering::SeqCst) {
         return false;

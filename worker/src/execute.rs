@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub max_grace_ms: AtomicU64,
     /// Woken when an offset was marked done, so the loop commits.
     pub offsets_done: Notify,
+    /// Woken when the assignment changed, so the node heartbeat announces it now.
+    pub heartbeat_now: Arc<Notify>,
     /// Fired when shutdown starts: tasks not yet started give their record back.
     pub stop: CancellationToken,
     /// Fired when the drain is over: every handler still running stops.

@@ -1,6 +1,7 @@
-//! Node registry heartbeats: every 5 s the worker publishes its `NodeRecord`
-//! (capabilities, capacity, load, active tasks, health) to the compacted
-//! nodes topic keyed by node id, and a final `draining` record on shutdown.
+//! Node registry heartbeats: every 5 s, and when its assignment changed, the
+//! worker publishes its `NodeRecord` (capabilities, capacity, load, active
+//! tasks, health, the partitions it holds) to the compacted nodes topic keyed
+//! by node id, and a final `draining` record on shutdown.
 //! A failed heartbeat is logged, never fatal.
 
 use std::collections::BTreeMap;
@@ -66,14 +67,18 @@ pub(crate) async fn publish(
     }
 }
 
-/// Publishes a heartbeat every [`HEARTBEAT_INTERVAL`] until `shared.stop` fires.
+/// Publishes a heartbeat every [`HEARTBEAT_INTERVAL`], and at once when the
+/// assignment changed (other workers learn within moments which partitions
+/// it holds), until `shared.stop` fires.
 pub(crate) async fn run(shared: std::sync::Arc<Shared>, concurrency: usize, started_at_ms: i64) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = tick.tick() => publish(&shared, concurrency, HealthStatus::Healthy, started_at_ms).await,
+            _ = tick.tick() => {}
+            () = shared.heartbeat_now.notified() => tick.reset(),
             () = shared.stop.cancelled() => return,
         }
+        publish(&shared, concurrency, HealthStatus::Healthy, started_at_ms).await;
     }
 }

@@ -47,6 +47,7 @@ mod runtime;
 mod server;
 mod supervise;
 mod task_heartbeat;
+mod unowned;
 mod worker;
 
 pub use consumer::subscription;

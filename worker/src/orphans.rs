@@ -75,7 +75,7 @@ impl OrphanWatch {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         if mine.is_empty() {
-            return Vec::new(); // the unassigned-member watchdog handles that
+            return Vec::new(); // the idle watch (`unowned`) handles that
         }
         let Ok(md) = consumer.fetch_metadata(None, CALL_TIMEOUT) else {
             return Vec::new();

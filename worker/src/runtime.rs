@@ -5,8 +5,8 @@
 //! `worker.shutdown_grace_ms` — cancel the rest, commit, leave the group).
 //! Control records are applied in the loop as they come (they need no slot),
 //! and by the control listener beside it. The development-broker workarounds
-//! (rejoining a group whose rebalance never finished, the orphan watch) run
-//! only when `kafka.broker_workarounds` resolves to on
+//! (rejoining a group whose rebalance never finished, the idle watch, the
+//! orphan watch) run only when `kafka.broker_workarounds` resolves to on
 //! ([`weft_shared::kafka::broker_workarounds_enabled`]).
 
 use std::future::Future;
@@ -48,6 +48,7 @@ pub(crate) async fn run(
         registry,
         metrics,
         orphan_watch,
+        idle_watch,
     } = worker;
     let mut config = config;
     // `auto` becomes `on` or `off` here, once: everything below sees the resolved mode.
@@ -98,6 +99,7 @@ pub(crate) async fn run(
         default_grace: Duration::from_millis(settings.shutdown_grace_ms),
         max_grace_ms: AtomicU64::new(settings.shutdown_grace_ms),
         offsets_done: Notify::new(),
+        heartbeat_now: context.heartbeat_now.clone(),
         stop: CancellationToken::new(),
         cancel: CancellationToken::new(),
     });
@@ -135,7 +137,11 @@ pub(crate) async fn run(
 
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let mut tasks = JoinSet::new();
-    let watch = claims.map(|c| (c, orphan_watch));
+    let watch = claims.map(|claims| Watches {
+        claims,
+        orphan_watch,
+        idle_watch,
+    });
     consume(&consumer, &shared, &slots, &mut tasks, watch, shutdown).await;
 
     // drain
@@ -188,23 +194,37 @@ const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
 /// Rejoins after which an empty assignment is taken as final.
 const MAX_REJOINS: u32 = 3;
 
+/// What the development-broker watches need.
+struct Watches {
+    /// The partitions live workers hold.
+    claims: Arc<Claims>,
+    /// The orphan watch's check interval and orphan time.
+    orphan_watch: (Duration, Duration),
+    /// The idle watch's check interval and unowned time.
+    idle_watch: (Duration, Duration),
+}
+
 /// Takes records while slots are free, until `shutdown` resolves. With
-/// `watch` (the development-broker workarounds on: the claims of the live
-/// workers, the orphan watch's interval and orphan time) it also runs the
-/// join watchdog and the orphan watch.
+/// `watch` (the development-broker workarounds on) it also runs the join
+/// watchdog, the idle watch and the orphan watch; any rejoin of theirs arms
+/// the join watchdog again, in case the group does not finish that rebalance.
 async fn consume(
     consumer: &TaskConsumer,
     shared: &Arc<Shared>,
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
-    watch: Option<(Arc<Claims>, (Duration, Duration))>,
+    watch: Option<Watches>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let workarounds = watch.is_some();
     let (check_every, orphan_after) = watch.as_ref().map_or(
         (crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER),
-        |w| w.1,
+        |w| w.orphan_watch,
+    );
+    let (idle_every, unowned_after) = watch.as_ref().map_or(
+        (crate::unowned::CHECK_EVERY, crate::unowned::UNOWNED_AFTER),
+        |w| w.idle_watch,
     );
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     let mut paused = false;
@@ -215,6 +235,9 @@ async fn consume(
     let mut orphan_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     let mut orphans = crate::orphans::OrphanWatch::new(orphan_after);
+    let mut idle_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + idle_every, idle_every);
+    let mut idle = crate::unowned::UnownedWatch::new(unowned_after);
     loop {
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
@@ -233,8 +256,19 @@ async fn consume(
                 }
             }
             _ = orphan_tick.tick(), if workarounds => {
-                if let Some((claims, _)) = &watch {
-                    orphans.check(consumer, shared.publisher.topics(), claims);
+                if let Some(w) = &watch {
+                    if orphans.check(consumer, shared.publisher.topics(), &w.claims) {
+                        rejoins = 0;
+                        join_watchdog.reset();
+                    }
+                }
+            }
+            _ = idle_tick.tick(), if workarounds => {
+                if let Some(w) = &watch {
+                    if idle.check(consumer, shared.publisher.topics(), &w.claims) {
+                        rejoins = 0;
+                        join_watchdog.reset();
+                    }
                 }
             }
             received = consumer.recv() => {

@@ -23,6 +23,7 @@ pub struct WorkerBuilder {
     registry: Registry,
     builtins: bool,
     orphan_watch: (Duration, Duration),
+    idle_watch: (Duration, Duration),
 }
 
 impl WorkerBuilder {
@@ -62,6 +63,17 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often the idle watch (a development-broker workaround) looks, and
+    /// after how long without a live owner a partition makes a member that
+    /// was assigned nothing rejoin; defaults
+    /// [`CHECK_EVERY`](crate::unowned::CHECK_EVERY) and
+    /// [`UNOWNED_AFTER`](crate::unowned::UNOWNED_AFTER). For tests.
+    #[doc(hidden)]
+    pub fn idle_watch(mut self, check_every: Duration, unowned_after: Duration) -> Self {
+        self.idle_watch = (check_every, unowned_after);
+        self
+    }
+
     /// Checks the configuration and returns the worker.
     pub fn build(self) -> Result<Worker, WorkerError> {
         let mut registry = self.registry;
@@ -96,6 +108,7 @@ impl WorkerBuilder {
             registry,
             metrics: Metrics::new(),
             orphan_watch: self.orphan_watch,
+            idle_watch: self.idle_watch,
         })
     }
 }
@@ -114,6 +127,8 @@ pub struct Worker {
     pub(crate) metrics: Metrics,
     /// The orphan watch's check interval and orphan time.
     pub(crate) orphan_watch: (Duration, Duration),
+    /// The idle watch's check interval and unowned time.
+    pub(crate) idle_watch: (Duration, Duration),
 }
 
 impl Worker {
@@ -124,6 +139,7 @@ impl Worker {
             registry: Registry::default(),
             builtins: false,
             orphan_watch: (crate::orphans::CHECK_EVERY, crate::orphans::ORPHAN_AFTER),
+            idle_watch: (crate::unowned::CHECK_EVERY, crate::unowned::UNOWNED_AFTER),
         }
     }
 
