@@ -48,7 +48,8 @@ pub(crate) struct WorkerContext {
     pub commit_lane: Arc<Mutex<()>>,
     /// The partitions assigned now, and since when (epoch ms).
     pub assignment: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
-    /// Set when partitions were assigned, so a paused consumer pauses the new ones too.
+    /// Set when partitions were assigned, so the new ones are paused or
+    /// resumed as the rest (see `pause_when_saturated`).
     pub assignment_changed: AtomicBool,
     /// Set when a rebalance that this member joined ended with an assignment
     /// (empty for an idle member); cleared when it subscribes again.
@@ -264,13 +265,16 @@ fn to_tpl(positions: &[Position]) -> TopicPartitionList {
 
 /// Pauses every assigned partition while all task slots are busy (so the
 /// consumer keeps serving rebalances without fetching), and resumes them when
-/// a slot frees.
+/// a slot frees. After an assignment the new partitions are set either way:
+/// librdkafka keeps a partition this worker paused paused through its
+/// revocation and a later assignment, so one lost while saturated would come
+/// back paused and never be fetched again.
 pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, paused: &mut bool) {
     let changed = consumer
         .context()
         .assignment_changed
         .swap(false, Ordering::SeqCst);
-    if saturated == *paused && !(saturated && changed) {
+    if saturated == *paused && !changed {
         return;
     }
     let assignment = match consumer.assignment() {
