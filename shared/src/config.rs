@@ -73,6 +73,63 @@ pub struct WeftConfig {
     pub worker: WorkerSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Keys of the workflow secrets' envelope encryption.
+    pub secrets: SecretsSettings,
+    /// Authentication and authorization of the HTTP API.
+    pub auth: AuthSettings,
+}
+
+/// The `[secrets]` section: where the key-encryption keys of workflow
+/// secrets come from (see [`crate::secrets::Keyring`]). `Debug` redacts `keys`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// A file of `key_id=base64` lines, or a directory with one file per key
+    /// id (a mounted Kubernetes Secret); empty: none.
+    pub keys_file: String,
+    /// `key_id=base64` pairs separated by commas (usually `WEFT_SECRETS_KEYS`); a secret.
+    pub keys: String,
+    /// The key id new secrets are sealed with; empty: the only key loaded.
+    pub active_key: String,
+}
+
+impl fmt::Debug for SecretsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let SecretsSettings {
+            keys_file,
+            keys,
+            active_key,
+        } = self;
+        f.debug_struct("SecretsSettings")
+            .field("keys_file", keys_file)
+            .field("keys", &redact_nonempty(keys))
+            .field("active_key", active_key)
+            .finish()
+    }
+}
+
+fn redact_nonempty(s: &str) -> &str {
+    if s.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
+
+/// The `[auth]` section: who may call the HTTP API (see ADR 0015).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Whether requests must authenticate; off logs a warning at start.
+    pub enabled: bool,
+    /// The policy: namespaces, roles, and hashed bearer tokens (TOML).
+    pub policy_file: String,
+    /// A JWKS file whose keys verify JWT bearer tokens; empty: no JWT.
+    pub jwks_file: String,
+    /// The `iss` a JWT must carry; empty: any.
+    pub jwt_issuer: String,
+    /// The `aud` a JWT must carry; empty: any.
+    pub jwt_audience: String,
 }
 
 /// What every printed or logged configuration shows instead of a secret.
@@ -360,6 +417,7 @@ impl WeftConfig {
     pub fn redacted(&self) -> WeftConfig {
         let mut c = self.clone();
         c.kafka.properties = redacted_properties(&self.kafka.properties);
+        c.secrets.keys = redact_nonempty(&self.secrets.keys).to_owned();
         c
     }
 

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod secrets;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;

@@ -240,7 +240,8 @@ fn invalid<S: AsRef<str>>(
     let segments: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
     let secret = segments.len() > 2
         && segments[..2] == PROPERTIES
-        && is_secret_property(&segments[2..].join("."));
+        && is_secret_property(&segments[2..].join("."))
+        || segments == ["secrets", "keys"];
     ConfigError::InvalidValue {
         key: segments.join("."),
         // An error message is printed and logged: a secret is not shown in it.
