@@ -1,7 +1,9 @@
 //! [`TaskContext`]: everything a handler knows about the task attempt it runs —
 //! ids, input, parameters, upstream outputs, the deadline, a cancellation
 //! token (fired by a cancel control record, the deadline, or the worker's
-//! shutdown past its grace period) and [`TaskContext::heartbeat`].
+//! shutdown past its grace period) and [`TaskContext::heartbeat`], and the
+//! secrets the task's definition names (opened by the registry's
+//! [`crate::handler::Registry::resolve`] just before the handler runs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weft_shared::data::{DataMap, WorkflowData};
 use weft_shared::ids::{ExecutionId, InstanceId};
+use weft_shared::secrets::{SecretValue, Secrets, SECRETS_KEY};
 use weft_shared::TaskDispatch;
 
 use crate::error::TaskError;
@@ -30,8 +33,14 @@ pub struct TaskContext {
     pub execution_id: ExecutionId,
     /// Stable across attempts: use it to apply an effect outside Kafka once.
     pub idempotency_key: String,
-    /// The workflow's input data.
+    /// The workflow's input data (without the sealed secrets).
     pub input: DataMap,
+    /// The instance's secrets that the task's definition names in its
+    /// `secrets` parameter, in clear; empty for a task that names none.
+    /// Printing shows `<redacted>` for every value.
+    pub secrets: Secrets,
+    /// The instance's sealed secrets, as the dispatch carried them.
+    pub(crate) sealed: Option<String>,
     /// The task's parameters from the definition.
     pub parameters: DataMap,
     /// Outputs of the tasks this one depends on, by task name.
@@ -71,6 +80,12 @@ impl TaskContext {
             .ok()
             .filter(|ms| *ms > 0)
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        // Handlers never see the envelope, only the secrets they name.
+        let mut input = dispatch.input.clone();
+        let sealed = match input.remove(SECRETS_KEY) {
+            Some(WorkflowData::Str(s)) => Some(s),
+            _ => None,
+        };
         Self {
             instance_id: dispatch.instance_id,
             workflow_type: dispatch.workflow_type.clone(),
@@ -79,7 +94,9 @@ impl TaskContext {
             attempt: dispatch.attempt,
             execution_id: dispatch.execution_id,
             idempotency_key: dispatch.idempotency_key.clone(),
-            input: dispatch.input.clone(),
+            input,
+            secrets: Secrets::new(),
+            sealed,
             parameters: dispatch.parameters.clone(),
             upstream: dispatch.upstream.clone(),
             deadline,
@@ -108,6 +125,8 @@ impl TaskContext {
             execution_id: ExecutionId::random(),
             idempotency_key: format!("{instance_id}:{handler}"),
             input,
+            secrets: Secrets::new(),
+            sealed: None,
             parameters,
             upstream: BTreeMap::new(),
             deadline: None,
@@ -115,6 +134,11 @@ impl TaskContext {
             cancel: CancellationToken::new(),
             liveness: Liveness::default(),
         }
+    }
+
+    /// The secret `name`, if the task's definition names it and the instance carries it.
+    pub fn secret(&self, name: &str) -> Option<&SecretValue> {
+        self.secrets.get(name)
     }
 
     /// The workflow input overlaid with the task parameters (parameters win):

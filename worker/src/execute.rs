@@ -92,6 +92,8 @@ pub(crate) async fn process(
         None => Err("record has no value".to_owned()),
         Some(bytes) => TaskDispatch::decode(bytes).map_err(|e| e.to_string()),
     };
+    // A task naming secrets sealed with a key this worker lacks waits in the DLQ.
+    let decoded = decoded.and_then(|d| shared.registry.check_secrets(&d).map(|()| d));
     match decoded {
         Ok(dispatch) => {
             let span = tracing::info_span!(

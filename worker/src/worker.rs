@@ -80,6 +80,9 @@ impl WorkerBuilder {
         if self.builtins {
             builtins::register(&mut registry, self.config.worker.enable_shell);
         }
+        let keyring = weft_shared::secrets::Keyring::from_settings(&self.config.secrets)
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
+        registry.set_keyring(keyring);
         let w = &self.config.worker;
         if registry.is_empty() {
             return Err(WorkerError::Config(

@@ -2,7 +2,9 @@
 //! `method` (default GET), `body` (string) and `headers` (map). Output
 //! `{status, body}` (body cut at 64 KiB). 5xx, 429 and connection errors are
 //! retryable (`http_status_<code>`, `http_error`); other non-2xx statuses are
-//! terminal `http_status_<code>`.
+//! terminal `http_status_<code>`. Header values and the body may hold
+//! `{{secret:NAME}}`, replaced by secret `NAME` when the task names it in its
+//! `secrets` parameter (terminal `invalid_parameters` otherwise).
 
 use weft_shared::data::{DataMap, Scalar, WorkflowData};
 
@@ -75,6 +77,13 @@ fn build(
                     Scalar::Float(f) => f.to_string(),
                     Scalar::Bool(b) => b.to_string(),
                 };
+                let value = fill_secrets(&value, ctx)?;
+                let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                    invalid(format!(
+                        "header '{name}' has a value that is not a header value"
+                    ))
+                })?;
+                value.set_sensitive(true);
                 request = request.header(name.as_str(), value);
             }
         }
@@ -85,9 +94,37 @@ fn build(
         }
     }
     if let Some(body) = ctx.param_str("body")? {
-        request = request.body(body.to_owned());
+        request = request.body(fill_secrets(body, ctx)?);
     }
     Ok(request)
+}
+
+/// `text` with every `{{secret:NAME}}` replaced by the task's secret `NAME`.
+fn fill_secrets(text: &str, ctx: &TaskContext) -> Result<String, TaskError> {
+    const OPEN: &str = "{{secret:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let Some(end) = after.find("}}") else {
+            return Err(TaskError::terminal(
+                "invalid_parameters",
+                "an unterminated '{{secret:' placeholder (expected {{secret:NAME}})",
+            ));
+        };
+        let name = after[..end].trim();
+        let value = ctx.secret(name).ok_or_else(|| {
+            TaskError::terminal(
+                "invalid_parameters",
+                format!("placeholder {{{{secret:{name}}}}}: the task does not name secret '{name}' in its 'secrets' parameter"),
+            )
+        })?;
+        out.push_str(value.expose());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Result<DataMap, TaskError> {
@@ -240,5 +277,41 @@ mod tests {
         );
         let err = Http::new().call(ctx(vec![])).await.unwrap_err();
         assert_eq!(err.error_type, "invalid_parameters");
+    }
+
+    #[tokio::test]
+    async fn secret_placeholders_are_filled_from_the_named_secrets_only() {
+        let base = server().await;
+        let headers = WorkflowData::Map(
+            [(
+                "x-tag".to_owned(),
+                Scalar::Str("Bearer {{secret:token}}".into()),
+            )]
+            .into(),
+        );
+        let mut c = ctx(vec![
+            ("url", format!("{base}/echo").into()),
+            ("method", "post".into()),
+            ("body", "k={{secret:token}}".into()),
+            ("headers", headers.clone()),
+        ]);
+        c.secrets.insert(
+            "token".into(),
+            weft_shared::secrets::SecretValue::new("S3CR3T"),
+        );
+        let out = Http::new().call(c).await.unwrap();
+        assert_eq!(
+            out["body"],
+            WorkflowData::Str("POST Bearer S3CR3T k=S3CR3T".into())
+        );
+        let err = Http::new()
+            .call(ctx(vec![
+                ("url", format!("{base}/echo").into()),
+                ("headers", headers),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "invalid_parameters");
+        assert!(err.message.contains("'token'"), "{}", err.message);
     }
 }

@@ -3,6 +3,9 @@
 //! `{exit_code, stdout, stderr}` (trimmed, cut at 64 KiB); a non-zero exit is
 //! terminal `shell_exit_<code>`. Disabled unless `worker.enable_shell` is set
 //! (terminal `shell_disabled`), because it runs whatever the definition says.
+//! The command comes from the definition only: workflow input reaches it as
+//! data (`WEFT_INPUT`), never as shell text. The secrets the task names are
+//! in `WEFT_SECRET_<NAME>` (upper case, `.` and `-` as `_`).
 
 use std::process::Stdio;
 
@@ -42,7 +45,11 @@ impl Handler for Shell {
 
 async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
     let input = data_map_to_json(&ctx.merged_input()).to_string();
-    let child = tokio::process::Command::new("sh")
+    let mut cmd = tokio::process::Command::new("sh");
+    for (name, value) in &ctx.secrets {
+        cmd.env(secret_env(name), value.expose());
+    }
+    let child = cmd
         .arg("-c")
         .arg(command)
         .env("WEFT_INPUT", input)
@@ -91,6 +98,18 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
             "command was killed by a signal",
         )),
     }
+}
+
+/// The environment variable holding secret `name`.
+pub(crate) fn secret_env(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("WEFT_SECRET_{upper}")
 }
 
 #[cfg(test)]
@@ -143,5 +162,45 @@ mod tests {
         let c = TaskContext::for_test("shell", DataMap::new(), DataMap::new());
         let err = Shell { enabled: true }.call(c).await.unwrap_err();
         assert_eq!(err.error_type, "invalid_parameters");
+    }
+
+    #[tokio::test]
+    async fn named_secrets_are_in_the_environment() {
+        let mut c = ctx(r#"printf '%s' "$WEFT_SECRET_API_TOKEN" | wc -c"#);
+        c.secrets.insert(
+            "api-token".into(),
+            weft_shared::secrets::SecretValue::new("12345"),
+        );
+        let out = Shell { enabled: true }.call(c).await.unwrap();
+        assert_eq!(out["stdout"], WorkflowData::Str("5".into()));
+    }
+
+    #[tokio::test]
+    async fn input_cannot_inject_a_command() {
+        // Input that looks like a command, or holds shell syntax, is data:
+        // the command is the definition's, and the input is only in WEFT_INPUT.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("pwned");
+        let evil = format!("$(touch {m}); `touch {m}`; touch {m}", m = marker.display());
+        let input = DataMap::from([
+            ("command".to_owned(), evil.clone().into()),
+            ("who".to_owned(), evil.into()),
+        ]);
+        let params = DataMap::from([(
+            "command".to_owned(),
+            r#"printf '%s' "$WEFT_INPUT" >/dev/null; echo ok"#.into(),
+        )]);
+        let out = Shell { enabled: true }
+            .call(TaskContext::for_test("shell", input.clone(), params))
+            .await
+            .unwrap();
+        assert_eq!(out["stdout"], WorkflowData::Str("ok".into()));
+        // Without a command in the parameters, the input's 'command' is not used.
+        let err = Shell { enabled: true }
+            .call(TaskContext::for_test("shell", input, DataMap::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "invalid_parameters");
+        assert!(!marker.exists(), "input ran as a command");
     }
 }
