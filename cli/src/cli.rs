@@ -28,6 +28,20 @@ pub struct Cli {
     )]
     pub api: String,
 
+    /// Bearer token for the API (when it requires authentication).
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Read the API token from this file (its first line).
+    #[arg(long, global = true, env = "WEFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,6 +112,14 @@ pub struct StartArgs {
     /// Starting twice with the same key yields the same instance.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// A secret of the instance (repeatable): NAME=VALUE, or NAME=@FILE to
+    /// read the value from a file. Sealed by the orchestrator; only tasks
+    /// whose definition names it see it.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub secret: Vec<String>,
+    /// Secrets from a file holding a JSON object of names to strings.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
     /// Follow the instance until it ends; exit 0 only if it completed.
     #[arg(long)]
     pub wait: bool,

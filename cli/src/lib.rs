@@ -11,6 +11,7 @@ pub mod api;
 pub mod args;
 pub mod cli;
 pub mod commands;
+pub mod credentials;
 pub mod model;
 pub mod render;
 

@@ -36,6 +36,8 @@ pub enum Error {
     Client(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Definitions(#[from] definitions::Error),
+    #[error(transparent)]
+    Security(#[from] api::auth::SecurityError),
     #[error("cannot set up publishing: {0}")]
     Publish(String),
     #[error("cannot serve http on {addr}: {source}")]
@@ -120,6 +122,7 @@ pub async fn run(
         counts.clone(),
     );
     let app = app.layer(axum::Extension(Arc::new(forwarder)));
+    let app = api::auth::secure(app, &config)?;
     let addr = config.orchestrator.http_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -66,6 +66,12 @@ pub struct Client {
 impl Client {
     /// A client for the API at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> ApiResult<Self> {
+        Self::authenticated(base, None)
+    }
+
+    /// A client that sends `token` as `Authorization: Bearer <token>` (marked
+    /// sensitive: never shown by the HTTP stack's logs).
+    pub fn authenticated(base: &str, token: Option<&str>) -> ApiResult<Self> {
         let trimmed = base.trim().trim_end_matches('/');
         let bad = |reason: String| ApiError::BadBaseUrl {
             url: base.to_string(),
@@ -75,13 +81,22 @@ impl Client {
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
             return Err(bad("expected an http:// URL".into()));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| bad("the API token holds characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers.clone())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
         let stream_http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -127,9 +142,13 @@ impl Client {
         workflow_type: &str,
         input: Value,
         idempotency_key: Option<&str>,
+        secrets: Option<Value>,
     ) -> ApiResult<Value> {
         let url = self.url(&["v1", "workflows", workflow_type], &[]);
         let mut body = json!({ "input": input });
+        if let Some(secrets) = secrets {
+            body["secrets"] = secrets;
+        }
         if let Some(key) = idempotency_key {
             body["idempotency_key"] = Value::from(key);
         }

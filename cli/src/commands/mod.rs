@@ -24,7 +24,8 @@ use crate::cli::{Cli, Command, DefCommand};
 
 /// Run one command against the API named by `cli.api`, printing to stdout.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let client = Client::new(&cli.api)?;
+    let token = crate::credentials::token(cli.token.as_deref(), cli.token_file.as_deref())?;
+    let client = Client::authenticated(&cli.api, token.as_deref())?;
     let mut out = std::io::stdout().lock();
     let out: &mut dyn Write = &mut out;
     match cli.command {

@@ -1,5 +1,5 @@
 //! `weft start TYPE [--input JSON | --input-file FILE] [--idempotency-key K]
-//! [--wait] [--timeout D]`: start an instance, print its id and optionally
+//! [--secret NAME=VALUE|NAME=@FILE]... [--secrets-file FILE] [--wait] [--timeout D]`: start an instance, print its id and optionally
 //! follow it to the end, printing what changes.
 
 use std::io::{Read, Write};
@@ -23,8 +23,9 @@ const MAX_TRANSIENT_FAILURES: u32 = 10;
 pub async fn run(client: &Client, args: &StartArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let input = read_input(args.input.as_deref(), args.input_file.as_deref())?;
     let ty = &args.workflow_type;
+    let secrets = crate::credentials::secrets(&args.secret, args.secrets_file.as_deref())?;
     let resp = client
-        .start_workflow(ty, input, args.idempotency_key.as_deref())
+        .start_workflow(ty, input, args.idempotency_key.as_deref(), secrets)
         .await?;
     let id = resp
         .get("instance_id")

@@ -15,6 +15,7 @@
 //! [`views`] (JSON shapes), [`error`]; [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
+pub mod auth;
 mod control;
 mod defs;
 mod error;
@@ -25,6 +26,7 @@ pub mod openapi;
 mod ops;
 mod params;
 mod scatter;
+mod sealing;
 mod views;
 mod watch;
 mod workflows;

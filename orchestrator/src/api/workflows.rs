@@ -31,11 +31,12 @@ const LIST_MAX_LIMIT: u64 = 1000;
 pub async fn start(
     State(s): State<AppState>,
     Path(ty): Path<String>,
+    keyring: Option<Extension<Arc<weft_shared::secrets::Keyring>>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let catalog = s.registry.catalog();
     let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
-    let fields = params::json_object(&body, Some(&["input", "idempotency_key"]))?;
+    let fields = params::json_object(&body, Some(&["input", "idempotency_key", "secrets"]))?;
     let input = match fields.get("input") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v.clone(),
@@ -46,7 +47,7 @@ pub async fn start(
             )))
         }
     };
-    let input = data_map_from_json(&input, "input")
+    let mut input = data_map_from_json(&input, "input")
         .map_err(|e| ApiError::bad_request(format!("body field 'input' is invalid: {e}")))?;
     let key =
         match fields.get("idempotency_key") {
@@ -60,6 +61,8 @@ pub async fn start(
         Some(k) => InstanceId::for_idempotency_key(&ty, k),
         None => InstanceId::random(),
     };
+    let keyring = keyring.as_ref().map(|Extension(k)| k);
+    super::sealing::seal_into(keyring, &ty, instance_id, &fields, &mut input)?;
     let mut event = WorkflowEvent::new(
         WorkflowEventType::WorkflowCreated,
         ty.clone(),

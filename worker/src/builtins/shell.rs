@@ -5,7 +5,9 @@
 //! (terminal `shell_disabled`), because it runs whatever the definition says.
 //! The command comes from the definition only: workflow input reaches it as
 //! data (`WEFT_INPUT`), never as shell text. The secrets the task names are
-//! in `WEFT_SECRET_<NAME>` (upper case, `.` and `-` as `_`).
+//! in `WEFT_SECRET_<NAME>` (upper case, `.` and `-` as `_`); the worker's
+//! own credentials (`WEFT_SECRETS_*`, `WEFT_AUTH_*`, `WEFT_KAFKA_PROPERTY_*`)
+//! are not passed on.
 
 use std::process::Stdio;
 
@@ -46,6 +48,12 @@ impl Handler for Shell {
 async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
     let input = data_map_to_json(&ctx.merged_input()).to_string();
     let mut cmd = tokio::process::Command::new("sh");
+    // The worker's own credentials (keys, broker passwords) stay with it.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_worker_credential) {
+            cmd.env_remove(name);
+        }
+    }
     for (name, value) in &ctx.secrets {
         cmd.env(secret_env(name), value.expose());
     }
@@ -98,6 +106,15 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
             "command was killed by a signal",
         )),
     }
+}
+
+/// Whether the worker's environment variable `name` may carry its
+/// credentials (secrets keys, API auth, broker properties such as
+/// `sasl.password`): commands never inherit it.
+fn is_worker_credential(name: &str) -> bool {
+    ["WEFT_SECRETS_", "WEFT_AUTH_", "WEFT_KAFKA_PROPERTY_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// The environment variable holding secret `name`.
@@ -173,6 +190,14 @@ mod tests {
         );
         let out = Shell { enabled: true }.call(c).await.unwrap();
         assert_eq!(out["stdout"], WorkflowData::Str("5".into()));
+    }
+
+    #[test]
+    fn worker_credentials_are_not_inherited() {
+        assert!(is_worker_credential("WEFT_SECRETS_KEYS"));
+        assert!(is_worker_credential("WEFT_KAFKA_PROPERTY_SASL_PASSWORD"));
+        assert!(!is_worker_credential("WEFT_INPUT"));
+        assert!(!is_worker_credential("PATH"));
     }
 
     #[tokio::test]
