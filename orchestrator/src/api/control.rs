@@ -6,13 +6,15 @@
 //! the request repeatable: the key becomes the event's idempotency key and
 //! its id is derived from it, so a retried request is applied once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Map, Value};
 use weft_shared::avro::AvroRecord;
@@ -25,14 +27,17 @@ use weft_shared::state::WorkflowState;
 use weft_shared::topics::headers as h;
 use weft_shared::{WorkflowEvent, WorkflowEventType as T};
 
+use super::applied::{instance_or_wait, wait_applied, CONTROL_WAIT};
+use super::forward::Forwarder;
 use super::params::{self, truncate};
 use super::{catalog_with, unknown_instance, ApiError, AppState};
 
 /// The request header whose value becomes the event's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-/// Appends an input event to its instance's events topic and waits for the ack.
-pub(super) async fn publish(s: &AppState, event: &WorkflowEvent) -> Result<(), ApiError> {
+/// Appends an input event to its instance's events topic and waits for the
+/// ack; returns where the broker put it.
+pub(super) async fn publish(s: &AppState, event: &WorkflowEvent) -> Result<Delivery, ApiError> {
     let payload = event.encode();
     let topic = s.topics.events(&event.workflow_type);
     let key = event.instance_id.to_string();
@@ -49,8 +54,7 @@ pub(super) async fn publish(s: &AppState, event: &WorkflowEvent) -> Result<(), A
         .await
         .map_err(|(e, _)| {
             ApiError::unavailable(format!("could not append {}: {e}", event.event_type))
-        })?;
-    Ok(())
+        })
 }
 
 /// What a control request asks for.
@@ -144,9 +148,13 @@ fn input_event(
     event
 }
 
-/// Checks the instance, publishes the input event and answers 202.
+/// Checks the instance (waiting for the apply of a start it may have raced),
+/// publishes the input event, waits (bounded) until it is folded and answers
+/// 202; `applied` says whether a read now sees it.
+#[allow(clippy::too_many_arguments)]
 async fn submit(
     s: &AppState,
+    fw: Option<Extension<Arc<Forwarder>>>,
     action: Action,
     ty: &str,
     raw_id: &str,
@@ -157,9 +165,8 @@ async fn submit(
     let id = params::instance_id(raw_id)?;
     let key = idempotency_key(headers)?;
     catalog_with(s, ty)?;
-    let state = s
-        .store
-        .instance(ty, id)?
+    let state = instance_or_wait(s, fw.as_ref(), ty, id)
+        .await?
         .ok_or_else(|| unknown_instance(ty, id))?;
     if let Some(why) = conflict(action, state.state) {
         return Err(ApiError::conflict(format!("{ty} {id}: {why}")));
@@ -168,9 +175,12 @@ async fn submit(
     for (k, v) in metadata {
         event.metadata.insert((*k).into(), (*v).into());
     }
-    publish(s, &event).await?;
-    tracing::info!(workflow_type = %ty, instance_id = %id, action = action.name(), event_id = %event.event_id, "control input appended");
+    let at = publish(s, &event).await?;
+    let topic = s.topics.events(ty);
+    let applied = wait_applied(s, &topic, at.partition, at.offset, CONTROL_WAIT).await?;
+    tracing::info!(workflow_type = %ty, instance_id = %id, action = action.name(), event_id = %event.event_id, partition = at.partition, offset = at.offset, applied, "control input appended");
     let body = json!({
+        "applied": applied,
         "event_id": event.event_id,
         "event_type": event.event_type,
         "instance_id": id,
@@ -192,32 +202,35 @@ fn reason_data(body: &[u8]) -> Result<DataMap, ApiError> {
 
 pub async fn cancel(
     State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let data = reason_data(&body)?;
-    submit(&s, Action::Cancel, &ty, &id, &headers, data, &[]).await
+    submit(&s, fw, Action::Cancel, &ty, &id, &headers, data, &[]).await
 }
 
 pub async fn pause(
     State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let data = reason_data(&body)?;
-    submit(&s, Action::Pause, &ty, &id, &headers, data, &[]).await
+    submit(&s, fw, Action::Pause, &ty, &id, &headers, data, &[]).await
 }
 
 pub async fn resume(
     State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let data = reason_data(&body)?;
-    submit(&s, Action::Resume, &ty, &id, &headers, data, &[]).await
+    submit(&s, fw, Action::Resume, &ty, &id, &headers, data, &[]).await
 }
 
 /// Whether `name` is a valid signal name: `[A-Za-z0-9_.-]{1,100}`.
@@ -230,6 +243,7 @@ fn valid_signal_name(name: &str) -> bool {
 
 pub async fn signal(
     State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
     Path((ty, id, name)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -246,6 +260,7 @@ pub async fn signal(
     })?;
     submit(
         &s,
+        fw,
         Action::Signal,
         &ty,
         &id,

@@ -12,10 +12,11 @@
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
-//! [`views`] (JSON shapes), [`error`]; [`forward`] sends requests about an
+//! [`views`] (JSON shapes), [`error`]; [`applied`] (read your writes); [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
 pub mod auth;
+mod applied;
 mod control;
 mod defs;
 mod error;

@@ -17,6 +17,7 @@ use weft_shared::ids::{EventId, InstanceId};
 use weft_shared::state::WorkflowState;
 use weft_shared::{WorkflowEvent, WorkflowEventType};
 
+use super::applied::instance_or_wait;
 use super::control::publish;
 use super::forward::Forwarder;
 use super::params::{self, Params};
@@ -79,23 +80,34 @@ pub async fn start(
     event
         .metadata
         .insert(META_SOURCE_KIND.into(), "input".into());
-    publish(&s, &event).await?;
-    tracing::info!(workflow_type = %ty, instance_id = %instance_id, version = def.version, "workflow start requested");
-    let body = json!({ "instance_id": instance_id, "workflow_type": ty, "definition_version": def.version });
+    let at = publish(&s, &event).await?;
+    tracing::info!(workflow_type = %ty, instance_id = %instance_id, version = def.version, partition = at.partition, offset = at.offset, "workflow start requested");
+    // Accepted, not applied yet: a read of the id waits for the apply (see `applied`).
+    let body = json!({
+        "instance_id": instance_id,
+        "workflow_type": ty,
+        "definition_version": def.version,
+        "state": "accepted",
+        "partition": at.partition,
+        "offset": at.offset,
+    });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// `GET /v1/workflows/{ty}/{id}`: an id not in the projection yet is looked
+/// up again once its partition has folded what was accepted before the read
+/// (bounded; see [`applied`](super::applied)), so a start is never "not found".
 pub async fn get(
     State(s): State<AppState>,
+    fw: Option<Extension<Arc<Forwarder>>>,
     Path((ty, id)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     params.allow(&[])?;
     let id = params::instance_id(&id)?;
     let catalog = catalog_with(&s, &ty)?;
-    let state = s
-        .store
-        .instance(&ty, id)?
+    let state = instance_or_wait(&s, fw.as_ref(), &ty, id)
+        .await?
         .ok_or_else(|| unknown_instance(&ty, id))?;
     Ok(Json(views::instance(
         &state,

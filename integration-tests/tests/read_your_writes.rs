@@ -1,0 +1,178 @@
+//! Read your writes (issue 18 item 7), with the real binaries on a real broker
+//! and two orchestrator replicas (so a start is often accepted by the replica
+//! that does not own the instance's partition): a `GET` right after a `POST`
+//! start, on either replica, never answers 404; a signal or cancel sent right
+//! after a start is accepted (not 404) and answers once applied, so a read
+//! after it shows it; `weft start` without `--wait` followed by `weft get`
+//! works every time. An id nobody started is still 404.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use weft_integration_tests::{cli::weft, ApiClient, ClusterOptions, TestCluster};
+
+const ROUNDS: usize = 25;
+const CLI_ROUNDS: usize = 8;
+const CLI_DEADLINE: Duration = Duration::from_secs(30);
+
+const DEF: &str =
+    "type: ryw\ntasks:\n  - name: hold\n    handler: sleep\n    parameters: {ms: 60000}\n";
+
+async fn start(api: &ApiClient, i: usize) -> Result<String> {
+    let v = api.start("ryw", json!({ "i": i }), None).await?;
+    ensure!(v["state"] == "accepted", "start answer: {v}");
+    Ok(v["instance_id"].as_str().context("instance_id")?.to_owned())
+}
+
+async fn get_now(api: &ApiClient, id: &str) -> Result<Value> {
+    let r = api
+        .send(Method::GET, &format!("/v1/workflows/ryw/{id}"), None)
+        .await?;
+    ensure!(
+        r.status == StatusCode::OK,
+        "GET right after the start of {id} through {}: {} {}",
+        api.base_url(),
+        r.status,
+        r.body
+    );
+    ensure!(r.body["instance_id"] == id, "wrong instance: {}", r.body);
+    Ok(r.body)
+}
+
+/// Waits until the replicas together own every partition of `weft.ryw.events`
+/// once, each at least one, all live: ownership has settled after the
+/// registration created the topic.
+async fn wait_spread(cluster: &TestCluster, apis: &[ApiClient]) -> Result<()> {
+    let total =
+        weft_integration_tests::broker::high_watermarks(&cluster.bootstrap(), "weft.ryw.events")
+            .await?
+            .len();
+    weft_integration_tests::wait_until(
+        "the replicas share every events partition, all live",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut claims = 0;
+            for api in apis {
+                let Ok(r) = api.send(Method::GET, "/readyz", None).await else {
+                    return false;
+                };
+                let Some(mine) = r.body["partitions"].as_object().cloned() else {
+                    return false;
+                };
+                let mine: Vec<_> = mine
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("weft.ryw.events/"))
+                    .collect();
+                if mine.is_empty() || mine.iter().any(|(_, live)| *live != true) {
+                    return false;
+                }
+                claims += mine.len();
+                seen.extend(mine.into_iter().map(|(k, _)| k));
+            }
+            claims == total && seen.len() == total
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_an_accepted_write_sees_it() -> Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::new(2, 1)).await?;
+    let apis = [cluster.api_at(0), cluster.api_at(1)];
+    let result = async {
+        apis[0].register_definition(DEF).await?;
+        for api in &apis {
+            weft_integration_tests::wait_until(
+                "both replicas know the type",
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || async { api.definition("ryw").await.is_ok() },
+            )
+            .await?;
+        }
+        wait_spread(&cluster, &apis).await?;
+        for i in 0..ROUNDS {
+            let (writer, reader) = (&apis[i % 2], &apis[(i / 2) % 2]);
+            let id = start(writer, i).await?;
+            get_now(reader, &id).await?;
+        }
+
+        // A signal and a cancel right after a start: accepted, applied, visible.
+        for i in 0..ROUNDS / 5 {
+            let (writer, other) = (&apis[i % 2], &apis[(i + 1) % 2]);
+            let id = start(writer, 1000 + i).await?;
+            let sig = other
+                .control("ryw", &id, "signals/poke", json!({ "n": i }), None)
+                .await?;
+            ensure!(
+                sig.status == StatusCode::ACCEPTED && sig.body["applied"] == true,
+                "signal right after the start: {} {}",
+                sig.status,
+                sig.body
+            );
+            let id2 = start(other, 2000 + i).await?;
+            let cancel = writer
+                .control("ryw", &id2, "cancel", json!({ "reason": "ryw" }), None)
+                .await?;
+            ensure!(
+                cancel.status == StatusCode::ACCEPTED && cancel.body["applied"] == true,
+                "cancel right after the start: {} {}",
+                cancel.status,
+                cancel.body
+            );
+            let seen = get_now(other, &id2).await?;
+            ensure!(
+                seen["state"] == "cancelled",
+                "a read after an applied cancel: {seen}"
+            );
+            let events = other.events("ryw", &id).await?;
+            let signals = events["events"]
+                .as_array()
+                .context("events")?
+                .iter()
+                .filter(|e| e["metadata"]["weft.signal"] == "poke")
+                .count();
+            ensure!(signals == 1, "the signal is in the history once: {events}");
+        }
+
+        // The CLI: `weft start` (no --wait) then `weft get`, each a new process.
+        for i in 0..CLI_ROUNDS {
+            let (writer, reader) = (&apis[i % 2], &apis[(i + 1) % 2]);
+            let input = format!("{{\"cli\": {i}}}");
+            let started = weft(writer, &["start", "ryw", "--input", &input], CLI_DEADLINE).await?;
+            let id = started.ok()?.trim().to_owned();
+            ensure!(id.len() == 36, "weft start printed {started:?}");
+            let got = weft(reader, &["get", "ryw", &id, "--json"], CLI_DEADLINE).await?;
+            let v: Value = serde_json::from_str(got.ok()?).context("weft get --json")?;
+            ensure!(v["instance_id"] == id.as_str(), "weft get: {v}");
+        }
+
+        // Nobody started this one: still 404, and not after the whole wait.
+        let unknown = uuid::Uuid::new_v4().to_string();
+        let t = std::time::Instant::now();
+        let r = apis[0]
+            .send(Method::GET, &format!("/v1/workflows/ryw/{unknown}"), None)
+            .await?;
+        ensure!(
+            r.status == StatusCode::NOT_FOUND,
+            "unknown id: {} {}",
+            r.status,
+            r.body
+        );
+        ensure!(
+            t.elapsed() < Duration::from_secs(4),
+            "404 took {:?}",
+            t.elapsed()
+        );
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        cluster.print_logs(80);
+    }
+    result
+}
