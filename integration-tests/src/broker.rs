@@ -1,9 +1,10 @@
 //! A real Kafka-compatible broker for one test: Tansu on a free loopback port,
 //! storing its data in a SQLite file in a temporary directory (so it survives a
-//! broker restart within the test), killed when dropped.
+//! broker restart within the test), killed when dropped. [`Broker::start_with`]
+//! can pick Tansu's memory engine instead (benchmarks: nothing survives a restart).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -23,6 +24,43 @@ const TANSU_INDEXES: &str = include_str!("../../scripts/tansu-indexes.sql");
 /// How long a broker may take to answer after it is started.
 pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where Tansu keeps its data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// A SQLite file in the broker's directory (`sqlite://tansu.db`), as `make run` starts it.
+    #[default]
+    Sqlite,
+    /// Tansu's memory engine (`memory://tansu/`; needs a Tansu built with the
+    /// `dynostore` feature). Lost when the broker stops.
+    Memory,
+}
+
+impl BrokerStorage {
+    /// The `--storage-engine` URL.
+    pub fn url(self) -> &'static str {
+        match self {
+            BrokerStorage::Sqlite => "sqlite://tansu.db",
+            BrokerStorage::Memory => "memory://tansu/",
+        }
+    }
+
+    /// `sqlite` or `memory`, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerStorage::Sqlite => "sqlite",
+            BrokerStorage::Memory => "memory",
+        }
+    }
+}
+
+/// How to start a [`Broker`]: the defaults are what every test uses.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    pub storage: BrokerStorage,
+    /// The Tansu binary; `None`: [`tansu_bin`].
+    pub tansu_bin: Option<PathBuf>,
+}
+
 /// A running Tansu broker. Dropping it kills the process and deletes its data
 /// (kept, and its path printed, if the test is panicking).
 #[derive(Debug)]
@@ -40,7 +78,12 @@ impl Broker {
     ///
     /// Panics if the Tansu binary is missing (run `make setup`).
     pub async fn start() -> Result<Self> {
-        let bin = tansu_bin();
+        Self::start_with(BrokerOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with another storage engine or Tansu binary.
+    pub async fn start_with(opts: BrokerOptions) -> Result<Self> {
+        let bin = opts.tansu_bin.clone().unwrap_or_else(tansu_bin);
         let mut last_err = None;
         for _attempt in 0..3 {
             let dir = tempfile::Builder::new()
@@ -58,7 +101,7 @@ impl Broker {
                     &url,
                 ])
                 // The path is relative to the broker's working directory.
-                .args(["--storage-engine", "sqlite://tansu.db"])
+                .args(["--storage-engine", opts.storage.url()])
                 .env(
                     "RUST_LOG",
                     std::env::var("WEFT_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
@@ -68,7 +111,9 @@ impl Broker {
             let mut broker = Broker { process, port, dir };
             match broker.wait_ready(BROKER_READY_TIMEOUT).await {
                 Ok(()) => {
-                    broker.add_indexes()?;
+                    if opts.storage == BrokerStorage::Sqlite {
+                        broker.add_indexes()?;
+                    }
                     return Ok(broker);
                 }
                 // It exited: most likely the port was taken meanwhile, so try another one.

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
 use crate::api::ApiClient;
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerOptions};
 use crate::paths::{bin_path, free_addr};
 use crate::process::{Process, ProcessSpec};
 
@@ -45,6 +45,8 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// How long each process may take to answer `/readyz` with 200 (default 120 s).
     pub ready_timeout: Duration,
+    /// How the broker is started (default: Tansu on SQLite).
+    pub broker: BrokerOptions,
 }
 
 impl Default for ClusterOptions {
@@ -56,6 +58,7 @@ impl Default for ClusterOptions {
             worker_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(120),
+            broker: BrokerOptions::default(),
         }
     }
 }
@@ -147,7 +150,7 @@ impl TestCluster {
     ///
     /// Panics if a binary is missing (build with `cargo build --workspace --bins`).
     pub async fn start(opts: ClusterOptions) -> Result<Self> {
-        let broker = Broker::start().await?;
+        let broker = Broker::start_with(opts.broker.clone()).await?;
         let dir = tempfile::Builder::new()
             .prefix("weft-cluster-")
             .tempdir()

@@ -10,6 +10,7 @@
 //! - [`cli::weft`]: runs the `weft` CLI against an API, with a deadline.
 //! - [`collector::Collector`]: a minimal OTLP/HTTP collector that keeps what it receives.
 //! - [`bench_support`]: raw broker round trips for the broker test and `weft-bench`.
+//! - [`bench`]: `weft-bench`'s phases (engine runs, raw chain baseline, /proc costs, report).
 //! - [`rebuild`]: a topic of complete histories and a raw reader for `weft-rebuild-bench`.
 //!
 //! Prerequisites: `make setup` (installs Tansu into `~/.cache/weft`, or set
@@ -18,6 +19,7 @@
 //! does both.
 
 pub mod api;
+pub mod bench;
 pub mod bench_support;
 pub mod broker;
 pub mod cli;
@@ -30,7 +32,7 @@ pub mod rebuild;
 pub mod wait;
 
 pub use api::{ApiClient, ApiResponse};
-pub use broker::Broker;
+pub use broker::{Broker, BrokerOptions, BrokerStorage};
 pub use cluster::{ClusterOptions, Node, NodeKind, TestCluster};
 pub use process::{Process, ProcessSpec};
 pub use wait::{wait_for, wait_until};
