@@ -122,7 +122,7 @@ pub async fn run(
         counts.clone(),
     );
     let app = app.layer(axum::Extension(Arc::new(forwarder)));
-    let app = api::auth::secure(app, &config)?;
+    let app = api::auth::secure(app, &config, &node_id)?;
     let addr = config.orchestrator.http_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

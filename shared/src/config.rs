@@ -242,6 +242,14 @@ pub struct ApiSettings {
     /// Base URL other orchestrator replicas forward requests to; empty means
     /// `http://<orchestrator.http_addr>` (see [`ApiSettings::advertised`]).
     pub advertise_url: String,
+    /// Largest request body accepted (bytes).
+    pub max_body_bytes: usize,
+    /// Largest request line plus headers accepted (bytes).
+    pub max_header_bytes: usize,
+    /// Starts and signals per caller and minute (0: no limit).
+    pub rate_limit_per_minute: u32,
+    /// How long a client may take to send a request body (ms).
+    pub body_timeout_ms: u64,
 }
 
 impl ApiSettings {

@@ -16,6 +16,10 @@
 //! instance whose partition another replica owns to that replica.
 
 pub mod auth;
+mod auth_jwt;
+mod auth_limits;
+pub mod auth_policy;
+mod auth_route;
 mod applied;
 mod control;
 mod defs;
