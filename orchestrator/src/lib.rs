@@ -16,6 +16,7 @@ pub mod replicas;
 pub mod status;
 pub mod store;
 pub mod trace_export;
+pub mod ui;
 
 use std::sync::Arc;
 

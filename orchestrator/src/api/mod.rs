@@ -29,8 +29,10 @@ mod history;
 mod insight;
 pub mod openapi;
 mod ops;
+mod nodes;
 mod params;
 mod scatter;
+mod types;
 mod sealing;
 mod views;
 mod watch;
@@ -104,6 +106,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/metrics", || get(ops::metrics)),
     route(Method::GET, "/v1/openapi.json", || get(openapi::serve)),
     route(Method::POST, "/v1/definitions", || post(defs::register)),
+    route(Method::GET, "/v1/definitions", || get(types::list)),
     route(Method::GET, "/v1/definitions/{ty}", || get(defs::latest)),
     route(Method::GET, "/v1/definitions/{ty}/{version}", || {
         get(defs::version)
@@ -147,6 +150,7 @@ pub const ROUTES: &[Route] = &[
         "/v1/workflows/{ty}/{id}/signals/{name}",
         || post(control::signal),
     ),
+    route(Method::GET, "/v1/nodes", || get(nodes::list)),
     route(Method::GET, "/v1/admin/projection-digest", || {
         get(ops::projection_digest)
     }),
@@ -155,6 +159,7 @@ pub const ROUTES: &[Route] = &[
 /// The API router.
 pub fn router(state: AppState) -> Router {
     routes()
+        .merge(crate::ui::router())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(forward::forward))
         .with_state(state)

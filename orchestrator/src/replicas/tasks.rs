@@ -151,6 +151,7 @@ async fn follow_once(
         };
         match NodeRecord::decode(payload) {
             Ok(record) => {
+                replicas.record(record.clone());
                 if let Some(a) = Announcement::from_record(&record) {
                     tracing::trace!(node_id = %a.node_id, partitions = a.partitions.len(), "replica announcement");
                     replicas.apply(a);
