@@ -77,6 +77,9 @@ pub enum Command {
     Resume(PauseResumeArgs),
     /// Send a named signal with data to an instance.
     Signal(SignalArgs),
+    /// List, inspect and redrive a workflow type's dead-lettered records.
+    #[command(subcommand)]
+    Dlq(crate::commands::dlq::DlqCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -406,6 +406,11 @@ impl Registry {
         self.create_topics.store(false, Ordering::SeqCst);
     }
 
+    /// The Kafka settings the registry was made with (for tools that read topics).
+    pub fn kafka(&self) -> &KafkaSettings {
+        &self.kafka
+    }
+
     /// The current catalog (an immutable snapshot).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod definitions;
+pub mod dlq;
 pub mod engine;
 pub mod heartbeats;
 pub mod metrics;
@@ -169,6 +170,13 @@ pub async fn run(
         }
         .run(stop_rx.clone()),
     );
+    tokio::spawn(dlq::counts::run(
+        dlq::counts::gauge(&metrics.registry),
+        registry.clone(),
+        config.kafka.clone(),
+        topics.clone(),
+        stop_rx.clone(),
+    ));
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let follower = tokio::spawn(registry.clone().follow(loaded_tx));
     let _ = loaded_rx.await;

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod def;
+pub mod dlq;
 pub mod get;
 pub mod history;
 pub mod insight;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let key = args.idempotency_key.as_deref();
             control::run(&client, &args.instance, ControlAction::Resume, key, out).await?
         }
+        Command::Dlq(cmd) => dlq::run(&client, &cmd, out).await?,
         Command::Signal(args) => {
             let action = ControlAction::Signal {
                 name: args.name.clone(),

@@ -37,6 +37,9 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("post", "/v1/workflows/{ty}/{id}/resume", 409), // it is not paused
     ("post", "/v1/workflows/{ty}/{id}/pause", 202),
     ("post", "/v1/workflows/{ty}/{id}/signals/{name}", 202),
+    ("get", "/v1/dlq/{ty}", 200),
+    ("get", "/v1/dlq/{ty}/{partition}/{offset}", 400), // the template's braces are no numbers
+    ("post", "/v1/dlq/{ty}/{partition}/{offset}/redrive", 400),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
-//! [`views`] (JSON shapes), [`error`]; [`applied`] (read your writes); [`forward`] sends requests about an
+//! [`views`] (JSON shapes), [`error`]; [`applied`] (read your writes); [`dlq`] (dead letters); [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
 pub mod auth;
@@ -23,6 +23,7 @@ mod auth_route;
 mod applied;
 mod control;
 mod defs;
+mod dlq;
 mod error;
 pub mod forward;
 mod history;
@@ -151,6 +152,13 @@ pub const ROUTES: &[Route] = &[
         || post(control::signal),
     ),
     route(Method::GET, "/v1/nodes", || get(nodes::list)),
+    route(Method::GET, "/v1/dlq/{ty}", || get(dlq::list)),
+    route(Method::GET, "/v1/dlq/{ty}/{partition}/{offset}", || {
+        get(dlq::show)
+    }),
+    route(Method::POST, "/v1/dlq/{ty}/{partition}/{offset}/redrive", || {
+        post(dlq::redrive)
+    }),
     route(Method::GET, "/v1/admin/projection-digest", || {
         get(ops::projection_digest)
     }),
