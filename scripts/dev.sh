@@ -105,6 +105,7 @@ cmd_demo() {
     weft=$(need_bin weft)
     log "weft def apply examples/demo.yaml"
     "${WEFT_CLEAN_ENV[@]}" "$weft" def apply "$WEFT_ROOT/examples/demo.yaml"
+    log "web console: $WEFT_API/ui (open it now to watch the demo run live)"
     log "weft start demo --input '{\"customer\":\"ada\"}' --wait"
     local out=$WEFT_STATE_DIR/demo-start.out id
     "${WEFT_CLEAN_ENV[@]}" "$weft" start demo --input '{"customer":"ada"}' --wait --timeout 5m | tee "$out"
@@ -113,6 +114,7 @@ cmd_demo() {
     cat <<MSG
 
 Weft is running:
+  web console   $WEFT_API/ui   (this run: $WEFT_API/ui#/instances/demo/$id)
   API           $WEFT_API   (try: curl $WEFT_API/v1/definitions/demo)
   metrics       $WEFT_API/metrics, worker http://$WORKER_ADDR/metrics
   broker        $BOOTSTRAP $(if [[ -n $EXTERNAL_BROKER ]]; then echo "(WEFT_KAFKA_BOOTSTRAP)"; else echo "(Tansu, data in .weft/broker/)"; fi)

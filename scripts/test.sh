@@ -3,7 +3,8 @@
 # its own process, a summary at the end), else with cargo test; then the doc tests
 # (nextest does not run those). Fails when any test fails. Expects the binaries to
 # be built already (`cargo build --workspace --bins`), since the integration tests
-# start them. Extra arguments go to the test runner.
+# start them. Installs the browser the console's tests drive (scripts/browser.sh)
+# when it is missing. Extra arguments go to the test runner.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -12,6 +13,9 @@ cd "$WEFT_ROOT"
 # Keep failure output readable: no backtraces captured into anyhow errors (a test
 # returning Err); panics still follow RUST_BACKTRACE.
 export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
+
+# The web console's browser tests (ui.rs) drive Debian's headless Chromium.
+"$WEFT_ROOT/scripts/browser.sh" >/dev/null
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
