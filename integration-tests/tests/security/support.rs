@@ -188,3 +188,79 @@ pub fn sha256_hex(s: &str) -> Result<String> {
         .unwrap_or_default()
         .to_owned())
 }
+
+/// URL-safe base64 without padding (JWT parts, JWK members).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64_encode(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// An Ed25519 key made by `openssl`: its PEM file and its public key as a JWK.
+pub struct SigningKey {
+    pub pem: std::path::PathBuf,
+    pub kid: String,
+    pub public_x: String,
+}
+
+impl SigningKey {
+    pub fn generate(dir: &Path, kid: &str) -> Result<Self> {
+        let pem = dir.join(format!("{kid}.pem"));
+        let ok = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&pem)
+            .status()?;
+        anyhow::ensure!(ok.success(), "openssl genpkey failed");
+        let der = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&pem)
+            .output()?;
+        anyhow::ensure!(
+            der.status.success() && der.stdout.len() >= 32,
+            "openssl pkey failed"
+        );
+        let x = &der.stdout[der.stdout.len() - 32..];
+        Ok(Self {
+            pem,
+            kid: kid.to_owned(),
+            public_x: b64url(x),
+        })
+    }
+
+    /// The JWK of the public key.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "alg": "EdDSA", "use": "sig"})
+    }
+
+    /// A JWT (EdDSA) with `claims`, signed with this key.
+    pub fn sign(&self, claims: &serde_json::Value) -> Result<String> {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid});
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let data = self.pem.with_extension("input");
+        std::fs::write(&data, &input)?;
+        let sig = std::process::Command::new("openssl")
+            .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+            .arg(&self.pem)
+            .arg("-in")
+            .arg(&data)
+            .output()?;
+        anyhow::ensure!(
+            sig.status.success() && sig.stdout.len() == 64,
+            "openssl pkeyutl -sign failed"
+        );
+        Ok(format!("{input}.{}", b64url(&sig.stdout)))
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

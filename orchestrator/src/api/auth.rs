@@ -328,13 +328,13 @@ async fn guard_layer(State(g): State<Arc<Guard>>, req: Request, next: Next) -> R
         tracing::info!(
             target: "weft::audit",
             caller = %who.name,
-            auth = who.method,
+            auth = %who.method,
             %method,
             %path,
-            workflow_type = ty.as_deref().unwrap_or(""),
-            instance_id = instance_of(&path).unwrap_or(""),
+            workflow_type = %ty.as_deref().unwrap_or(""),
+            instance_id = %instance_of(&path).unwrap_or(""),
             status = resp.status().as_u16(),
-            forwarded_by = forwarded_by.as_deref().unwrap_or(""),
+            forwarded_by = %forwarded_by.as_deref().unwrap_or(""),
             "audit"
         );
     }
