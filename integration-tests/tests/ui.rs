@@ -10,6 +10,8 @@
 //! token on every request, secrets never rendered, the diff of two definition
 //! versions and the nodes page. Screenshots go to `<target>/ui-artifacts/`.
 
+#[path = "ui/actions.rs"]
+mod actions;
 #[path = "ui/browser.rs"]
 mod browser;
 #[path = "ui/large.rs"]
@@ -23,7 +25,7 @@ use browser::Browser;
 use serde_json::{json, Value};
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
 
 /// `charge` sleeps far longer than anything else: the bottleneck.
@@ -44,12 +46,12 @@ tasks:
 const CARD: &str = "4111-SECRET-CARD";
 const TOKEN_VALUE: &str = "tok-SECRET-VALUE";
 
-async fn start(api: &ApiClient, ty: &str, input: Value) -> Result<String> {
+pub(crate) async fn start(api: &ApiClient, ty: &str, input: Value) -> Result<String> {
     let v = api.start(ty, input, None).await?;
     Ok(v["instance_id"].as_str().context("instance_id")?.to_owned())
 }
 
-async fn wait_state(api: &ApiClient, ty: &str, id: &str, state: &str) -> Result<Value> {
+pub(crate) async fn wait_state(api: &ApiClient, ty: &str, id: &str, state: &str) -> Result<Value> {
     wait_for(&format!("{ty} {id} is {state}"), T, POLL, || async {
         let v = api.get(ty, id).await?;
         anyhow::Ok((v["state"] == state).then_some(v))
@@ -58,7 +60,7 @@ async fn wait_state(api: &ApiClient, ty: &str, id: &str, state: &str) -> Result<
 }
 
 /// Waits until the approval task of a `uihold` instance waits for its signal.
-async fn wait_waiting(api: &ApiClient, id: &str) -> Result<()> {
+pub(crate) async fn wait_waiting(api: &ApiClient, id: &str) -> Result<()> {
     wait_for(
         &format!("uihold {id} waits for its signal"),
         T,
@@ -77,10 +79,10 @@ async fn wait_waiting(api: &ApiClient, id: &str) -> Result<()> {
 }
 
 /// The `data-state` of every DAG node, by task name.
-const DAG_STATES: &str = "return Object.fromEntries([...document.querySelectorAll('#dag g.node')].map(g => [g.dataset.task, g.dataset.state]))";
+pub(crate) const DAG_STATES: &str = "return Object.fromEntries([...document.querySelectorAll('#dag g.node')].map(g => [g.dataset.task, g.dataset.state]))";
 
 /// Opens an instance page and waits until it has loaded.
-async fn open_instance(b: &Browser, base: &str, ty: &str, id: &str) -> Result<()> {
+pub(crate) async fn open_instance(b: &Browser, base: &str, ty: &str, id: &str) -> Result<()> {
     b.goto(&format!("{base}/ui#/instances/{ty}/{id}")).await?;
     b.wait_eval(
         &format!("the page of {id} loaded"),
@@ -227,7 +229,7 @@ async fn click_through(
     ensure!(paged == want, "pages {paged:?}, instances {want:?}");
 
     instance_page(b, api, base, &shop[0]).await?;
-    live_and_actions(b, api, base).await?;
+    actions::live_and_actions(b, api, base).await?;
     definitions_and_nodes(b, api, base, cluster).await
 }
 
@@ -306,101 +308,6 @@ async fn instance_page(b: &Browser, api: &ApiClient, base: &str, id: &str) -> Re
     b.wait_eval("the DAG shows the state after event 1", T, "return document.getElementById('seq-label').textContent.startsWith('after event 1 ') && [...document.querySelectorAll('#dag g.node')].every(g => g.dataset.state === 'pending')").await?;
     b.click("#seq-live").await?;
     b.wait_eval("back to the current state", T, "return [...document.querySelectorAll('#dag g.node')].every(g => g.dataset.state === 'completed')").await?;
-    Ok(())
-}
-
-async fn live_and_actions(b: &Browser, api: &ApiClient, base: &str) -> Result<()> {
-    let (live, signalled, cancelled) = (
-        start(api, "uihold", json!({})).await?,
-        start(api, "uihold", json!({})).await?,
-        start(api, "uihold", json!({})).await?,
-    );
-    for id in [&live, &signalled, &cancelled] {
-        wait_waiting(api, id).await?;
-    }
-    // Live: the page follows the watch stream while the API signals.
-    open_instance(b, base, "uihold", &live).await?;
-    b.wait_eval(
-        "the stream is live",
-        T,
-        "return !document.getElementById('live').classList.contains('off')",
-    )
-    .await?;
-    let st = b.eval(DAG_STATES, json!([])).await?;
-    ensure!(
-        st["approval"] == "waiting_for_dependency" && st["finish"] == "pending",
-        "DAG {st}"
-    );
-    let r = api
-        .control("uihold", &live, "signals/approved", json!({}), None)
-        .await?;
-    ensure!(r.status.is_success(), "signal: {}", r.body);
-    b.wait_eval("the page shows the workflow completed, without a reload", T, "return document.querySelector('#instance-state [data-state]')?.dataset.state === 'completed' && document.querySelector('#dag g[data-task=finish]')?.dataset.state === 'completed'").await?;
-    let last = wait_state(api, "uihold", &live, "completed").await?["sequence_number"].clone();
-    b.wait_eval(
-        "the history shows the last event",
-        T,
-        &format!("return !!document.querySelector(\"#history tr.event[data-seq='{last}']\")"),
-    )
-    .await?;
-
-    // A signal with data through the button and its dialog.
-    open_instance(b, base, "uihold", &signalled).await?;
-    b.click("#action-signal").await?;
-    b.eval("document.getElementById('confirm-name').value = 'approved'; document.getElementById('confirm-body').value = '{\"by\": \"ui\"}';", json!([])).await?;
-    b.click("#confirm-yes").await?;
-    wait_state(api, "uihold", &signalled, "completed").await?;
-    b.wait_eval("the signalled instance shows completed", T, "return document.querySelector('#instance-state [data-state]')?.dataset.state === 'completed'").await?;
-
-    // A token pasted is sent on every request; a 403 on an action hides the actions.
-    open_instance(b, base, "uihold", &cancelled).await?;
-    b.eval(
-        "window.__auth = []; const real = window.fetch;
-         window.fetch = (url, init) => { window.__auth.push([String(url), (init && init.headers && init.headers.Authorization) || null]);
-           if (init && init.method === 'POST' && window.__refuse) return Promise.resolve(new Response(JSON.stringify({error: 'role viewer cannot cancel'}), {status: 403}));
-           return real(url, init); };
-         window.__refuse = true;",
-        json!([]),
-    )
-    .await?;
-    b.click("#token-button").await?;
-    b.eval(
-        "document.getElementById('token-input').value = 'ui-test-token';",
-        json!([]),
-    )
-    .await?;
-    b.click("#token-form button[type=submit]").await?;
-    b.wait_eval("the page reloaded with the token", T, "return document.getElementById('view').dataset.loaded === 'true' && !!document.getElementById('action-cancel')").await?;
-    b.click("#action-cancel").await?;
-    b.click("#confirm-yes").await?;
-    b.wait_eval("the actions are hidden after a 403", T, "return document.getElementById('actions').hidden && document.getElementById('banner').textContent.includes('403')").await?;
-    let sent = b.eval("return window.__auth", json!([])).await?;
-    let sent = sent.as_array().context("requests")?;
-    ensure!(
-        !sent.is_empty() && sent.iter().all(|r| r[1] == "Bearer ui-test-token"),
-        "requests without the token: {sent:?}"
-    );
-    ensure!(
-        api.get("uihold", &cancelled).await?["state"] == "running",
-        "the refused cancel reached the API"
-    );
-
-    // Cancel for real (a fresh document: no 403 remembered, no token).
-    b.eval("localStorage.removeItem('weft.token')", json!([]))
-        .await?;
-    b.goto(&format!("{base}/ui/index.html#/")).await?;
-    open_instance(b, base, "uihold", &cancelled).await?;
-    b.click("#action-cancel").await?;
-    b.wait_eval(
-        "the confirmation is open",
-        T,
-        "return document.getElementById('confirm').open",
-    )
-    .await?;
-    b.click("#confirm-yes").await?;
-    wait_state(api, "uihold", &cancelled, "cancelled").await?;
-    b.wait_eval("the page shows cancelled", T, "return document.querySelector('#instance-state [data-state]')?.dataset.state === 'cancelled' && document.querySelector('#dag g[data-task=approval]')?.dataset.state === 'cancelled'").await?;
-    b.screenshot("cancelled").await?;
     Ok(())
 }
 

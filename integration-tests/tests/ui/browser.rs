@@ -38,7 +38,7 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
+    "--window-size=1400,1250",
 ];
 
 /// Where screenshots go: `WEFT_UI_ARTIFACTS`, else `<target>/ui-artifacts`.

@@ -8,11 +8,22 @@
   const h = W.h;
   const PARTITION = "weft.partition.";
 
+  // "topic: 0, 1, 2 (live)" per topic and state, from the partition labels.
   function partitions(labels) {
-    return Object.entries(labels || {})
-      .filter(([k]) => k.startsWith(PARTITION))
-      .map(([k, v]) => `${k.slice(PARTITION.length)} (${v.split("@")[0]})`)
-      .sort();
+    const groups = {};
+    for (const [k, v] of Object.entries(labels || {})) {
+      if (!k.startsWith(PARTITION)) continue;
+      const scope = k.slice(PARTITION.length);
+      const cut = scope.lastIndexOf("/");
+      const key = `${scope.slice(0, cut)} (${v.split("@")[0]})`;
+      (groups[key] = groups[key] || []).push(Number(scope.slice(cut + 1)));
+    }
+    return Object.keys(groups)
+      .sort()
+      .map((key) => {
+        const [topic, state] = key.split(" ");
+        return `${topic}: ${groups[key].sort((a, b) => a - b).join(", ")} ${state}`;
+      });
   }
 
   W.pages.nodes = function () {
