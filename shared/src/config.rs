@@ -278,6 +278,10 @@ pub struct WorkerSettings {
     pub types: Vec<String>,
     /// Whether the built-in `shell` handler may run commands.
     pub enable_shell: bool,
+    /// Hosts the built-in `http` handler may call; empty: any.
+    pub http_allow_hosts: Vec<String>,
+    /// Extra CA certificates (PEM) the `http` handler trusts.
+    pub http_ca_file: String,
     /// Address of the metrics and health endpoints.
     pub http_addr: String,
     /// How long running tasks may take to finish on shutdown, in milliseconds.

@@ -78,7 +78,9 @@ impl WorkerBuilder {
     pub fn build(self) -> Result<Worker, WorkerError> {
         let mut registry = self.registry;
         if self.builtins {
-            builtins::register(&mut registry, self.config.worker.enable_shell);
+            let http = builtins::Http::from_settings(&self.config.worker)
+                .map_err(|e| WorkerError::Config(e.to_string()))?;
+            builtins::register_with(&mut registry, self.config.worker.enable_shell, http);
         }
         let keyring = weft_shared::secrets::Keyring::from_settings(&self.config.secrets)
             .map_err(|e| WorkerError::Config(e.to_string()))?;

@@ -2,10 +2,15 @@
 //! `method` (default GET), `body` (string) and `headers` (map). Output
 //! `{status, body}` (body cut at 64 KiB). 5xx, 429 and connection errors are
 //! retryable (`http_status_<code>`, `http_error`); other non-2xx statuses are
-//! terminal `http_status_<code>`. Header values and the body may hold
+//! terminal `http_status_<code>`. Requests go over rustls; only hosts of
+//! `worker.http_allow_hosts` are reached (terminal `http_host_not_allowed`,
+//! redirects elsewhere fail). Header values and the body may hold
 //! `{{secret:NAME}}`, replaced by secret `NAME` when the task names it in its
 //! `secrets` parameter (terminal `invalid_parameters` otherwise).
 
+use std::sync::Arc;
+
+use weft_shared::config::WorkerSettings;
 use weft_shared::data::{DataMap, Scalar, WorkflowData};
 
 use crate::builtins::{truncate_utf8, MAX_OUTPUT_BYTES};
@@ -13,16 +18,129 @@ use crate::context::TaskContext;
 use crate::error::TaskError;
 use crate::handler::{Handler, HandlerFuture};
 
-/// Makes HTTP requests with one shared connection pool.
+/// Makes HTTP requests with one shared connection pool, over rustls (the
+/// built-in web roots plus `worker.http_ca_file`), to the hosts of
+/// `worker.http_allow_hosts` only (redirects included).
 pub struct Http {
     client: reqwest::Client,
+    allow: Arc<AllowList>,
+}
+
+/// Why the `http` kind cannot be set up (a start-up error).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error("worker.http_ca_file {path}: {message}")]
+    Ca { path: String, message: String },
+    #[error("worker.http_allow_hosts: '{0}' is not a host, *.domain or host:port")]
+    BadHost(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The hosts `http` tasks may reach; empty allows every host.
+#[derive(Debug, Default)]
+pub struct AllowList(Vec<(String, Option<u16>)>);
+
+impl AllowList {
+    pub fn parse(entries: &[String]) -> Result<Self, HttpSetupError> {
+        let mut out = Vec::new();
+        for raw in entries {
+            let e = raw.trim().to_ascii_lowercase();
+            let (host, port) = match e.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_owned(),
+                    Some(
+                        p.parse::<u16>()
+                            .map_err(|_| HttpSetupError::BadHost(raw.clone()))?,
+                    ),
+                ),
+                None => (e.clone(), None),
+            };
+            let name = host.strip_prefix("*.").unwrap_or(&host);
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !ok {
+                return Err(HttpSetupError::BadHost(raw.clone()));
+            }
+            out.push((host, port));
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `url` may be requested.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        let port = url.port_or_known_default();
+        self.0.iter().any(|(h, p)| {
+            let host_ok = match h.strip_prefix("*.") {
+                Some(domain) => host.ends_with(&format!(".{domain}")),
+                None => *h == host,
+            };
+            host_ok && p.is_none_or(|p| Some(p) == port)
+        })
+    }
 }
 
 impl Http {
+    /// Any host, the built-in roots only.
     pub fn new() -> Self {
-        Self {
-            client: reqwest::Client::new(),
+        Self::build(AllowList::default(), Vec::new()).expect("a default rustls client builds")
+    }
+
+    /// The `http` kind as `settings` configure it.
+    pub fn from_settings(settings: &WorkerSettings) -> Result<Self, HttpSetupError> {
+        let allow = AllowList::parse(&settings.http_allow_hosts)?;
+        if allow.0.is_empty() {
+            tracing::warn!("worker.http_allow_hosts is empty: http tasks may call any host");
         }
+        let mut roots = Vec::new();
+        let path = settings.http_ca_file.trim();
+        if !path.is_empty() {
+            let ca = |message: String| HttpSetupError::Ca {
+                path: path.to_owned(),
+                message,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
+            if roots.is_empty() {
+                return Err(ca("no certificate in it".into()));
+            }
+        }
+        Self::build(allow, roots)
+    }
+
+    fn build(allow: AllowList, roots: Vec<reqwest::Certificate>) -> Result<Self, HttpSetupError> {
+        let allow = Arc::new(allow);
+        let policy_allow = Arc::clone(&allow);
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else if policy_allow.allows(attempt.url()) {
+                attempt.follow()
+            } else {
+                let host = attempt.url().host_str().unwrap_or("").to_owned();
+                attempt.error(format!(
+                    "redirect to host '{host}', which worker.http_allow_hosts does not list"
+                ))
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(redirects);
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| HttpSetupError::Client(e.to_string()))?;
+        Ok(Self { client, allow })
     }
 }
 
@@ -35,8 +153,9 @@ impl Default for Http {
 impl Handler for Http {
     fn call(&self, ctx: TaskContext) -> HandlerFuture {
         let client = self.client.clone();
+        let allow = Arc::clone(&self.allow);
         Box::pin(async move {
-            let request = build(&client, &ctx)?;
+            let request = build(&client, &allow, &ctx)?;
             tokio::select! {
                 out = send(request) => out,
                 () = ctx.cancel.cancelled() => {
@@ -49,6 +168,7 @@ impl Handler for Http {
 
 fn build(
     client: &reqwest::Client,
+    allow: &AllowList,
     ctx: &TaskContext,
 ) -> Result<reqwest::RequestBuilder, TaskError> {
     let invalid = |msg: String| TaskError::terminal("invalid_parameters", msg);
@@ -57,6 +177,15 @@ fn build(
         .ok_or_else(|| invalid("http needs parameter 'url'".into()))?;
     let url = reqwest::Url::parse(url)
         .map_err(|e| invalid(format!("parameter 'url' ('{url}') is not a URL: {e}")))?;
+    if !allow.allows(&url) {
+        return Err(TaskError::terminal(
+            "http_host_not_allowed",
+            format!(
+                "host '{}' is not in worker.http_allow_hosts",
+                url.host_str().unwrap_or("")
+            ),
+        ));
+    }
     let method = ctx
         .param_str("method")?
         .unwrap_or("GET")
@@ -131,6 +260,14 @@ async fn send(request: reqwest::RequestBuilder) -> Result<DataMap, TaskError> {
     let response = request.send().await.map_err(|e| {
         if e.is_builder() {
             TaskError::terminal("invalid_parameters", format!("invalid request: {e}"))
+        } else if e.is_redirect() {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            TaskError::terminal("http_redirect_refused", msg)
         } else {
             TaskError::retryable("http_error", format!("request failed: {e}"))
         }
@@ -313,5 +450,83 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.error_type, "invalid_parameters");
         assert!(err.message.contains("'token'"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_allow_list_matches_hosts_subdomains_and_ports() {
+        let l = AllowList::parse(&[
+            "API.example.com".into(),
+            "*.corp.net".into(),
+            "127.0.0.1:8443".into(),
+        ])
+        .unwrap();
+        let ok = |u: &str| l.allows(&reqwest::Url::parse(u).unwrap());
+        assert!(ok("https://api.example.com/x"));
+        assert!(!ok("https://evil.api.example.com/x"));
+        assert!(ok("https://a.b.corp.net/"));
+        assert!(!ok("https://corp.net/"));
+        assert!(!ok("https://corp.net.evil.com/"));
+        assert!(ok("https://127.0.0.1:8443/"));
+        assert!(!ok("https://127.0.0.1/"));
+        assert!(AllowList::default().allows(&reqwest::Url::parse("http://any/").unwrap()));
+        assert!(AllowList::parse(&["a b".into()]).is_err());
+        assert!(AllowList::parse(&["h:port".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allow_list_are_refused_redirects_included() {
+        let base = server().await;
+        let port = reqwest::Url::parse(&base).unwrap().port().unwrap();
+        let app = axum::Router::new().route(
+            "/hop",
+            get(move || async move {
+                axum::response::Redirect::temporary(&format!("http://localhost:{port}/echo"))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hop = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let settings = WorkerSettings {
+            http_allow_hosts: vec!["127.0.0.1".into()],
+            ..weft_shared::config::WeftConfig::default().worker
+        };
+        let http = Http::from_settings(&settings).unwrap();
+        let out = http
+            .call(ctx(vec![("url", format!("{base}/echo").into())]))
+            .await
+            .unwrap();
+        assert_eq!(out["status"], WorkflowData::Int(200));
+        let err = http
+            .call(ctx(vec![(
+                "url",
+                format!("http://localhost:{port}/echo").into(),
+            )]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "http_host_not_allowed");
+        assert!(
+            !err.retryable && err.message.contains("'localhost'"),
+            "{}",
+            err.message
+        );
+        let err = http
+            .call(ctx(vec![("url", format!("http://{hop}/hop").into())]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "http_redirect_refused", "{}", err.message);
+        assert!(err.message.contains("'localhost'"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_start_up_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate").unwrap();
+        let settings = WorkerSettings {
+            http_ca_file: f.display().to_string(),
+            ..weft_shared::config::WeftConfig::default().worker
+        };
+        let err = Http::from_settings(&settings).err().unwrap().to_string();
+        assert!(err.contains("http_ca_file"), "{err}");
     }
 }

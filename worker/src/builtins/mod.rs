@@ -40,9 +40,14 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// Registers every built-in kind that has no handler of the same name yet.
 pub fn register(registry: &mut Registry, enable_shell: bool) {
+    register_with(registry, enable_shell, Http::new());
+}
+
+/// [`register`] with a configured `http` kind (see [`Http::from_settings`]).
+pub fn register_with(registry: &mut Registry, enable_shell: bool, http: Http) {
     registry.insert_if_absent("noop", Arc::new(Noop));
     registry.insert_if_absent("sleep", Arc::new(Sleep));
-    registry.insert_if_absent("http", Arc::new(Http::new()));
+    registry.insert_if_absent("http", Arc::new(http));
     registry.insert_if_absent(
         "shell",
         Arc::new(Shell {
