@@ -10,7 +10,7 @@ use futures::future::join_all;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
-use super::records::{causal_chain, Link};
+use super::records::{causal_chain, segments, Link};
 use super::stats::{in_flight, Percentiles};
 use crate::ApiClient;
 
@@ -105,10 +105,18 @@ impl ThroughputRun {
     }
 }
 
-/// Starts `n` diamonds (`concurrency` start requests in flight, spread over
-/// `apis`), waits until the orchestrators' finished counters show `n` more
-/// completed (failing on any other end, or after `deadline`), then reads every
-/// completed instance back from the list endpoint.
+/// How often the orchestrators' finished counters are read during a throughput run.
+const COUNTER_POLL: Duration = Duration::from_millis(50);
+
+/// A throughput run stalls (fails) when no workflow completes for this long.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Starts `n` diamonds with at most `in_flight` started and not yet seen
+/// completed (closed loop: a new one starts as one completes) and at most
+/// `concurrency` start requests open, spread over `apis`. Completions are seen
+/// in the orchestrators' finished counters (read every 50 ms; fails on any
+/// other end, when nothing completes for 60 s, or after `deadline`); then
+/// every completed instance is read back from the list endpoint.
 ///
 /// `on_all_completed` runs as soon as the counters show all `n` (for the
 /// cost readings, before the list reads add their own work).
@@ -116,15 +124,29 @@ pub async fn throughput(
     apis: &[ApiClient],
     ty: &str,
     n: usize,
+    in_flight: usize,
     concurrency: usize,
     deadline: Duration,
     on_all_completed: impl FnOnce(),
 ) -> Result<ThroughputRun> {
     let (base_completed, base_other) = finished(apis, ty).await?;
+    let (seen_tx, seen_rx) = tokio::sync::watch::channel(0u64);
     let first_start_ms = now_ms();
     let t0 = Instant::now();
     let starting = async {
         let answers: Vec<(String, f64)> = stream::iter(0..n)
+            .then(|i| {
+                let mut seen = seen_rx.clone();
+                async move {
+                    // Gate: wait until fewer than `in_flight` are open.
+                    while i as u64 >= *seen.borrow_and_update() + in_flight as u64 {
+                        if seen.changed().await.is_err() {
+                            break; // the watcher ended (it failed; try_join reports it)
+                        }
+                    }
+                    i
+                }
+            })
             .map(|i| {
                 let api = &apis[i % apis.len()];
                 async move {
@@ -147,20 +169,30 @@ pub async fn throughput(
     };
     let watching = async {
         let mut last_report = Instant::now();
+        let (mut last_count, mut last_change) = (0, Instant::now());
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(COUNTER_POLL).await;
             let (completed, other) = finished(apis, ty).await?;
             let (completed, other) = (completed - base_completed, other - base_other);
             ensure!(
                 other == 0,
                 "{other} workflow(s) ended other than completed (see {FINISHED_TOTAL})"
             );
+            let _ = seen_tx.send(completed);
             if completed >= n as u64 {
                 return Ok::<_, anyhow::Error>(t0.elapsed());
             }
-            if t0.elapsed() > deadline {
-                bail!("{completed} of {n} workflows completed within {deadline:?}");
+            if completed != last_count {
+                (last_count, last_change) = (completed, Instant::now());
             }
+            ensure!(
+                last_change.elapsed() < STALL,
+                "stalled: {completed} of {n} workflows completed, none in the last {STALL:?}"
+            );
+            ensure!(
+                t0.elapsed() < deadline,
+                "{completed} of {n} workflows completed within {deadline:?}"
+            );
             if last_report.elapsed() >= Duration::from_secs(10) {
                 println!(
                     "    {:>6.1} s: {completed} of {n} completed",
@@ -328,29 +360,28 @@ async fn watch_to_end(
     }
 }
 
-/// Per link position of the causal chain: its label and the p50 of its time.
-pub fn link_profile(runs: &[Sequential]) -> Vec<(String, Percentiles)> {
-    let depth = runs.iter().map(|r| r.links.len()).max().unwrap_or(0);
+/// Per span of the causal chain between independently stamped events (see
+/// [`segments`]): its label, round trips and times over `runs`.
+pub fn link_profile(runs: &[Sequential]) -> Vec<(String, usize, Percentiles)> {
+    let spans: Vec<Vec<Link>> = runs.iter().map(|r| segments(&r.links)).collect();
+    let depth = spans.iter().map(Vec::len).max().unwrap_or(0);
     (0..depth)
         .map(|i| {
-            let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+            let mut labels: BTreeMap<(String, usize), usize> = BTreeMap::new();
             let mut ms = Vec::new();
-            for r in runs {
-                if let Some(l) = r.links.get(i) {
-                    // B and C race; label the position by its event types.
-                    let strip = |s: &str| s.split('(').next().unwrap_or(s).to_owned();
-                    *labels
-                        .entry(format!("{} -> {}", strip(&l.cause), strip(&l.effect)))
-                        .or_default() += 1;
-                    ms.push(l.ms);
-                }
+            for s in spans.iter().filter_map(|s| s.get(i)) {
+                // B and C race: the label names the task that came last most often.
+                *labels
+                    .entry((format!("{} -> {}", s.cause, s.effect), s.hops))
+                    .or_default() += 1;
+                ms.push(s.ms);
             }
-            let label = labels
+            let (label, hops) = labels
                 .into_iter()
                 .max_by_key(|(_, n)| *n)
                 .map(|(l, _)| l)
                 .unwrap_or_default();
-            (label, Percentiles::of_ms(ms))
+            (label, hops, Percentiles::of_ms(ms))
         })
         .collect()
 }

@@ -9,10 +9,12 @@
 //! - [`procstat`]: CPU seconds and resident memory from `/proc`;
 //! - [`scrape`]: batch figures from `/metrics`;
 //! - [`stats`]: percentiles, windows, in-flight counts;
-//! - [`report`]: the table, the targets, the JSON files and the comparison.
+//! - [`report`]: the table and the targets;
+//! - [`files`]: the JSON files and the comparison with an earlier report.
 
 pub mod chain;
 pub mod engine;
+pub mod files;
 pub mod procstat;
 pub mod records;
 pub mod report;

@@ -122,6 +122,48 @@ pub struct Link {
     pub cause: String,
     pub effect: String,
     pub ms: i64,
+    /// Round trips it spans (1 for a link of the chain; more for a [`segments`] span).
+    pub hops: usize,
+}
+
+/// Event types a component stamps with its own clock when it produces them.
+/// Decisions (`task.scheduled`, `workflow.completed`, …) carry the timestamp of
+/// the input they were derived from (the decider is deterministic), so a link
+/// ending in a decision shows 0 ms and its time shows in the next link.
+const STAMPED: &[&str] = &[
+    "workflow.created",
+    "task.started",
+    "task.completed",
+    "task.failed",
+];
+
+/// The chain's links merged into spans between independently stamped events:
+/// `workflow.created -> task.completed(A)` (2 round trips), …; a trailing
+/// decision (`workflow.completed`) stays a span of its own (its time is not
+/// visible in the history).
+pub fn segments(links: &[Link]) -> Vec<Link> {
+    let mut out: Vec<Link> = Vec::new();
+    let mut open: Option<Link> = None;
+    for l in links {
+        let mut span = match open.take() {
+            Some(mut s) => {
+                s.effect = l.effect.clone();
+                s.ms += l.ms;
+                s.hops += l.hops;
+                s
+            }
+            None => l.clone(),
+        };
+        let ty = l.effect.split('(').next().unwrap_or("");
+        if STAMPED.contains(&ty) {
+            out.push(span);
+        } else {
+            span.effect = l.effect.clone();
+            open = Some(span);
+        }
+    }
+    out.extend(open);
+    out
 }
 
 /// The causal chain of a completed history, from `workflow.created` to
@@ -164,6 +206,7 @@ pub fn causal_chain(events: &[Value]) -> Result<Vec<Link>> {
             effect: label(at),
             ms: at["timestamp_ms"].as_i64().unwrap_or(0)
                 - cause["timestamp_ms"].as_i64().unwrap_or(0),
+            hops: 1,
         });
         if links.len() > events.len() {
             bail!("the causation chain loops");
@@ -226,6 +269,22 @@ mod tests {
         assert_eq!(chain[0].effect, "task.scheduled(A)");
         assert_eq!(chain[3].effect, "task.completed(C)");
         assert_eq!(chain.iter().map(|l| l.ms).sum::<i64>(), 45);
+        let spans = segments(&chain);
+        let labels: Vec<(String, String, usize)> = spans
+            .iter()
+            .map(|s| (s.cause.clone(), s.effect.clone(), s.hops))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("workflow.created".into(), "task.completed(A)".into(), 2),
+                ("task.completed(A)".into(), "task.completed(C)".into(), 2),
+                ("task.completed(C)".into(), "task.completed(D)".into(), 2),
+                ("task.completed(D)".into(), "workflow.completed".into(), 1),
+            ]
+        );
+        assert_eq!(spans[0].ms, 10);
+        assert_eq!(spans.iter().map(|s| s.hops).sum::<usize>(), 7);
     }
 
     #[test]

@@ -1,12 +1,8 @@
-//! `weft-bench`'s output: one table printed from the report's JSON (so the
-//! table and the file always agree), the issue's targets checked against it,
-//! the JSON written to `<out>/weft-bench-<UTC time>.json` and `<out>/latest.json`,
-//! and a comparison with an earlier report.
+//! `weft-bench`'s table, printed from the report's JSON (so the table and the
+//! file always agree), and the issue's targets checked against it.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// A figure at `path` (`/`-separated keys) of `v`, as a number.
@@ -14,7 +10,7 @@ pub fn num(v: &Value, path: &str) -> Option<f64> {
     v.pointer(path)?.as_f64()
 }
 
-fn fmt(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |x| format!("{x:.decimals$}"))
 }
 
@@ -23,6 +19,11 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (Some(a), Some(b)) if b != 0.0 => Some(a / b),
         _ => None,
     }
+}
+
+/// The first line of `s`, at most 300 characters (the JSON keeps all of it).
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
 }
 
 /// The issue's targets: `(what, JSON path, comparison, target)`.
@@ -53,13 +54,13 @@ const TARGETS: &[(&str, &str, Cmp, f64)] = &[
     ),
     (
         "latency p50 ms, one at a time",
-        "/sqlite/latency/server_ms/p50",
+        "/sqlite/latency/client_ms/p50",
         Cmp::AtMost,
         40.0,
     ),
     (
         "latency p99 ms, one at a time",
-        "/sqlite/latency/server_ms/p99",
+        "/sqlite/latency/client_ms/p99",
         Cmp::AtMost,
         80.0,
     ),
@@ -112,9 +113,18 @@ pub fn table(r: &Value) -> String {
     let _ = writeln!(
         w,
         "settings  {} orchestrator(s), {} worker(s), {} workflows ({} on the memory engine), \
-         {} start requests in flight, {} latency runs, {} round-trip runs, {} chains, {} raw records",
-        st["orchestrators"], st["workers"], st["workflows"], st["memory_workflows"],
-        st["concurrency"], st["latency_runs"], st["rtt_runs"], st["chains"], st["raw_messages"],
+         {} in flight, {} start requests at once, {} latency runs, {} round-trip runs, {} chains, \
+         {} raw records",
+        st["orchestrators"],
+        st["workers"],
+        st["workflows"],
+        st["memory_workflows"],
+        st["in_flight"],
+        st["concurrency"],
+        st["latency_runs"],
+        st["rtt_runs"],
+        st["chains"],
+        st["raw_messages"],
     );
     let sq = &r["sqlite"];
     let _ = writeln!(
@@ -127,8 +137,8 @@ pub fn table(r: &Value) -> String {
 
     let _ = writeln!(
         w,
-        "\n-- throughput ({} workflows started at once) --",
-        st["workflows"]
+        "\n-- throughput ({} workflows, {} in flight) --",
+        st["workflows"], st["in_flight"]
     );
     let _ = writeln!(w, "{:<44} {:>12} {:>12}", "", "SQLite", "memory");
     let me = &r["memory"];
@@ -216,8 +226,11 @@ pub fn table(r: &Value) -> String {
     if let Some(reason) = me["skipped"].as_str() {
         let _ = writeln!(w, "memory engine: skipped: {reason}");
     }
+    if let Some(reason) = sq["failed"].as_str() {
+        let _ = writeln!(w, "SQLite run: FAILED: {}", first_line(reason));
+    }
     if let Some(reason) = me["failed"].as_str() {
-        let _ = writeln!(w, "memory engine: FAILED: {reason}");
+        let _ = writeln!(w, "memory engine: FAILED: {}", first_line(reason));
     }
 
     let _ = writeln!(w, "\n-- cost during the throughput run --");
@@ -269,28 +282,30 @@ pub fn table(r: &Value) -> String {
     let l = &sq["latency"];
     let _ = writeln!(
         w,
-        "start -> completed, event timestamps    p50 {} ms  p99 {} ms  max {} ms ({} runs)",
-        fmt(num(l, "/server_ms/p50"), 0),
-        fmt(num(l, "/server_ms/p99"), 0),
-        fmt(num(l, "/server_ms/max"), 0),
+        "start request sent -> completed seen     p50 {} ms  p99 {} ms  max {} ms ({} runs, \
+         watched with GET .../watch)",
+        fmt(num(l, "/client_ms/p50"), 1),
+        fmt(num(l, "/client_ms/p99"), 1),
+        fmt(num(l, "/client_ms/max"), 1),
         l["runs"]
     );
     let _ = writeln!(
         w,
-        "start request sent -> end seen (client)  p50 {} ms  p99 {} ms",
-        fmt(num(l, "/client_ms/p50"), 1),
-        fmt(num(l, "/client_ms/p99"), 1)
+        "created -> last task completed (stamps)  p50 {} ms  p99 {} ms",
+        fmt(num(l, "/server_ms/p50"), 0),
+        fmt(num(l, "/server_ms/p99"), 0)
     );
     let _ = writeln!(
         w,
-        "broker round trip (1 record produce -> consume) p50 {} ms  p99 {} ms",
+        "broker round trip, 1 record              p50 {} ms  p99 {} ms  (produce -> consume, \
+         Weft's client settings)",
         fmt(num(sq, "/broker_rtt_ms/p50"), 2),
         fmt(num(sq, "/broker_rtt_ms/p99"), 2)
     );
     let _ = writeln!(
         w,
-        "round trips on the critical path        {} (causal links of the history, \
-        {}..{} over the runs)",
+        "round trips on the critical path         {} (causal links of the history, \
+         {}..{} over the runs)",
         l["hops"], l["hops_min"], l["hops_max"]
     );
     let _ = writeln!(
@@ -298,15 +313,21 @@ pub fn table(r: &Value) -> String {
         "floor = round trips x round trip p50     {} ms",
         fmt(num(sq, "/floor_ms"), 1)
     );
-    for link in l["links"].as_array().into_iter().flatten() {
+    for span in l["spans"].as_array().into_iter().flatten() {
         let _ = writeln!(
             w,
-            "  {:<42} p50 {:>5} ms  p99 {:>5} ms",
-            link["link"].as_str().unwrap_or("?"),
-            link["p50_ms"],
-            link["p99_ms"]
+            "  {:<44} {} round trip(s)  p50 {:>5} ms  p99 {:>5} ms",
+            span["span"].as_str().unwrap_or("?"),
+            span["round_trips"],
+            span["p50_ms"],
+            span["p99_ms"]
         );
     }
+    let _ = writeln!(
+        w,
+        "  (spans between events their producer stamps; a decision carries its input's \
+         timestamp, so the last round trip shows no time of its own)"
+    );
     if let Some(per) = l["events_per_workflow"].as_object() {
         let list: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(w, "history events per workflow: {}", list.join(", "));
@@ -355,7 +376,7 @@ pub fn table(r: &Value) -> String {
             3
         ),
         fmt(
-            ratio(num(l, "/server_ms/p50"), num(c, "/latency_ms/p50")),
+            ratio(num(l, "/client_ms/p50"), num(c, "/latency_ms/p50")),
             1
         )
     );
@@ -387,121 +408,16 @@ pub fn table(r: &Value) -> String {
     s
 }
 
-/// Writes `report` to `<dir>/weft-bench-<stamp>.json` and `<dir>/latest.json`.
-pub fn write(report: &Value, dir: &Path, stamp: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = serde_json::to_string_pretty(report)?;
-    let path = dir.join(format!("weft-bench-{stamp}.json"));
-    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::write(dir.join("latest.json"), &text)?;
-    Ok(path)
-}
-
-/// The figures compared between two reports.
-const COMPARED: &[&str] = &[
-    "/sqlite/throughput/workflows_per_s",
-    "/sqlite/throughput/early/per_s",
-    "/sqlite/throughput/late/per_s",
-    "/sqlite/throughput/late_to_early",
-    "/sqlite/throughput/messages_per_s",
-    "/sqlite/throughput/records_per_workflow",
-    "/sqlite/throughput/messages_vs_raw_bulk",
-    "/sqlite/throughput/latency_ms/p50",
-    "/sqlite/raw_bulk/messages_per_s",
-    "/sqlite/latency/server_ms/p50",
-    "/sqlite/latency/server_ms/p99",
-    "/sqlite/latency/hops",
-    "/sqlite/broker_rtt_ms/p50",
-    "/sqlite/chain/latency_ms/p50",
-    "/sqlite/chain/throughput/per_s",
-    "/sqlite/cost/orchestrator-0/cpu_s_per_1000_workflows",
-    "/sqlite/cost/worker-0/cpu_s_per_1000_workflows",
-    "/sqlite/cost/broker/cpu_s_per_1000_workflows",
-    "/sqlite/cost/orchestrator-0/rss_mib",
-    "/sqlite/cost/worker-0/rss_mib",
-    "/sqlite/cost/broker/rss_mib",
-    "/sqlite/batch/records_per_batch",
-    "/memory/throughput/workflows_per_s",
-    "/memory/throughput/late_to_early",
-    "/memory/raw_bulk/messages_per_s",
-    "/memory/cost/orchestrator-0/cpu_s_per_1000_workflows",
-    "/memory/cost/worker-0/cpu_s_per_1000_workflows",
-    "/memory/cost/broker/cpu_s_per_1000_workflows",
-];
-
-/// A table of the figures of `old` and `new` side by side, with the change.
-pub fn compare(old: &Value, new: &Value) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "\n-- compared with {} ({}) --",
-        old["timestamp"].as_str().unwrap_or("?"),
-        old["settings"]["workflows"]
-    );
-    let _ = writeln!(
-        s,
-        "{:<56} {:>12} {:>12} {:>9}",
-        "figure", "old", "new", "change"
-    );
-    for path in COMPARED {
-        let (o, n) = (num(old, path), num(new, path));
-        if o.is_none() && n.is_none() {
-            continue;
-        }
-        let change = match (o, n) {
-            (Some(o), Some(n)) if o != 0.0 => format!("{:+.1} %", (n / o - 1.0) * 100.0),
-            _ => "-".to_owned(),
-        };
-        let _ = writeln!(
-            s,
-            "{:<56} {:>12} {:>12} {:>9}",
-            path.trim_start_matches('/'),
-            fmt(o, 2),
-            fmt(n, 2),
-            change
-        );
-    }
-    s
-}
-
-/// `YYYYMMDDTHHMMSSZ` of a UNIX time (UTC).
-pub fn utc_stamp(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    let secs = unix_s.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
-    fn stamps_are_utc() {
-        assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_709_210_096), "20240229T123456Z");
-    }
-
-    #[test]
     fn targets_judge_each_figure() {
         let r = json!({ "sqlite": {
             "throughput": { "workflows_per_s": 450.0, "late_to_early": 0.8, "messages_vs_raw_bulk": 0.5 },
-            "latency": { "server_ms": { "p50": 41.0 } },
+            "latency": { "client_ms": { "p50": 41.0 } },
         }});
         let t = targets(&r);
         assert_eq!(t[0].3, Some(true));
@@ -509,14 +425,5 @@ mod tests {
         assert_eq!(t[2].3, Some(true));
         assert_eq!(t[3].3, Some(false)); // 20 % slower at the end
         assert_eq!(t[4].3, Some(false));
-    }
-
-    #[test]
-    fn compare_shows_the_change() {
-        let old = json!({ "sqlite": { "throughput": { "workflows_per_s": 100.0 } } });
-        let new = json!({ "sqlite": { "throughput": { "workflows_per_s": 150.0 } } });
-        let text = compare(&old, &new);
-        assert!(text.contains("+50.0 %"), "{text}");
-        assert!(!text.contains("late_to_early"), "{text}");
     }
 }

@@ -8,10 +8,10 @@
 //! 3. Weft's records sampled from the events and tasks topics (sizes, headers);
 //! 4. the broker round trip (a chain of depth 1, one at a time) and the raw
 //!    chain as deep as the diamond's causal chain, one at a time;
-//! 5. throughput: `workflows` diamonds at once, with `/proc` and `/metrics`
+//! 5. throughput: `workflows` diamonds, `in_flight` at a time, with `/proc` and `/metrics`
 //!    readings around it and the topics' high watermarks (engine records);
 //! 6. the raw chain's throughput with as many chains in flight as the engine
-//!    had workflows in flight on average (or `--chain-window`).
+//!    had workflows (`--in-flight`).
 //!
 //! Steps 2–4 and 6 are skipped for a throughput-only run (the memory engine).
 
@@ -39,6 +39,8 @@ const DIAMOND: &str = include_str!("../../../examples/diamond.yaml");
 #[derive(Clone, Debug)]
 pub struct RunPlan {
     pub workflows: usize,
+    /// Workflows (and raw chains) in flight at once in the throughput runs.
+    pub in_flight: usize,
     pub concurrency: usize,
     pub raw_messages: usize,
     pub deadline: Duration,
@@ -48,8 +50,6 @@ pub struct RunPlan {
     pub latency_runs: usize,
     pub rtt_runs: usize,
     pub chains: usize,
-    /// `None`: the engine's mean workflows in flight.
-    pub chain_window: Option<usize>,
 }
 
 /// The processes whose cost is read.
@@ -82,9 +82,13 @@ fn sample_all(pids: &[(String, u32)]) -> Vec<Option<ProcSample>> {
         .collect()
 }
 
-/// Every figure of one run, as JSON.
-pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
-    let mut out = Map::new();
+/// Every figure of one run, into `out` (what was measured stays there when a
+/// later phase fails).
+pub async fn run(
+    cluster: &mut TestCluster,
+    plan: &RunPlan,
+    out: &mut Map<String, Value>,
+) -> Result<()> {
     let bootstrap = cluster.bootstrap();
     let apis: Vec<ApiClient> = (0..cluster.orchestrators().len())
         .map(|i| cluster.api_at(i))
@@ -150,8 +154,8 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
                 "hops": depth,
                 "hops_min": depths.iter().min(),
                 "hops_max": depths.iter().max(),
-                "links": profile.iter().map(|(label, p)| json!({
-                    "link": label, "p50_ms": p.p50, "p99_ms": p.p99,
+                "spans": profile.iter().map(|(label, hops, p)| json!({
+                    "span": label, "round_trips": hops, "p50_ms": p.p50, "p99_ms": p.p99,
                 })).collect::<Vec<_>>(),
                 "events_per_workflow": engine::events_per_workflow(&runs),
             }),
@@ -206,8 +210,8 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
     }
 
     println!(
-        "  throughput: {} diamonds, {} start requests in flight...",
-        plan.workflows, plan.concurrency
+        "  throughput: {} diamonds, {} in flight, {} start requests at once...",
+        plan.workflows, plan.in_flight, plan.concurrency
     );
     let procs = pids(cluster);
     let metrics_before = metrics_texts(&apis).await?;
@@ -218,6 +222,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
         &apis,
         WORKFLOW_TYPE,
         plan.workflows,
+        plan.in_flight,
         plan.concurrency,
         plan.deadline,
         || *cost_after.borrow_mut() = sample_all(&procs),
@@ -233,7 +238,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
         .collect();
     out.insert(
         "throughput".into(),
-        throughput_json(&tp, &engine_records, raw),
+        throughput_json(&tp, &engine_records, raw, plan.in_flight),
     );
     out.insert(
         "cost".into(),
@@ -245,10 +250,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
     );
 
     if let (true, Some(shape)) = (plan.full, shape) {
-        let (mean_in_flight, _) = tp.in_flight();
-        let window = plan
-            .chain_window
-            .unwrap_or_else(|| (mean_in_flight.round() as usize).clamp(plan.concurrency, 4096));
+        let window = plan.in_flight;
         println!(
             "  raw chain throughput: {} chains of depth {}, {window} in flight...",
             plan.chains, shape.depth
@@ -273,7 +275,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &RunPlan) -> Result<Value> {
         );
     }
     cluster.check_processes()?;
-    Ok(Value::Object(out))
+    Ok(())
 }
 
 fn most_common(v: &[usize]) -> usize {
@@ -321,11 +323,16 @@ async fn record_count(bootstrap: &str, topics: &[&str]) -> Result<Vec<i64>> {
     Ok(out)
 }
 
-fn throughput_json(tp: &ThroughputRun, engine_records: &[i64], raw: f64) -> Value {
+fn throughput_json(
+    tp: &ThroughputRun,
+    engine_records: &[i64],
+    raw: f64,
+    in_flight: usize,
+) -> Value {
     let n = tp.workflows;
     let wall = tp.wall_s();
     let done = tp.done_ms();
-    let ((e0, e1), (l0, l1)) = flatness_windows(n);
+    let ((e0, e1), (l0, l1)) = flatness_windows(n, in_flight);
     let early = Window::of(&done, e0, e1);
     let late = Window::of(&done, l0, l1);
     let records: i64 = engine_records.iter().sum();

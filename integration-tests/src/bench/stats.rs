@@ -93,12 +93,21 @@ impl Window {
     }
 }
 
-/// The early and late windows of `n` completions: completions `n/20 .. 3n/20`
-/// and the last `n/10` (for 20,000 workflows: 1,000–3,000 and 18,000–20,000).
-pub fn flatness_windows(n: usize) -> ((usize, usize), (usize, usize)) {
+/// The early and late windows of a closed-loop run of `n` workflows with
+/// `in_flight` at a time: completions `n/20 .. 3n/20`, and the `n/10` before the
+/// drain (the last `in_flight` completions, when no new workflow starts and the
+/// pipeline empties). For 20,000 workflows and 500 in flight: 1,000–3,000 and
+/// 17,500–19,500. When the drain would reach into the early window, the late
+/// window is simply the last `n/10`.
+pub fn flatness_windows(n: usize, in_flight: usize) -> ((usize, usize), (usize, usize)) {
     let early = ((n / 20).max(1), 3 * n / 20);
-    let late = (n - n / 10, n);
-    (early, late)
+    let before_drain = n.saturating_sub(in_flight);
+    let end = if before_drain >= early.1 + n / 10 {
+        before_drain
+    } else {
+        n
+    };
+    (early, (end - n / 10, end))
 }
 
 /// The mean and the peak number of intervals `[start, end)` open at once.
@@ -146,7 +155,17 @@ mod tests {
 
     #[test]
     fn windows_of_twenty_thousand_are_the_issue_s() {
-        assert_eq!(flatness_windows(20_000), ((1_000, 3_000), (18_000, 20_000)));
+        assert_eq!(
+            flatness_windows(20_000, 0),
+            ((1_000, 3_000), (18_000, 20_000))
+        );
+        assert_eq!(
+            flatness_windows(20_000, 500),
+            ((1_000, 3_000), (17_500, 19_500))
+        );
+        // The drain would overlap the early window: the last tenth.
+        assert_eq!(flatness_windows(400, 350), ((20, 60), (360, 400)));
+        assert_eq!(flatness_windows(400, 300), ((20, 60), (60, 100)));
     }
 
     #[test]

@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
-use weft_integration_tests::bench::report;
 use weft_integration_tests::bench::run::{run, RunPlan};
+use weft_integration_tests::bench::{files, report};
 use weft_integration_tests::paths::{tansu_bin, TANSU_PATCHLEVEL, TANSU_VERSION};
 use weft_integration_tests::{BrokerOptions, BrokerStorage, ClusterOptions, TestCluster};
 
@@ -40,13 +40,18 @@ use weft_integration_tests::{BrokerOptions, BrokerStorage, ClusterOptions, TestC
 )]
 struct Args {
     /// Diamond workflows in the throughput run (20000 for the issue's targets).
-    #[arg(long, default_value_t = 4_000)]
+    #[arg(long, default_value_t = 3_000)]
     workflows: usize,
     /// Diamond workflows in the throughput run on Tansu's memory engine (0: skip
     /// it); default: as --workflows.
     #[arg(long)]
     memory_workflows: Option<usize>,
-    /// Start requests in flight at once in the throughput run.
+    /// Workflows in flight at once in the throughput runs (started and not yet
+    /// seen completed; a new one starts as one completes), and raw chains in
+    /// flight in the chain's throughput run.
+    #[arg(long, default_value_t = 500)]
+    in_flight: usize,
+    /// Start requests open at once in the throughput runs.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Diamonds run one at a time for the latency figures.
@@ -61,9 +66,10 @@ struct Args {
     /// Chains in the raw chain's throughput run; default: as --workflows.
     #[arg(long)]
     chains: Option<usize>,
-    /// Chains in flight at once; default: the engine's mean workflows in flight.
+    /// Run every phase on the memory engine too (latency, round trip, chains),
+    /// not only raw bulk, throughput and cost.
     #[arg(long)]
-    chain_window: Option<usize>,
+    memory_all_phases: bool,
     /// Records for the raw bulk produce -> consume rate.
     #[arg(long, default_value_t = 20_000)]
     raw_messages: usize,
@@ -104,7 +110,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Every figure; `Ok(false)` when the memory run failed (the report is still written).
+/// Every figure; `Ok(false)` when a run failed (the report is still written,
+/// with what was measured before the failure).
 async fn bench(args: &Args) -> Result<bool> {
     ensure!(
         args.orchestrators >= 1,
@@ -116,6 +123,7 @@ async fn bench(args: &Args) -> Result<bool> {
         "--workflows must be at least 20 (its windows need it)"
     );
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    ensure!(args.in_flight >= 1, "--in-flight must be at least 1");
     ensure!(args.latency_runs >= 1, "--latency-runs must be at least 1");
     ensure!(args.rtt_runs >= 1, "--rtt-runs must be at least 1");
     ensure!(args.raw_messages >= 1, "--raw-messages must be at least 1");
@@ -131,6 +139,7 @@ async fn bench(args: &Args) -> Result<bool> {
     let chains = args.chains.unwrap_or(args.workflows);
     let plan = RunPlan {
         workflows: args.workflows,
+        in_flight: args.in_flight,
         concurrency: args.concurrency,
         raw_messages: args.raw_messages,
         deadline: Duration::from_secs(args.deadline_secs),
@@ -139,7 +148,6 @@ async fn bench(args: &Args) -> Result<bool> {
         latency_runs: args.latency_runs,
         rtt_runs: args.rtt_runs,
         chains,
-        chain_window: args.chain_window,
     };
     let load = load_average();
     let profile = if cfg!(debug_assertions) {
@@ -148,10 +156,11 @@ async fn bench(args: &Args) -> Result<bool> {
         "release"
     };
     println!(
-        "weft-bench: {} workflows on SQLite, {memory_workflows} on the memory engine, {} start \
-         requests in flight, {} latency runs (+{} warm-up), {} round trips, {chains} chains, {} \
+        "weft-bench: {} workflows on SQLite, {memory_workflows} on the memory engine, {} in \
+         flight, {} start requests at once, {} latency runs (+{} warm-up), {} round trips, {chains} chains, {} \
          raw records; {} orchestrator(s), {} worker(s); build profile {profile}",
         args.workflows,
+        args.in_flight,
         args.concurrency,
         args.latency_runs,
         args.warmup_runs,
@@ -162,9 +171,11 @@ async fn bench(args: &Args) -> Result<bool> {
     );
 
     println!("\n[1/2] Tansu on SQLite");
-    let sqlite = engine_run(args, BrokerOptions::default(), &plan)
-        .await
-        .context("the SQLite run")?;
+    let (mut sqlite, sqlite_err) = engine_run(args, BrokerOptions::default(), &plan).await;
+    if let Some(e) = &sqlite_err {
+        eprintln!("weft-bench: the SQLite run FAILED: {e:#}");
+        sqlite["failed"] = json!(format!("{e:#}"));
+    }
 
     let memory_bin = args.memory_tansu_bin.clone().unwrap_or_else(tansu_bin);
     let mut memory_ok = true;
@@ -178,12 +189,12 @@ async fn bench(args: &Args) -> Result<bool> {
         };
         let plan = RunPlan {
             workflows: memory_workflows,
-            full: false,
+            full: args.memory_all_phases,
             ..plan.clone()
         };
         match engine_run(args, opts, &plan).await {
-            Ok(v) => v,
-            Err(e) if format!("{e:#}").contains("FeatureNotEnabled") => {
+            (v, None) => v,
+            (_, Some(e)) if format!("{e:#}").contains("FeatureNotEnabled") => {
                 let reason = format!(
                     "{} was built without Tansu's memory engine (feature `dynostore`); build \
                      one with `--features libsql,dynostore` and pass --memory-tansu-bin or \
@@ -193,10 +204,11 @@ async fn bench(args: &Args) -> Result<bool> {
                 eprintln!("weft-bench: memory engine run skipped: {reason}");
                 json!({ "skipped": reason })
             }
-            Err(e) => {
+            (mut v, Some(e)) => {
                 eprintln!("weft-bench: the memory engine run FAILED: {e:#}");
                 memory_ok = false;
-                json!({ "failed": format!("{e:#}") })
+                v["failed"] = json!(format!("{e:#}"));
+                v
             }
         }
     };
@@ -204,7 +216,7 @@ async fn bench(args: &Args) -> Result<bool> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let stamp = report::utc_stamp(now);
+    let stamp = files::utc_stamp(now);
     let report_json = json!({
         "schema": 1,
         "timestamp": stamp,
@@ -227,7 +239,7 @@ async fn bench(args: &Args) -> Result<bool> {
             "warmup_runs": args.warmup_runs,
             "rtt_runs": args.rtt_runs,
             "chains": chains,
-            "chain_window": args.chain_window,
+            "in_flight": args.in_flight,
             "raw_messages": args.raw_messages,
             "orchestrators": args.orchestrators,
             "workers": args.workers,
@@ -236,31 +248,52 @@ async fn bench(args: &Args) -> Result<bool> {
         "memory": memory,
     });
     print!("{}", report::table(&report_json));
-    let path = report::write(&report_json, &args.out_dir, &stamp)?;
+    let path = files::write(&report_json, &args.out_dir, &stamp)?;
     println!("\nreport: {} (and latest.json beside it)", path.display());
     if let Some(old) = old {
-        print!("{}", report::compare(&old, &report_json));
+        print!("{}", files::compare(&old, &report_json));
     }
-    Ok(memory_ok)
+    Ok(sqlite_err.is_none() && memory_ok)
 }
 
 /// A fresh cluster on `broker`, [`run`] on it, its logs printed if it fails.
-async fn engine_run(args: &Args, broker: BrokerOptions, plan: &RunPlan) -> Result<Value> {
+async fn engine_run(
+    args: &Args,
+    broker: BrokerOptions,
+    plan: &RunPlan,
+) -> (Value, Option<anyhow::Error>) {
     let mut opts = ClusterOptions::new(args.orchestrators, args.workers);
     opts.broker = broker;
-    let mut cluster = TestCluster::start(opts)
-        .await
-        .context("starting the cluster")?;
-    let result = run(&mut cluster, plan).await;
+    let mut figures = serde_json::Map::new();
+    let mut cluster = match TestCluster::start(opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                Value::Object(figures),
+                Some(e.context("starting the cluster")),
+            )
+        }
+    };
+    let result = run(&mut cluster, plan, &mut figures).await;
     if result.is_err() {
         eprintln!(
             "\nweft-bench: the run failed; last {} log lines of every process:",
             args.log_lines
         );
         cluster.print_logs(args.log_lines);
-        keep_logs(&cluster);
+        keep_logs(&cluster, plan_label(&cluster));
     }
-    result
+    (Value::Object(figures), result.err())
+}
+
+/// `sqlite` or `memory`: which broker storage the cluster runs on.
+fn plan_label(cluster: &TestCluster) -> &'static str {
+    let cmd = cluster.broker().process().spec().command_line();
+    if cmd.contains(BrokerStorage::Memory.url()) {
+        BrokerStorage::Memory.name()
+    } else {
+        BrokerStorage::Sqlite.name()
+    }
 }
 
 fn read_report(path: &std::path::Path) -> Result<Value> {
@@ -277,15 +310,17 @@ fn read_report(path: &std::path::Path) -> Result<Value> {
 }
 
 /// Copies the cluster's logs (its directory is removed when it is dropped) to
-/// a directory of their own in the temporary directory, and says where.
-fn keep_logs(cluster: &TestCluster) {
+/// a directory of their own in the temporary directory (the broker's too), and says where.
+fn keep_logs(cluster: &TestCluster, label: &str) {
     let from = cluster.dir().join("logs");
-    let to = std::env::temp_dir().join(format!("weft-bench-logs-{}", std::process::id()));
+    let to = std::env::temp_dir().join(format!("weft-bench-logs-{}-{label}", std::process::id()));
+    let broker_log = cluster.broker().process().log_path().to_path_buf();
     let copied = std::fs::create_dir_all(&to).and_then(|()| {
         for entry in std::fs::read_dir(&from)? {
             let entry = entry?;
             std::fs::copy(entry.path(), to.join(entry.file_name()))?;
         }
+        std::fs::copy(&broker_log, to.join("broker.log"))?;
         Ok(())
     });
     match copied {
