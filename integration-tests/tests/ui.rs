@@ -8,10 +8,16 @@
 //! updates while a signal arrives, a signal and a cancel sent through the
 //! buttons (with their confirmation), actions hidden after a 403, the bearer
 //! token on every request, secrets never rendered, the diff of two definition
-//! versions and the nodes page. Screenshots go to `<target>/ui-artifacts/`.
+//! versions and the nodes page (`console_in_a_browser`). With API
+//! authentication on, the console asks for a token on a 401 and hides the
+//! actions a reader's token may not take (`ui/auth.rs`); an instance with
+//! 100,000 events opens a page at a time within 2 s (`ui/large.rs`).
+//! Screenshots go to `<target>/ui-artifacts/`.
 
 #[path = "ui/actions.rs"]
 mod actions;
+#[path = "ui/auth.rs"]
+mod auth;
 #[path = "ui/browser.rs"]
 mod browser;
 #[path = "ui/large.rs"]
@@ -26,7 +32,7 @@ use serde_json::{json, Value};
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 
 pub(crate) const T: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// `charge` sleeps far longer than anything else: the bottleneck.
 const SHOP: &str = "type: uishop
@@ -37,7 +43,7 @@ tasks:
   - {name: charge, handler: sleep, depends_on: [validate], parameters: {ms: 3000}}
   - {name: ship, handler: noop, depends_on: [reserve, charge]}
 ";
-const HOLD: &str = "type: uihold
+pub(crate) const HOLD: &str = "type: uihold
 tasks:
   - {name: prepare, handler: noop}
   - {name: approval, type: wait, depends_on: [prepare], parameters: {signal: approved}}
@@ -352,4 +358,9 @@ async fn definitions_and_nodes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_history_opens_a_page_at_a_time() -> Result<()> {
     large::run().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_asks_for_a_token_and_hides_what_the_role_cannot_do() -> Result<()> {
+    auth::run().await
 }
