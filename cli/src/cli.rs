@@ -99,6 +99,14 @@ pub enum DefCommand {
         #[arg(long, value_name = "N")]
         version: Option<u32>,
     },
+    /// Show what changed between two versions of a definition.
+    Diff(crate::commands::def::DiffArgs),
+    /// Deprecate a version: it takes no new starts (running instances go on).
+    Deprecate(crate::commands::def::DeprecateArgs),
+    /// Take starts of a deprecated version again.
+    Reinstate(crate::commands::def::VersionArgs),
+    /// Delete a workflow type's definitions (refused while any instance has not ended).
+    Delete(crate::commands::def::DeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +114,9 @@ pub struct StartArgs {
     /// The workflow type to start.
     #[arg(value_name = "TYPE")]
     pub workflow_type: String,
+    /// Start this version (default: the latest version that is not deprecated).
+    #[arg(long, value_name = "N")]
+    pub version: Option<u32>,
     /// The instance input, a JSON object (default `{}`).
     #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
     pub input: Option<String>,

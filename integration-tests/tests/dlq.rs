@@ -31,6 +31,8 @@ use weft_shared::{WorkflowEvent, WorkflowEventType};
 const DEF: &str =
     "type: dlqt\ntasks:\n  - name: hold\n    handler: sleep\n    parameters: {ms: 120000}\n";
 const EVENTS: &str = "weft.dlqt.events";
+mod issue18;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 
@@ -189,6 +191,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
         })
         .await?;
     }
+    issue18::wait_spread(cluster, &[a.clone(), b.clone()], "dlqt").await?;
 
     // 1. A cancel for an instance nobody started yet: dead-lettered.
     let late = InstanceId::for_idempotency_key("dlqt", "late");

@@ -13,6 +13,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use weft_integration_tests::{cli::weft, ApiClient, ClusterOptions, TestCluster};
 
+mod issue18;
+
 const ROUNDS: usize = 25;
 const CLI_ROUNDS: usize = 8;
 const CLI_DEADLINE: Duration = Duration::from_secs(30);
@@ -41,44 +43,6 @@ async fn get_now(api: &ApiClient, id: &str) -> Result<Value> {
     Ok(r.body)
 }
 
-/// Waits until the replicas together own every partition of `weft.ryw.events`
-/// once, each at least one, all live: ownership has settled after the
-/// registration created the topic.
-async fn wait_spread(cluster: &TestCluster, apis: &[ApiClient]) -> Result<()> {
-    let total =
-        weft_integration_tests::broker::high_watermarks(&cluster.bootstrap(), "weft.ryw.events")
-            .await?
-            .len();
-    weft_integration_tests::wait_until(
-        "the replicas share every events partition, all live",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            let mut seen = std::collections::BTreeSet::new();
-            let mut claims = 0;
-            for api in apis {
-                let Ok(r) = api.send(Method::GET, "/readyz", None).await else {
-                    return false;
-                };
-                let Some(mine) = r.body["partitions"].as_object().cloned() else {
-                    return false;
-                };
-                let mine: Vec<_> = mine
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with("weft.ryw.events/"))
-                    .collect();
-                if mine.is_empty() || mine.iter().any(|(_, live)| *live != true) {
-                    return false;
-                }
-                claims += mine.len();
-                seen.extend(mine.into_iter().map(|(k, _)| k));
-            }
-            claims == total && seen.len() == total
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_after_an_accepted_write_sees_it() -> Result<()> {
     let cluster = TestCluster::start(ClusterOptions::new(2, 1)).await?;
@@ -94,7 +58,7 @@ async fn a_read_after_an_accepted_write_sees_it() -> Result<()> {
             )
             .await?;
         }
-        wait_spread(&cluster, &apis).await?;
+        issue18::wait_spread(&cluster, &apis, "ryw").await?;
         for i in 0..ROUNDS {
             let (writer, reader) = (&apis[i % 2], &apis[(i / 2) % 2]);
             let id = start(writer, i).await?;

@@ -14,6 +14,8 @@
 //! ([`Catalog::complete_as_of_ms`]), which is what a partition needs to decide a
 //! `workflow.created` the way a rebuild will ([`Catalog::decidable`]).
 
+pub mod lifecycle;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -357,6 +359,8 @@ pub struct Registry {
     producer: FutureProducer,
     /// Whether the topics of a new type are created (off on brokers that cannot).
     create_topics: AtomicBool,
+    /// Deprecations and deletions, folded from the same topic.
+    lifecycle: RwLock<lifecycle::Lifecycle>,
 }
 
 impl Registry {
@@ -397,6 +401,7 @@ impl Registry {
             publisher,
             producer,
             create_topics: AtomicBool::new(true),
+            lifecycle: RwLock::new(lifecycle::Lifecycle::default()),
         }))
     }
 
@@ -409,6 +414,25 @@ impl Registry {
     /// The Kafka settings the registry was made with (for tools that read topics).
     pub fn kafka(&self) -> &KafkaSettings {
         &self.kafka
+    }
+
+    /// The folded lifecycle of every type (a copy).
+    pub fn lifecycle(&self) -> lifecycle::Lifecycle {
+        self.lifecycle.read().expect("lifecycle lock").clone()
+    }
+
+    /// Appends a lifecycle change and waits until this replica has folded it.
+    pub async fn change_lifecycle(&self, change: lifecycle::Change) -> Result<(), Error> {
+        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        let payload = serde_json::to_vec(&change).map_err(|e| Error::Publish(e.to_string()))?;
+        let (key, topic) = (change.key(), self.topics.definitions());
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+        let delivery = self
+            .publisher
+            .send(record, Duration::from_millis(PUBLISH_TIMEOUT_MS as u64))
+            .await
+            .map_err(|(e, _)| Error::Publish(e.to_string()))?;
+        self.read_to(delivery.offset + 1, deadline).await
     }
 
     /// The current catalog (an immutable snapshot).
@@ -664,11 +688,32 @@ impl Registry {
         )))
     }
 
-    /// Folds one record: the first definition for a `(type, version)` wins.
+    /// Folds one record: the first definition for a `(type, version)` wins;
+    /// lifecycle records ([`lifecycle`]) change what may start.
     async fn fold(&self, key: Option<&[u8]>, payload: Option<&[u8]>, offset: i64) {
         let Some(payload) = payload else {
             return; // a tombstone deletes nothing here
         };
+        let text_key = key.map(String::from_utf8_lossy).unwrap_or_default();
+        match lifecycle::parse(&text_key, payload) {
+            Some(Ok(change)) => {
+                let latest = self
+                    .catalog()
+                    .latest(&change.workflow_type)
+                    .map(|d| d.version);
+                tracing::info!(offset, workflow_type = %change.workflow_type, action = ?change.action, version = ?change.version, "definition lifecycle change");
+                self.lifecycle
+                    .write()
+                    .expect("lifecycle lock")
+                    .apply(&change, latest);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(offset, error = %e, "skipping an unreadable lifecycle record");
+                return;
+            }
+            None => {}
+        }
         let def = match WorkflowDefinition::decode(payload) {
             Ok(d) => d,
             Err(e) => {

@@ -143,9 +143,13 @@ impl Client {
         input: Value,
         idempotency_key: Option<&str>,
         secrets: Option<Value>,
+        version: Option<u32>,
     ) -> ApiResult<Value> {
         let url = self.url(&["v1", "workflows", workflow_type], &[]);
         let mut body = json!({ "input": input });
+        if let Some(v) = version {
+            body["version"] = Value::from(v);
+        }
         if let Some(secrets) = secrets {
             body["secrets"] = secrets;
         }

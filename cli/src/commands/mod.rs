@@ -31,6 +31,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let out: &mut dyn Write = &mut out;
     match cli.command {
         Command::Def(DefCommand::Apply { file }) => def::apply(&client, &file, out).await?,
+        Command::Def(DefCommand::Diff(a)) => def::diff(&client, &a, out).await?,
+        Command::Def(DefCommand::Deprecate(a)) => def::deprecate(&client, &a, out).await?,
+        Command::Def(DefCommand::Reinstate(a)) => def::reinstate(&client, &a, out).await?,
+        Command::Def(DefCommand::Delete(a)) => def::delete(&client, &a, out).await?,
         Command::Def(DefCommand::Get {
             workflow_type,
             version,

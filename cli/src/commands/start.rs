@@ -25,7 +25,13 @@ pub async fn run(client: &Client, args: &StartArgs, out: &mut dyn Write) -> Resu
     let ty = &args.workflow_type;
     let secrets = crate::credentials::secrets(&args.secret, args.secrets_file.as_deref())?;
     let resp = client
-        .start_workflow(ty, input, args.idempotency_key.as_deref(), secrets)
+        .start_workflow(
+            ty,
+            input,
+            args.idempotency_key.as_deref(),
+            secrets,
+            args.version,
+        )
         .await?;
     let id = resp
         .get("instance_id")

@@ -37,6 +37,9 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("post", "/v1/workflows/{ty}/{id}/resume", 409), // it is not paused
     ("post", "/v1/workflows/{ty}/{id}/pause", 202),
     ("post", "/v1/workflows/{ty}/{id}/signals/{name}", 202),
+    ("get", "/v1/definitions/{ty}/diff", 400), // `from` is required
+    ("post", "/v1/definitions/{ty}/{version}/deprecate", 200), // reinstated right after
+    ("post", "/v1/definitions/{ty}/{version}/reinstate", 200),
     ("get", "/v1/dlq/{ty}", 200),
     ("get", "/v1/dlq/{ty}/{partition}/{offset}", 400), // the template's braces are no numbers
     ("post", "/v1/dlq/{ty}/{partition}/{offset}/redrive", 400),

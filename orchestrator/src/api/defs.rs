@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use weft_shared::definition::{parse_definition, DefinitionFormat};
 use weft_shared::fsm::DefinitionLookup;
 
+use super::lifecycle::annotate;
 use super::params::{truncate, Params};
 use super::{unknown_type, ApiError, AppState};
 use crate::definitions;
@@ -60,7 +61,8 @@ pub async fn latest(
     }
     let catalog = s.registry.catalog();
     let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
-    Ok(Json(serde_json::to_value(def).map_err(ApiError::internal)?))
+    let view = serde_json::to_value(def).map_err(ApiError::internal)?;
+    Ok(Json(annotate(view, def, &s.registry.lifecycle())))
 }
 
 pub async fn version(
@@ -77,5 +79,6 @@ pub async fn version(
     let def = catalog
         .get(&ty, version)
         .ok_or_else(|| ApiError::not_found(format!("no definition {ty}@{version}")))?;
-    Ok(Json(serde_json::to_value(def).map_err(ApiError::internal)?))
+    let view = serde_json::to_value(def).map_err(ApiError::internal)?;
+    Ok(Json(annotate(view, def, &s.registry.lifecycle())))
 }

@@ -9,6 +9,7 @@
 //! (`orchestrator/openapi.json`), so neither can drift from the other.
 //!
 //! Modules: [`ops`] (health, metrics, admin), [`defs`] (definitions),
+//! [`lifecycle`] (deprecate, delete, diff of definitions),
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
@@ -28,6 +29,7 @@ mod error;
 pub mod forward;
 mod history;
 mod insight;
+mod lifecycle;
 mod nodes;
 pub mod openapi;
 mod ops;
@@ -42,7 +44,7 @@ mod workflows;
 use std::sync::Arc;
 
 use axum::http::{Method, Uri};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::{broadcast, watch as watch_channel};
@@ -109,6 +111,18 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/definitions", || post(defs::register)),
     route(Method::GET, "/v1/definitions", || get(types::list)),
     route(Method::GET, "/v1/definitions/{ty}", || get(defs::latest)),
+    route(Method::DELETE, "/v1/definitions/{ty}", || {
+        delete(lifecycle::delete)
+    }),
+    route(Method::GET, "/v1/definitions/{ty}/diff", || {
+        get(lifecycle::diff)
+    }),
+    route(Method::POST, "/v1/definitions/{ty}/{version}/deprecate", || {
+        post(lifecycle::deprecate)
+    }),
+    route(Method::POST, "/v1/definitions/{ty}/{version}/reinstate", || {
+        post(lifecycle::reinstate)
+    }),
     route(Method::GET, "/v1/definitions/{ty}/{version}", || {
         get(defs::version)
     }),

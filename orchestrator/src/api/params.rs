@@ -26,7 +26,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    #[cfg(test)]
+    /// Parameters built in code (tests, and handlers that call another handler).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         Params(
             pairs

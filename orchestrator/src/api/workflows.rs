@@ -22,7 +22,7 @@ use super::control::publish;
 use super::forward::Forwarder;
 use super::params::{self, Params};
 use super::scatter;
-use super::{catalog_with, unknown_instance, unknown_type, views, ApiError, AppState};
+use super::{catalog_with, unknown_instance, views, ApiError, AppState};
 use crate::store;
 
 /// Default and largest page of `GET /v1/workflows`.
@@ -36,8 +36,12 @@ pub async fn start(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let catalog = s.registry.catalog();
-    let def = catalog.latest(&ty).ok_or_else(|| unknown_type(&ty))?;
-    let fields = params::json_object(&body, Some(&["input", "idempotency_key", "secrets"]))?;
+    let fields = params::json_object(
+        &body,
+        Some(&["input", "idempotency_key", "secrets", "version"]),
+    )?;
+    // The latest version not deprecated, or the one asked for (see `lifecycle`).
+    let def = super::lifecycle::startable(&s, &catalog, &ty, fields.get("version"))?;
     let input = match fields.get("input") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v.clone(),
