@@ -8,7 +8,8 @@
 //! updates while a signal arrives, a signal and a cancel sent through the
 //! buttons (with their confirmation), actions hidden after a 403, the bearer
 //! token on every request, secrets never rendered, the diff of two definition
-//! versions and the nodes page (`console_in_a_browser`). With API
+//! versions and the nodes page, and the DAG and waterfall of a decision, a
+//! group and a saga (`ui/shapes.rs`) — all in `console_in_a_browser`. With API
 //! authentication on, the console asks for a token on a 401 and hides the
 //! actions a reader's token may not take (`ui/auth.rs`); an instance with
 //! 100,000 events opens a page at a time within 2 s (`ui/large.rs`).
@@ -22,6 +23,8 @@ mod auth;
 mod browser;
 #[path = "ui/large.rs"]
 mod large;
+#[path = "ui/shapes.rs"]
+mod shapes;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -106,6 +109,8 @@ async fn console_in_a_browser() -> Result<()> {
     let base = api.base_url().to_owned();
     api.register_definition(SHOP).await?;
     api.register_definition(HOLD).await?;
+    api.register_definition(shapes::ROUTING).await?;
+    api.register_definition(shapes::SAGA).await?;
     // Tasks queue until the worker is assigned the new types' task topics:
     // wait for that (the node registry says so), or `validate` would be the bottleneck.
     for ty in ["uishop", "uihold"] {
@@ -235,6 +240,7 @@ async fn click_through(
     ensure!(paged == want, "pages {paged:?}, instances {want:?}");
 
     instance_page(b, api, base, &shop[0]).await?;
+    shapes::decisions_groups_and_sagas(b, api, base).await?;
     actions::live_and_actions(b, api, base).await?;
     definitions_and_nodes(b, api, base, cluster).await
 }
