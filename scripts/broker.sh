@@ -2,7 +2,7 @@
 # The development broker: Tansu (a Kafka-compatible broker), pinned, on loopback,
 # with its data in a SQLite file under .weft/broker/.
 #
-#   scripts/broker.sh install   cargo install the pinned Tansu into $WEFT_CACHE_DIR (once)
+#   scripts/broker.sh install   build the pinned Tansu with Weft's patches into $WEFT_CACHE_DIR (once)
 #   scripts/broker.sh start     start it in the background on 127.0.0.1:$WEFT_BROKER_PORT and wait
 #   scripts/broker.sh wait      wait until it accepts connections and answers a metadata request
 #   scripts/broker.sh status    say whether it runs
@@ -21,6 +21,19 @@ WAIT_SECONDS=60
 
 tansu_version_ok() {
     [[ -x $WEFT_TANSU_BIN ]] && "$WEFT_TANSU_BIN" --version 2>/dev/null | grep -qF "$TANSU_VERSION"
+}
+
+# sha256 of the published tansu-$TANSU_VERSION.crate.
+TANSU_CRATE_SHA256=4fdd85473ec265140488cf8d55e82b844f5c051c8916fabdd4a71156ac053f6d
+
+# Downloads crate $1 version $2 from crates.io, checks its sha256 ($3) and unpacks it into $4.
+fetch_crate() {
+    local name=$1 version=$2 sum=$3 into=$4 file
+    file="$into/$name-$version.crate"
+    curl -sSfL --retry 3 -o "$file" "https://static.crates.io/crates/$name/$version/download" ||
+        die "could not download $name $version from crates.io"
+    echo "$sum  $file" | sha256sum -c --quiet - || die "$name-$version.crate does not match its checksum"
+    tar -xzf "$file" -C "$into"
 }
 
 cmd_install() {
@@ -42,9 +55,28 @@ cmd_install() {
         log "tansu $TANSU_VERSION installed by the other run: $WEFT_TANSU_BIN"
         return 0
     fi
-    log "installing tansu $TANSU_VERSION into $TANSU_INSTALL_ROOT (build dir $TANSU_BUILD_DIR; ~15 minutes on 2 cores when cold)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-        --root "$TANSU_INSTALL_ROOT" --target-dir "$TANSU_BUILD_DIR"
+    log "building tansu $TANSU_VERSION with Weft's patches ($TANSU_PATCHLEVEL) into $TANSU_INSTALL_ROOT (build dir $TANSU_BUILD_DIR; ~15 minutes on 2 cores when cold)"
+    local src=$TANSU_BUILD_DIR/src-$TANSU_VERSION-$TANSU_PATCHLEVEL
+    rm -rf "$src"
+    mkdir -p "$src"
+    # The published crates, checked against the checksums tansu's own Cargo.lock pins.
+    fetch_crate tansu "$TANSU_VERSION" "$TANSU_CRATE_SHA256" "$src"
+    local storage_sum
+    storage_sum=$(awk '/^name = "tansu-storage"$/{found=1} found && /^checksum/{gsub(/"/, "", $3); print $3; exit}' "$src/tansu-$TANSU_VERSION/Cargo.lock")
+    [[ -n $storage_sum ]] || die "tansu's Cargo.lock pins no tansu-storage checksum"
+    fetch_crate tansu-storage "$TANSU_VERSION" "$storage_sum" "$src"
+    local patch
+    for patch in "$WEFT_ROOT"/scripts/tansu-patches/*.patch; do
+        log "applying $(basename "$patch")"
+        (cd "$src/tansu-storage-$TANSU_VERSION" && git apply -p1 "$patch") || die "could not apply $patch"
+    done
+    printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+        >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+    # tansu's Cargo.lock pins every other dependency; only the patched crate's source changes.
+    # libsql: the SQLite engine `make run` uses; dynostore: the memory engine `make bench` compares with.
+    cargo build --release --features libsql,dynostore --bin tansu \
+        --manifest-path "$src/tansu-$TANSU_VERSION/Cargo.toml" --target-dir "$TANSU_BUILD_DIR"
+    install -D -m 0755 "$TANSU_BUILD_DIR/release/tansu" "$TANSU_INSTALL_ROOT/bin/tansu"
     tansu_version_ok || die "installed tansu does not report version $TANSU_VERSION: $("$WEFT_TANSU_BIN" --version 2>&1 || true)"
     log "installed $("$WEFT_TANSU_BIN" --version)"
 }

@@ -4,6 +4,7 @@
 #   WEFT_ROOT        the repository root (derived from this file's location)
 #   WEFT_CACHE_DIR   where builds that outlive a clone go (default ~/.cache/weft)
 #   TANSU_VERSION    the pinned Tansu broker version
+#   TANSU_PATCHLEVEL Weft's patches on it (scripts/tansu-patches/); part of the install path
 #   WEFT_TANSU_BIN   the Tansu binary (default: the cached install of TANSU_VERSION)
 #   WEFT_STATE_DIR   run-time state of `make run`: pid files, logs, data (.weft/)
 #   WEFT_BROKER_PORT the port of the development broker (default 9092)
@@ -13,7 +14,8 @@
 WEFT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WEFT_CACHE_DIR=${WEFT_CACHE_DIR:-$HOME/.cache/weft}
 TANSU_VERSION=0.6.0
-TANSU_INSTALL_ROOT=$WEFT_CACHE_DIR/tansu-$TANSU_VERSION
+TANSU_PATCHLEVEL=weft1
+TANSU_INSTALL_ROOT=$WEFT_CACHE_DIR/tansu-$TANSU_VERSION-$TANSU_PATCHLEVEL
 TANSU_BUILD_DIR=$WEFT_CACHE_DIR/tansu-build
 WEFT_TANSU_BIN=${WEFT_TANSU_BIN:-$TANSU_INSTALL_ROOT/bin/tansu}
 WEFT_STATE_DIR=$WEFT_ROOT/.weft

@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 /// The pinned Tansu version (`scripts/lib.sh` pins the same).
 pub const TANSU_VERSION: &str = "0.6.0";
+/// Weft's patches on it (`scripts/tansu-patches/`; `scripts/lib.sh` names the same).
+pub const TANSU_PATCHLEVEL: &str = "weft1";
 
 /// The directory holding `weft-orchestrator`, `weft-worker` and `weft`.
 ///
@@ -43,14 +45,16 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// The Tansu binary: `WEFT_TANSU_BIN`, else `$WEFT_CACHE_DIR/tansu-<version>/bin/tansu`
+/// The Tansu binary: `WEFT_TANSU_BIN`, else `$WEFT_CACHE_DIR/tansu-<version>-<patchlevel>/bin/tansu`
 /// (`WEFT_CACHE_DIR` defaults to `~/.cache/weft`).
 ///
 /// Panics telling the user to run `make setup` when it is missing.
 pub fn tansu_bin() -> PathBuf {
     let path = match std::env::var_os("WEFT_TANSU_BIN") {
         Some(p) => PathBuf::from(p),
-        None => cache_dir().join(format!("tansu-{TANSU_VERSION}/bin/tansu")),
+        None => cache_dir().join(format!(
+            "tansu-{TANSU_VERSION}-{TANSU_PATCHLEVEL}/bin/tansu"
+        )),
     };
     assert!(
         path.is_file(),

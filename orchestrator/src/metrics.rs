@@ -27,6 +27,8 @@ pub const PROCESSOR_RESTARTS_TOTAL: &str = "weft_orchestrator_processor_restarts
 pub const FORWARDED_TOTAL: &str = "weft_orchestrator_records_forwarded_total";
 pub const UNPUBLISHABLE_TOTAL: &str = "weft_orchestrator_unpublishable_records_total";
 pub const DISPATCHES_WITHHELD_TOTAL: &str = "weft_orchestrator_dispatches_withheld_total";
+pub const BATCH_RECORDS: &str = "weft_orchestrator_batch_records";
+pub const FLIGHTS_IN_AIR: &str = "weft_orchestrator_publish_flights";
 
 /// The `state` label of [`WORKFLOWS_FINISHED_TOTAL`] and
 /// [`WORKFLOW_DURATION_SECONDS`] for an event that ends a workflow, `None` for
@@ -73,6 +75,10 @@ pub struct Metrics {
     pub unpublishable: IntCounter,
     /// Dispatches not published because their attempt had reported or their instance ended.
     pub dispatches_withheld: IntCounter,
+    /// Records folded per batch.
+    pub batch_records: Histogram,
+    /// Pipelined publishes not yet acknowledged by the broker, over all partitions.
+    pub flights: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -126,7 +132,25 @@ impl Metrics {
         registry
             .register(Box::new(partitions_owned.clone()))
             .expect("registered once");
+        let batch_records = Histogram::with_opts(
+            HistogramOpts::new(BATCH_RECORDS, "records folded per batch")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12).expect("buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(batch_records.clone()))
+            .expect("registered once");
+        let flights = IntGauge::new(
+            FLIGHTS_IN_AIR,
+            "pipelined publishes the broker has not acknowledged yet",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(flights.clone()))
+            .expect("registered once");
         Self {
+            batch_records,
+            flights,
             applied: counter(
                 &registry,
                 EVENTS_APPLIED_TOTAL,

@@ -32,7 +32,7 @@ use crate::metrics::{
 };
 use crate::offsets::{OffsetTracker, Ticket};
 use crate::publish::Publisher;
-use crate::results::{publish, wait_for_head, Head, Published};
+use crate::results::{confirm_started, publish, start, wait_for_head, Head, Published};
 use crate::supervise::{shutdown_grace, supervise, Outcome};
 use crate::task_heartbeat::Beats;
 
@@ -301,10 +301,23 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
         started_data(d, &shared.node_id),
         &shared.node_id,
     );
-    if publish(shared, &started, &d.traceparent, transactional, None).await != Published::Yes {
-        shared.metrics.finished(label, OUTCOME_ABANDONED);
-        return;
-    }
+    // The handler runs while `task.started` travels; its ack is awaited
+    // before the result goes out (exactly-once: in its own transaction first).
+    let started_in_flight = if transactional {
+        if publish(shared, &started, &d.traceparent, true, None).await != Published::Yes {
+            shared.metrics.finished(label, OUTCOME_ABANDONED);
+            return;
+        }
+        None
+    } else {
+        match start(shared, &started, &d.traceparent).await {
+            Ok(in_flight) => in_flight,
+            Err(_) => {
+                shared.metrics.finished(label, OUTCOME_ABANDONED);
+                return;
+            }
+        }
+    };
     tracing::info!("task started");
 
     let begun = Instant::now();
@@ -348,6 +361,12 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
             return;
         }
     };
+    if let Some(in_flight) = started_in_flight {
+        if confirm_started(shared, in_flight, &started, &d.traceparent).await != Published::Yes {
+            shared.metrics.finished(label, OUTCOME_ABANDONED);
+            return;
+        }
+    }
     if transactional {
         // The result commits its record's offset in its transaction, so it
         // waits for every earlier record of the partition (heartbeats go on).

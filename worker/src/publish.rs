@@ -12,6 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::avro::AvroRecord;
@@ -114,6 +115,24 @@ impl Publisher {
             event_headers(event, traceparent),
         )
         .await
+    }
+
+    /// Hands `event` to the producer without waiting for the broker: records
+    /// handed over later for the same instance (its partition) are delivered
+    /// after it. Fails at once when the producer's queue is full.
+    pub fn enqueue_event(
+        &self,
+        event: &WorkflowEvent,
+        traceparent: &str,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let topic = self.topics.events(&event.workflow_type);
+        let key = event.instance_id.to_string();
+        let payload = event.encode();
+        let record = FutureRecord::to(&topic)
+            .key(key.as_bytes())
+            .payload(&payload)
+            .headers(event_headers(event, traceparent));
+        self.producer.send_result(record).map_err(|(e, _)| e)
     }
 
     /// Appends `event` in a transaction that also commits `offset` (when

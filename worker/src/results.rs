@@ -77,6 +77,48 @@ pub(crate) async fn wait_for_head(
     head
 }
 
+/// A `task.started` on its way: handed to the producer, ack not awaited, so
+/// the handler runs during the round trip (the result is handed over after it,
+/// and the producer keeps a partition's records in order).
+pub(crate) struct StartedInFlight(rdkafka::producer::future_producer::DeliveryFuture);
+
+/// Hands `started` to the producer; `None` when the producer refused it at
+/// once (its queue is full), and then it was published and acked here.
+pub(crate) async fn start(
+    shared: &Shared,
+    started: &weft_shared::WorkflowEvent,
+    traceparent: &str,
+) -> Result<Option<StartedInFlight>, Published> {
+    match shared.publisher.enqueue_event(started, traceparent) {
+        Ok(delivery) => Ok(Some(StartedInFlight(delivery))),
+        Err(e) => {
+            tracing::debug!(error = %e, "task.started not queued; publishing it and waiting");
+            match publish(shared, started, traceparent, false, None).await {
+                Published::Yes => Ok(None),
+                other => Err(other),
+            }
+        }
+    }
+}
+
+/// Waits for the ack of a `task.started` handed over by [`start`]; when the
+/// broker did not take it, publishes it again (before any result goes out).
+pub(crate) async fn confirm_started(
+    shared: &Shared,
+    in_flight: StartedInFlight,
+    started: &weft_shared::WorkflowEvent,
+    traceparent: &str,
+) -> Published {
+    match in_flight.0.await {
+        Ok(Ok(_)) => Published::Yes,
+        Ok(Err((e, _))) => {
+            tracing::warn!(error = %e, "task.started was not delivered; publishing it again");
+            publish(shared, started, traceparent, false, None).await
+        }
+        Err(_) => publish(shared, started, traceparent, false, None).await,
+    }
+}
+
 /// Publishes `event` until the broker acks it; gives up only when the
 /// worker's grace period is over. With `transactional`, the event goes out in
 /// a transaction that, given a ticket, also commits the ticket's offset.

@@ -92,6 +92,11 @@ impl Partition {
         for seq in &p.removed {
             wb.delete_outbox(&self.topic, self.partition, *seq);
         }
+        // Rows of entries published since the last write (see `pipeline`).
+        let forgotten = std::mem::take(&mut self.flights.forgotten);
+        for seq in &forgotten {
+            wb.delete_outbox(&self.topic, self.partition, *seq);
+        }
         let next = batch.last().map(|last| last.offset() + 1);
         if let Some(next) = next {
             wb.set_offset(&self.topic, self.partition, next);
@@ -105,7 +110,10 @@ impl Partition {
         for (id, key, event_type) in &p.input_keys {
             wb.put_input_key(&self.workflow_type, *id, key, event_type);
         }
-        wb.commit()?;
+        if let Err(e) = wb.commit() {
+            self.flights.forgotten.extend(forgotten);
+            return Err(e.into());
+        }
         if let Some(next) = next {
             self.expected = next;
         }

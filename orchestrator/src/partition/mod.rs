@@ -17,13 +17,16 @@
 //! without publishing any decision twice or any dispatch after its attempt
 //! reported.
 //!
-//! Submodules: [`apply`] folds a batch, [`publish`] flushes the outbox,
-//! [`supervise`] opens and restarts the processor, [`replay`] decides when the
-//! replay is over, [`timers`] fires durable timers.
+//! Submodules: [`apply`] folds a batch, [`pipeline`] publishes a live
+//! partition's batches without waiting for each ack, [`publish`] flushes the
+//! outbox stop-and-wait (go-live, retries, transactions), [`supervise`] opens
+//! and restarts the processor, [`replay`] decides when the replay is over,
+//! [`timers`] fires durable timers.
 
 mod apply;
 pub mod feed;
 pub mod outbox;
+mod pipeline;
 mod publish;
 mod replay;
 #[cfg(test)]
@@ -141,6 +144,15 @@ pub struct Partition {
     /// The hash Weft's producers place instance keys with (`None`: no check).
     placement: Option<Partitioner>,
     partition_count: Option<i32>,
+    /// Batches on their way to the broker ([`pipeline`]).
+    flights: pipeline::Flights,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // Flights of a processor that failed still land; they are no longer counted here.
+        self.shared.metrics.flights.sub(self.flights.len() as i64);
+    }
 }
 
 impl Partition {
@@ -185,6 +197,7 @@ impl Partition {
             stats,
             placement,
             partition_count: at.partition_count,
+            flights: pipeline::Flights::default(),
         })
     }
 
@@ -215,6 +228,12 @@ impl Partition {
         loop {
             let first = tokio::select! {
                 m = rx.recv() => m,
+                landed = async { self.flights.front().expect("a flight").await }, if !self.flights.is_empty() => {
+                    if let Err(exit) = self.land_front(landed).await {
+                        return exit;
+                    }
+                    continue;
+                }
                 changed = catalog.changed(), if !self.stash.is_empty() => {
                     if changed.is_ok() {
                         if let Err(exit) = self.fold(Vec::new()).await {
@@ -231,6 +250,11 @@ impl Partition {
                 }
             };
             let Some(first) = first else {
+                // What is in the air lands before the hand-off (the next owner
+                // on this replica then finds its rows gone).
+                if let Err(exit) = self.drain().await {
+                    return exit;
+                }
                 tracing::info!(topic = %self.topic, partition = self.partition, "partition released");
                 return Exit::Revoked;
             };
@@ -259,6 +283,9 @@ impl Partition {
     ) -> Result<(), Exit> {
         if !self.stash.is_empty() {
             self.fold(Vec::new()).await?;
+        }
+        if rx.is_empty() {
+            self.delete_forgotten();
         }
         let settled = rx.is_empty() && self.seeking.is_none() && self.stash.is_empty();
         let caught_up = self.progress.position.load(Ordering::Acquire) >= self.replay_end;
@@ -299,8 +326,9 @@ impl Partition {
             }
         };
         self.stash = records.split_off(folded);
+        self.shared.metrics.batch_records.observe(folded as f64);
         if let Some(seqs) = self.after_apply(added) {
-            self.flush(&seqs).await?;
+            self.launch(&seqs).await?;
         }
         self.shared
             .metrics

@@ -39,6 +39,9 @@ impl Partition {
             let Some(r) = self.outbox.records.get(seq) else {
                 continue;
             };
+            if self.flights.seqs.contains(seq) {
+                continue; // on its way already (see `pipeline`)
+            }
             if is_dispatch(r) {
                 if self.held {
                     continue; // stays in the outbox until the replay reaches its end

@@ -62,7 +62,7 @@ fn defaults() {
     assert_eq!(c.kafka.topic_prefix, "weft");
     assert_eq!((c.kafka.partitions, c.kafka.replication_factor), (6, 1));
     assert_eq!(c.kafka.transactions, TransactionsMode::Off);
-    assert_eq!(c.kafka.fetch_wait_max_ms, 10);
+    assert_eq!(c.kafka.fetch_wait_max_ms, 100);
     assert!(c.kafka.properties.is_empty());
     assert_eq!(c.orchestrator.node_id, "");
     assert_eq!(c.orchestrator.data_dir, PathBuf::from(".weft/orchestrator"));

@@ -9,8 +9,10 @@
 //! consumer and a processor, rebalances to the other replica (with a zombie
 //! flush from the old owner), re-assignments that read the stored offset too
 //! early, early go-lives, worker crashes, redelivered and reordered worker
-//! reports, and offset holes (transaction markers). Then it lets the system
-//! settle and checks:
+//! reports, offset holes (transaction markers), and pipelined publishes that
+//! land several batches later (or after their processor crashed) with their
+//! outbox rows deleted only by a later write. Then it lets the system settle
+//! and checks:
 //!
 //! - every instance ended;
 //! - a projection folded from the whole log from scratch equals the live one
@@ -73,6 +75,19 @@ struct Replica {
     opened_at: u64,
 }
 
+/// Flights that landed, and of those, how many after their processor was gone.
+static LANDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LANDED_ORPHANED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A pipelined publish still on its way to the broker.
+struct Flight {
+    replica: usize,
+    /// The step the publishing processor opened at (which processor it was).
+    opened_at: u64,
+    seqs: Vec<u64>,
+    records: Vec<OutboxRecord>,
+}
+
 struct Schedule {
     seed: u64,
     rng: Rng,
@@ -88,6 +103,8 @@ struct Schedule {
     /// The step each attempt first reported at.
     reported: BTreeMap<String, u64>,
     violations: Vec<String>,
+    /// Publishes in the air, in the order they were handed to the producer.
+    flights: Vec<Flight>,
 }
 
 impl Schedule {
@@ -126,6 +143,7 @@ impl Schedule {
             instances: Vec::new(),
             reported: BTreeMap::new(),
             violations: Vec::new(),
+            flights: Vec::new(),
         }
     }
 
@@ -263,12 +281,26 @@ impl Schedule {
         r.opened_at = self.step;
     }
 
-    /// Publishes outbox entries `seqs` of replica `i`; may crash before forgetting them.
+    /// Publishes outbox entries `seqs` of replica `i`; may crash before
+    /// forgetting them, or leave them in the air to land later (pipelining).
     fn publish(&mut self, i: usize, seqs: &[u64], faults: bool) {
-        let Some(p) = self.replicas[i].proc.as_ref() else {
+        let Some(p) = self.replicas[i].proc.as_mut() else {
             return;
         };
         let (records, withheld) = p.publishable(seqs);
+        if faults && !records.is_empty() && self.rng.chance(300) {
+            // In the air: the processor goes on deciding; the records land later.
+            p.forget_later(&withheld);
+            let seqs: Vec<u64> = records.iter().map(|(s, _)| *s).collect();
+            p.flights.seqs.extend(seqs.iter().copied());
+            self.flights.push(Flight {
+                replica: i,
+                opened_at: self.replicas[i].opened_at,
+                seqs,
+                records: records.into_iter().map(|(_, r)| r).collect(),
+            });
+            return;
+        }
         for (_, r) in &records {
             self.append_published(i, r);
         }
@@ -277,9 +309,47 @@ impl Schedule {
             return;
         }
         let done: Vec<u64> = records.iter().map(|(s, _)| *s).chain(withheld).collect();
+        let later = faults && self.rng.chance(500);
         if let Some(p) = self.replicas[i].proc.as_mut() {
-            p.forget(&done);
+            if later {
+                p.forget_later(&done); // rows deleted by the next batch's write
+            } else {
+                p.forget(&done);
+            }
         }
+    }
+
+    /// The oldest flight (or, after a failed publish, any) lands: its records
+    /// reach the topics whatever became of the processor that sent them.
+    fn land(&mut self, any: bool) -> bool {
+        if self.flights.is_empty() {
+            return false;
+        }
+        let at = if any {
+            self.rng.below(self.flights.len() as u64) as usize
+        } else {
+            0
+        };
+        let f = self.flights.remove(at);
+        let opened_at = self.replicas[f.replica].opened_at;
+        let alive = self.replicas[f.replica].proc.is_some() && opened_at == f.opened_at;
+        LANDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !alive {
+            LANDED_ORPHANED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for r in &f.records {
+            // Judged against the processor that sent it.
+            let now = std::mem::replace(&mut self.replicas[f.replica].opened_at, f.opened_at);
+            self.append_published(f.replica, r);
+            self.replicas[f.replica].opened_at = now;
+        }
+        if let Some(p) = self.replicas[f.replica].proc.as_mut().filter(|_| alive) {
+            for seq in &f.seqs {
+                p.flights.seqs.remove(seq);
+            }
+            p.forget_later(&f.seqs);
+        }
+        true
     }
 
     /// The owner folds up to `n` records; returns whether it folded any.
@@ -461,6 +531,10 @@ impl Schedule {
                 }
             }
             89..=90 => self.workers.crash(),
+            91..=95 => {
+                let any = self.rng.chance(100);
+                self.land(any);
+            }
             _ => {
                 self.deliver(1, true);
             }
@@ -471,7 +545,8 @@ impl Schedule {
     fn settle(&mut self) -> Result<(), String> {
         for _ in 0..SETTLE_STEPS {
             self.step += 1;
-            let mut busy = self.deliver(64, false);
+            let mut busy = self.land(false);
+            busy |= self.deliver(64, false);
             let now = self.clock_ms;
             busy |= self.workers.work(&self.tasks, &mut self.rng, now, false);
             while let Some(e) = self.workers.release(&mut self.rng, false) {
@@ -622,14 +697,20 @@ async fn schedules_keep_the_log_the_truth() {
         steps += s.step;
     }
     let m = &env.base.metrics;
+    let landed = LANDED.load(std::sync::atomic::Ordering::Relaxed);
+    let orphaned = LANDED_ORPHANED.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "{} schedules ({steps} steps), {completed} of {instances} instances completed, {} event records, {} task records; offset gaps sought back {}, dispatches withheld {}, duplicates dropped {}",
+        "{} schedules ({steps} steps), {completed} of {instances} instances completed, {} event records, {} task records; offset gaps sought back {}, dispatches withheld {}, duplicates dropped {}, pipelined publishes landed late {landed} (after their processor was gone {orphaned})",
         stats.0,
         stats.1,
         stats.2,
         m.offset_gaps.get(),
         m.dispatches_withheld.get(),
         m.duplicates.get()
+    );
+    assert!(
+        orphaned > 0 && landed > orphaned,
+        "publishes in the air were not simulated"
     );
     // Many workflows complete (the others exhausted their retries under the
     // injected failures and timeouts): the schedules exercised the whole engine.

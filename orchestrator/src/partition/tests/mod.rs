@@ -3,6 +3,7 @@
 //! output read back from the mock topics. Shared with the simulation.
 
 mod inputs;
+mod pipeline;
 mod publish;
 mod timers;
 
