@@ -9,7 +9,8 @@
 //! buttons (with their confirmation), actions hidden after a 403, the bearer
 //! token on every request, secrets never rendered, the diff of two definition
 //! versions and the nodes page, and the DAG and waterfall of a decision, a
-//! group and a saga (`ui/shapes.rs`) — all in `console_in_a_browser`. With API
+//! group and a saga (`ui/shapes.rs`), and a dead letter redriven with its
+//! button (`ui/dead.rs`) — all in `console_in_a_browser`. With API
 //! authentication on, the console asks for a token on a 401 and hides the
 //! actions a reader's token may not take (`ui/auth.rs`); an instance with
 //! 100,000 events opens a page at a time within 2 s (`ui/large.rs`).
@@ -21,6 +22,8 @@ mod actions;
 mod auth;
 #[path = "ui/browser.rs"]
 mod browser;
+#[path = "ui/dead.rs"]
+mod dead;
 #[path = "ui/large.rs"]
 mod large;
 #[path = "ui/shapes.rs"]
@@ -238,9 +241,22 @@ async fn click_through(
     let mut want = shop.to_vec();
     want.sort();
     ensure!(paged == want, "pages {paged:?}, instances {want:?}");
+    let pager = b
+        .eval(
+            "return document.querySelector('.pager').textContent",
+            json!([]),
+        )
+        .await?;
+    ensure!(
+        pager
+            .as_str()
+            .is_some_and(|t| t.contains("page 2") && !t.contains("null")),
+        "pager: {pager}"
+    );
 
     instance_page(b, api, base, &shop[0]).await?;
     shapes::decisions_groups_and_sagas(b, api, base).await?;
+    dead::redrive(b, api, base, &cluster.bootstrap(), &shop[0]).await?;
     actions::live_and_actions(b, api, base).await?;
     definitions_and_nodes(b, api, base, cluster).await
 }

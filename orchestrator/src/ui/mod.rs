@@ -52,6 +52,7 @@ const ASSETS: &[Asset] = &[
     asset("waterfall.js", JS, include_str!("assets/waterfall.js")),
     asset("instance.js", JS, include_str!("assets/instance.js")),
     asset("definitions.js", JS, include_str!("assets/definitions.js")),
+    asset("dlq.js", JS, include_str!("assets/dlq.js")),
     asset("nodes.js", JS, include_str!("assets/nodes.js")),
     asset("app.js", JS, include_str!("assets/app.js")),
 ];

@@ -53,7 +53,7 @@
     if (e && e.name === "AbortError") return;
     const msg = e && e.status ? `${e.status}: ${e.message}` : String(e && e.message ? e.message : e);
     const el = where || document.getElementById("view");
-    if (where) W.clear(where).append(W.h("p", { class: "error" }, msg));
+    if (where) W.fill(where, W.h("p", { class: "error" }, msg));
     else W.showBanner(msg);
     return el;
   };

@@ -55,10 +55,10 @@
     );
 
     function renderSummary() {
-      W.clear(stateEl).append(W.stateBadge(inst.state));
+      W.fill(stateEl, W.stateBadge(inst.state));
       const s = inst;
       const kv = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
-      W.clear(summary).append(
+      W.fill(summary, 
         ...kv("definition", h("a", { href: `#/definitions/${W.enc(ty)}?a=${s.definition_version}` }, `v${s.definition_version}`)),
         ...kv("created", W.fmtTime(s.created_at_ms)),
         ...kv("updated", W.fmtTime(s.updated_at_ms)),
@@ -107,11 +107,11 @@
     function renderDag() {
       if (!def) return;
       const byName = Object.fromEntries((shown.tasks || []).map((t) => [t.name, t]));
-      W.clear(dagBox).append(W.dag(def, byName, (name) => ((selected = name), renderDag()), selected));
+      W.fill(dagBox, W.dag(def, byName, (name) => ((selected = name), renderDag()), selected));
       const t = selected && byName[selected];
       if (!t) return;
       const kv = (k, v) => [h("dt", {}, k), h("dd", {}, v === null || v === undefined || v === "" ? "–" : v)];
-      W.clear(taskBox).append(
+      W.fill(taskBox, 
         h("h2", {}, selected, " ", W.stateBadge(t.state)),
         h(
           "dl",
@@ -160,7 +160,7 @@
 
     async function loadTrace(force) {
       if (inst.sequence_number > TRACE_AUTO_MAX && !force) {
-        W.clear(traceBox).append(
+        W.fill(traceBox, 
           h("p", { class: "muted" }, `The trace is built from the whole history (${W.fmtInt(inst.sequence_number)} events). `, h("button", { type: "button", id: "trace-load", onclick: () => loadTrace(true) }, "Build it"))
         );
         return;
@@ -168,7 +168,7 @@
       try {
         const trace = await W.api(`${base}/trace?format=spans`);
         const comp = new Set((def ? def.tasks : []).map((t) => t.compensation).filter(Boolean));
-        W.clear(traceBox).append(W.waterfall(trace, comp));
+        W.fill(traceBox, W.waterfall(trace, comp));
       } catch (e) {
         W.fail(e, traceBox);
       }
@@ -202,7 +202,7 @@
       renderSummary();
       renderSlider();
       backToLive();
-      W.clear(inputBox).append(W.json(inst.input));
+      W.fill(inputBox, W.json(inst.input));
       history = W.historyView(base, inst.sequence_number);
       historyBox.append(history.el);
       loadTrace(false);

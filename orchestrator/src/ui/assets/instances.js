@@ -67,7 +67,8 @@
         h("thead", {}, h("tr", {}, ["instance", "state", "version", "created", "updated", "events", "error"].map((c) => h("th", {}, c)))),
         body
       ),
-      pager
+      pager,
+      W.dlqPanel(ty)
     );
 
     let stopped = false;
@@ -76,8 +77,8 @@
       try {
         const report = await W.api(`/v1/analytics/${W.enc(ty)}`);
         if (stopped) return;
-        W.clear(stats).append(...counts(report).flat());
-        W.clear(insights).append(...W.insightBadges(report));
+        W.fill(stats, ...counts(report).flat());
+        W.fill(insights, ...W.insightBadges(report));
       } catch (e) {
         W.fail(e, stats);
       }
@@ -107,7 +108,7 @@
         }
         if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No instances match.")));
         const base = { state: states, after, limit };
-        W.clear(pager).append(
+        W.fill(pager, 
           back.length || cursor
             ? h("button", { type: "button", id: "prev-page", onclick: () => W.go(`/types/${W.enc(ty)}`, { ...base, cursor: back[back.length - 1] || "", back: back.slice(0, -1) }) }, "← Previous")
             : null,

@@ -46,6 +46,9 @@ W.svg = function svg(tag, attrs, ...children) {
   return el;
 };
 
+// Replaces el's children (null/false skipped, arrays flattened).
+W.fill = (el, ...children) => W.append(W.clear(el), children);
+
 W.clear = function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
   return el;
