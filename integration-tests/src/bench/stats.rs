@@ -94,20 +94,24 @@ impl Window {
 }
 
 /// The early and late windows of a closed-loop run of `n` workflows with
-/// `in_flight` at a time: completions `n/20 .. 3n/20`, and the `n/10` before the
-/// drain (the last `in_flight` completions, when no new workflow starts and the
-/// pipeline empties). For 20,000 workflows and 500 in flight: 1,000–3,000 and
-/// 17,500–19,500. When the drain would reach into the early window, the late
-/// window is simply the last `n/10`.
+/// `in_flight` at a time, `n/10` completions each (in completion order):
+/// - early: from completion `max(n/20, in_flight)` on (the first `in_flight`
+///   start together and finish as a wave, the ramp-up);
+/// - late: the last `n/10` before the drain (the last `in_flight` completions,
+///   when no new workflow starts and the pipeline empties).
+///
+/// For 20,000 workflows and 500 in flight: 1,000–3,000 and 17,500–19,500. When
+/// ramp-up and drain leave no room for both, the windows are `n/20 .. 3n/20`
+/// and the last `n/10`.
 pub fn flatness_windows(n: usize, in_flight: usize) -> ((usize, usize), (usize, usize)) {
-    let early = ((n / 20).max(1), 3 * n / 20);
-    let before_drain = n.saturating_sub(in_flight);
-    let end = if before_drain >= early.1 + n / 10 {
-        before_drain
+    let tenth = n / 10;
+    let start = (n / 20).max(1).max(in_flight);
+    let end = n.saturating_sub(in_flight);
+    if tenth > 0 && start + tenth <= end.saturating_sub(tenth) {
+        ((start, start + tenth), (end - tenth, end))
     } else {
-        n
-    };
-    (early, (end - n / 10, end))
+        (((n / 20).max(1), 3 * n / 20), (n - tenth, n))
+    }
 }
 
 /// The mean and the peak number of intervals `[start, end)` open at once.
@@ -163,9 +167,9 @@ mod tests {
             flatness_windows(20_000, 500),
             ((1_000, 3_000), (17_500, 19_500))
         );
-        // The drain would overlap the early window: the last tenth.
+        assert_eq!(flatness_windows(3_000, 500), ((500, 800), (2_200, 2_500)));
+        // No room for ramp-up and drain: the plain windows.
         assert_eq!(flatness_windows(400, 350), ((20, 60), (360, 400)));
-        assert_eq!(flatness_windows(400, 300), ((20, 60), (60, 100)));
     }
 
     #[test]

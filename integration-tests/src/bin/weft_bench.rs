@@ -110,8 +110,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Every figure; `Ok(false)` when a run failed (the report is still written,
-/// with what was measured before the failure).
+/// Every figure; `Ok(false)` when the SQLite run failed (the report is still
+/// written, with what was measured before the failure). A failed memory-engine
+/// run is reported but does not fail the bench.
 async fn bench(args: &Args) -> Result<bool> {
     ensure!(
         args.orchestrators >= 1,
@@ -178,7 +179,7 @@ async fn bench(args: &Args) -> Result<bool> {
     }
 
     let memory_bin = args.memory_tansu_bin.clone().unwrap_or_else(tansu_bin);
-    let mut memory_ok = true;
+    let mut memory_failed = false;
     let memory = if memory_workflows == 0 {
         json!({ "skipped": "--memory-workflows 0" })
     } else {
@@ -206,7 +207,7 @@ async fn bench(args: &Args) -> Result<bool> {
             }
             (mut v, Some(e)) => {
                 eprintln!("weft-bench: the memory engine run FAILED: {e:#}");
-                memory_ok = false;
+                memory_failed = true;
                 v["failed"] = json!(format!("{e:#}"));
                 v
             }
@@ -249,11 +250,20 @@ async fn bench(args: &Args) -> Result<bool> {
     });
     print!("{}", report::table(&report_json));
     let path = files::write(&report_json, &args.out_dir, &stamp)?;
-    println!("\nreport: {} (and latest.json beside it)", path.display());
+    let shown = path.canonicalize().unwrap_or(path);
+    println!("\nreport: {} (and latest.json beside it)", shown.display());
     if let Some(old) = old {
         print!("{}", files::compare(&old, &report_json));
     }
-    Ok(sqlite_err.is_none() && memory_ok)
+    if memory_failed {
+        // The comparison run failed: said in the table, the report and here, but
+        // the SQLite figures stand and `make bench` goes on to the rebuild bench.
+        eprintln!(
+            "\nweft-bench: WARNING: the memory engine run failed (see above); the exit \
+             status is still 0 because the SQLite run passed"
+        );
+    }
+    Ok(sqlite_err.is_none())
 }
 
 /// A fresh cluster on `broker`, [`run`] on it, its logs printed if it fails.
