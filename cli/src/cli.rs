@@ -80,6 +80,11 @@ pub enum Command {
     /// List, inspect and redrive a workflow type's dead-lettered records.
     #[command(subcommand)]
     Dlq(crate::commands::dlq::DlqCommand),
+    /// Administration: archive ended instances out of the projections.
+    #[command(subcommand)]
+    Admin(crate::commands::admin::AdminCommand),
+    /// Show an instance's history read from its events topic (also once archived).
+    Archived(crate::commands::admin::ArchivedArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! HTTP API. [`run`] starts all of it; the binary only parses arguments.
 
 pub mod api;
+pub mod archive;
 pub mod definitions;
 pub mod dlq;
 pub mod engine;
@@ -124,6 +125,14 @@ pub async fn run(
         counts.clone(),
     );
     let app = app.layer(axum::Extension(Arc::new(forwarder)));
+    let archiver = archive::Archiver::new(
+        store.clone(),
+        config.kafka.clone(),
+        topics.clone(),
+        producer.clone(),
+    );
+    tokio::spawn(archiver.clone().run(stop_rx.clone()));
+    let app = app.layer(axum::Extension(archiver));
     let app = api::auth::secure(app, &config, &node_id)?;
     let addr = config.orchestrator.http_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -2,6 +2,7 @@
 //! write their normal output to the given writer and return errors whose
 //! `Display` (with `{:#}`) is a single line for `error: ...`.
 
+pub mod admin;
 pub mod control;
 pub mod def;
 pub mod dlq;
@@ -64,6 +65,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             control::run(&client, &args.instance, ControlAction::Resume, key, out).await?
         }
         Command::Dlq(cmd) => dlq::run(&client, &cmd, out).await?,
+        Command::Admin(cmd) => admin::run(&client, &cmd, out).await?,
+        Command::Archived(a) => admin::archived(&client, &a, out).await?,
         Command::Signal(args) => {
             let action = ControlAction::Signal {
                 name: args.name.clone(),

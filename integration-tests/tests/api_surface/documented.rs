@@ -40,6 +40,8 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("get", "/v1/definitions/{ty}/diff", 400), // `from` is required
     ("post", "/v1/definitions/{ty}/{version}/deprecate", 200), // reinstated right after
     ("post", "/v1/definitions/{ty}/{version}/reinstate", 200),
+    ("post", "/v1/admin/archive", 400), // `{}` names no type
+    ("get", "/v1/archive/{ty}/{id}", 200),
     ("get", "/v1/dlq/{ty}", 200),
     ("get", "/v1/dlq/{ty}/{partition}/{offset}", 400), // the template's braces are no numbers
     ("post", "/v1/dlq/{ty}/{partition}/{offset}/redrive", 400),

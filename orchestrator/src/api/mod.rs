@@ -9,7 +9,7 @@
 //! (`orchestrator/openapi.json`), so neither can drift from the other.
 //!
 //! Modules: [`ops`] (health, metrics, admin), [`defs`] (definitions),
-//! [`lifecycle`] (deprecate, delete, diff of definitions),
+//! [`lifecycle`] (deprecate, delete, diff of definitions), [`archive`] (archival),
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
@@ -22,6 +22,7 @@ mod auth_limits;
 pub mod auth_policy;
 mod auth_route;
 mod applied;
+mod archive;
 mod control;
 mod defs;
 mod dlq;
@@ -173,6 +174,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/dlq/{ty}/{partition}/{offset}/redrive", || {
         post(dlq::redrive)
     }),
+    route(Method::POST, "/v1/admin/archive", || post(archive::archive)),
+    route(Method::GET, "/v1/archive/{ty}/{id}", || get(archive::history)),
     route(Method::GET, "/v1/admin/projection-digest", || {
         get(ops::projection_digest)
     }),

@@ -7,6 +7,7 @@
 //! offset are written in one `WriteBatch`, so the projection is always exactly
 //! "the topic up to the stored offset".
 
+mod archive;
 mod convert;
 mod index;
 mod keys;
