@@ -62,8 +62,6 @@ pub(crate) struct Shared {
     pub default_grace: Duration,
     /// The longest shutdown grace period of any attempt admitted (ms): bounds the drain.
     pub max_grace_ms: AtomicU64,
-    /// Woken when an offset was marked done, so the loop commits.
-    pub offsets_done: Notify,
     /// Woken when the assignment changed, so the node heartbeat announces it now.
     pub heartbeat_now: Arc<Notify>,
     /// Fired when shutdown starts: tasks not yet started give their record back.
@@ -75,7 +73,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn mark_done(&self, ticket: &Ticket) {
         if lock(&self.tracker).done(ticket) {
-            self.offsets_done.notify_one();
             self.marked.send_modify(|n| *n += 1);
         }
     }

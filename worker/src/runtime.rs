@@ -18,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weft_shared::config::TransactionsMode;
@@ -35,8 +35,11 @@ use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
 use crate::{heartbeat, server};
 
-/// How often done offsets are committed even without a completion to trigger it.
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the done prefixes are committed: completions in between share
+/// one commit request (a commit per completion cost the broker a request and
+/// a write per task; a crash redelivers at most this much more, which the
+/// attempt keys make harmless).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 
 pub(crate) async fn run(
     worker: Worker,
@@ -98,7 +101,6 @@ pub(crate) async fn run(
         attempts: context.attempts.clone(),
         default_grace: Duration::from_millis(settings.shutdown_grace_ms),
         max_grace_ms: AtomicU64::new(settings.shutdown_grace_ms),
-        offsets_done: Notify::new(),
         heartbeat_now: context.heartbeat_now.clone(),
         stop: CancellationToken::new(),
         cancel: CancellationToken::new(),
@@ -246,7 +248,6 @@ async fn consume(
         tokio::select! {
             biased;
             () = &mut shutdown => return,
-            () = shared.offsets_done.notified() => commit_done(consumer, shared),
             _ = commit_tick.tick() => commit_done(consumer, shared),
             _ = join_watchdog.tick(), if rejoins < MAX_REJOINS => {
                 if consumer::rejoin_if_never_assigned(consumer) {

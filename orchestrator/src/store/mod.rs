@@ -70,6 +70,26 @@ pub struct Store {
     snapshot_every: u64,
 }
 
+/// The block cache all column families share.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// Options of column family `name`: LZ4 blocks from one shared cache, and
+/// bloom filters where reads are point lookups that often miss (a new
+/// instance, an idempotency key not seen yet), so those stay one memory probe
+/// however large the store grows.
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    if matches!(name, keys::CF_INSTANCES | keys::CF_IDEMPOTENCY) {
+        table.set_bloom_filter(10.0, false);
+        table.set_whole_key_filtering(true);
+    }
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
 impl Store {
     /// Opens (or creates) the database at `path`. Index column families that
     /// are missing from an existing database are rebuilt from its instances.
@@ -83,9 +103,10 @@ impl Store {
             && keys::INDEX_CFS
                 .iter()
                 .any(|c| !existing.iter().any(|e| e == c));
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = keys::ALL_CFS
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = Self {
             db: Arc::new(db),
