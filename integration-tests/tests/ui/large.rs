@@ -144,6 +144,14 @@ pub async fn run() -> Result<()> {
         b.eval(&format!("const s = document.getElementById('seq-slider'); s.value = '{at}'; s.dispatchEvent(new Event('input'));"), json!([])).await?;
         b.wait_eval("the state at the middle", Duration::from_secs(30), &format!("return document.getElementById('seq-label').textContent.startsWith('after event {at} ')")).await?;
         let slider = slider.elapsed();
+        // The trace, on request: built from all 100,000 events, drawn in part.
+        let trace = Instant::now();
+        b.click("#trace-load").await?;
+        b.wait_eval("the trace of the whole history", Duration::from_secs(120), "return !!document.getElementById('waterfall-more') && document.querySelectorAll('#waterfall .wf-row').length === 400").await?;
+        let trace = trace.elapsed();
+        println!(
+            "{want}-event instance: trace built and drawn on request in {trace:?}"
+        );
         println!(
             "{want}-event instance: page ready {ready_ms:.0} ms after navigation (in the page; {wall:?} seen by the test), \
              first history page {first:?}, state at {at} {slider:?}; requests: {asked:?}"

@@ -8,7 +8,7 @@
   const W = window.W;
   const h = W.h;
   // A trace is built from the whole history: above this many events it loads on request.
-  const TRACE_AUTO_MAX = 20000;
+  const TRACE_AUTO_MAX = 5000;
   const ACTIVE = new Set(["pending", "initializing", "running", "retrying", "waiting_for_dependency", "compensating"]);
   const TERMINAL = new Set(["completed", "failed", "cancelled", "timeout", "compensated"]);
 

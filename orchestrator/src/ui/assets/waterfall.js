@@ -7,6 +7,8 @@
 (function () {
   const W = window.W;
   const h = W.h;
+  // Rows drawn at most: a history of pauses and resumes has a state span per input.
+  const MAX_ROWS = 400;
 
   // trace: the spans document; compensations: names of compensation tasks.
   W.waterfall = function waterfall(trace, compensations) {
@@ -18,7 +20,7 @@
     const span = t1 - t0;
     const pct = (ms) => `${(100 * (ms - t0)) / span}%`;
     const width = (a, b) => `${Math.max(0.15, (100 * (b - a)) / span)}%`;
-    const rows = spans.map((s) => {
+    const rows = spans.slice(0, MAX_ROWS).map((s) => {
       const end = s.end_ms || now;
       const a = s.attributes || {};
       const track = h("div", { class: "wf-track" });
@@ -60,7 +62,10 @@
       "div",
       { class: "waterfall", id: "waterfall" },
       h("div", { class: "muted" }, `${W.fmtTime(t0)} → ${W.fmtMs(span)}${spans[0].end_ms ? "" : " (running)"} · hatched: waiting for a worker, solid: running`),
-      rows
+      rows,
+      spans.length > MAX_ROWS
+        ? h("div", { class: "muted", id: "waterfall-more" }, `… and ${W.fmtInt(spans.length - MAX_ROWS)} more spans (the whole trace: GET …/trace)`)
+        : null
     );
   };
 })();
