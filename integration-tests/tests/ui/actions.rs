@@ -1,7 +1,8 @@
 //! The console's live view and actions (part of `ui.rs`): a page follows the
-//! watch stream while the API signals the instance; a signal with data and a
-//! cancel go through the buttons and their confirmation dialog; a pasted token
-//! is sent on every request, and a 403 on an action hides the actions.
+//! watch stream while the API signals the instance; pause, resume, a signal
+//! with data and a cancel go through the buttons and their confirmation
+//! dialog; a pasted token is sent on every request, and a 403 on an action
+//! hides the actions.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
@@ -45,8 +46,30 @@ pub async fn live_and_actions(b: &Browser, api: &ApiClient, base: &str) -> Resul
     )
     .await?;
 
-    // A signal with data through the button and its dialog.
+    // Pause and resume through the buttons, each after its confirmation.
     open_instance(b, base, "uihold", &signalled).await?;
+    for (button, state, next) in [
+        ("pause", "paused", "resume"),
+        ("resume", "running", "pause"),
+    ] {
+        b.click(&format!("#action-{button}")).await?;
+        b.wait_eval(
+            "the confirmation is open",
+            T,
+            "return document.getElementById('confirm').open",
+        )
+        .await?;
+        b.click("#confirm-yes").await?;
+        wait_state(api, "uihold", &signalled, state).await?;
+        b.wait_eval(
+            &format!("the page shows {state} and offers {next}"),
+            T,
+            &format!("return document.querySelector('#instance-state [data-state]')?.dataset.state === '{state}' && !!document.getElementById('action-{next}')"),
+        )
+        .await?;
+    }
+
+    // A signal with data through the button and its dialog.
     b.click("#action-signal").await?;
     b.eval("document.getElementById('confirm-name').value = 'approved'; document.getElementById('confirm-body').value = '{\"by\": \"ui\"}';", json!([])).await?;
     b.click("#confirm-yes").await?;
