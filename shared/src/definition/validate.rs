@@ -142,6 +142,14 @@ pub fn validate(def: &WorkflowDefinition) -> Result<(), DefinitionError> {
             }
         }
     }
+    if let Some(level) = def.metadata.get(crate::fsm::isolation::ISOLATION_KEY) {
+        level.parse::<crate::model::IsolationLevel>().map_err(|e| {
+            DefinitionError::InvalidField {
+                path: format!("metadata.{}", crate::fsm::isolation::ISOLATION_KEY),
+                message: e.to_string(),
+            }
+        })?;
+    }
     check_retry(&def.default_retry, "retry")?;
     for (i, task) in def.tasks.iter().enumerate() {
         check_retry(

@@ -11,6 +11,8 @@
 mod evolve;
 mod instance;
 mod react;
+/// What a task may read by isolation level (ADR 0016).
+pub use react::isolation;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]

@@ -10,6 +10,7 @@
 mod fired;
 mod flow;
 mod inputs;
+pub mod isolation;
 mod plan;
 
 use std::collections::BTreeMap;
@@ -194,16 +195,8 @@ impl<'a> Run<'a> {
         );
         let scheduled = self.appended.last().expect("just emitted");
         let timeout = task.timeout_config.execution_timeout_ms;
-        let mut upstream: BTreeMap<String, DataMap> = task
-            .dependencies
-            .iter()
-            .filter_map(|d| {
-                Some((
-                    d.task_name.clone(),
-                    self.state.tasks.get(&d.task_name)?.output.clone()?,
-                ))
-            })
-            .collect();
+        let (input, mut upstream) =
+            isolation::visible(isolation::level_of(def), &self.state, def, task);
         // A compensation sees the output of the task it undoes.
         for c in &self.state.compensations {
             if c.compensation_task == task.name {
@@ -227,7 +220,7 @@ impl<'a> Run<'a> {
             handler: task.handler.clone(),
             attempt,
             execution_id,
-            input: self.state.input.clone(),
+            input,
             parameters: task.parameters.clone(),
             upstream,
             execution_semantics: task.execution_semantics,
