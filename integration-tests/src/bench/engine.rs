@@ -109,13 +109,13 @@ impl ThroughputRun {
 const COUNTER_POLL: Duration = Duration::from_millis(50);
 
 /// A throughput run stalls (fails) when no workflow completes for this long.
-const STALL: Duration = Duration::from_secs(60);
+const STALL: Duration = Duration::from_secs(30);
 
 /// Starts `n` diamonds with at most `in_flight` started and not yet seen
 /// completed (closed loop: a new one starts as one completes) and at most
 /// `concurrency` start requests open, spread over `apis`. Completions are seen
 /// in the orchestrators' finished counters (read every 50 ms; fails on any
-/// other end, when nothing completes for 60 s, or after `deadline`); then
+/// other end, when nothing completes for 30 s, or after `deadline`); then
 /// every completed instance is read back from the list endpoint.
 ///
 /// `on_all_completed` runs as soon as the counters show all `n` (for the
@@ -185,10 +185,14 @@ pub async fn throughput(
             if completed != last_count {
                 (last_count, last_change) = (completed, Instant::now());
             }
-            ensure!(
-                last_change.elapsed() < STALL,
-                "stalled: {completed} of {n} workflows completed, none in the last {STALL:?}"
-            );
+            if last_change.elapsed() >= STALL {
+                let until = last_change.duration_since(t0).as_secs_f64();
+                bail!(
+                    "stalled: {completed} of {n} workflows completed, none in the last \
+                     {STALL:?} (the {completed} in {until:.1} s from the first start: {:.1}/s)",
+                    completed as f64 / until.max(1e-3)
+                );
+            }
             ensure!(
                 t0.elapsed() < deadline,
                 "{completed} of {n} workflows completed within {deadline:?}"
@@ -352,7 +356,11 @@ async fn watch_to_end(
         k += 1;
         match api.watch(ty, id, None, timeout).await {
             Ok(frames) => return Ok(frames),
-            Err(e) if format!("{e:#}").contains("404") && t0.elapsed() < timeout => {
+            // 404 until the start is applied; 503 while its partition replays.
+            Err(e)
+                if (format!("{e:#}").contains("404") || format!("{e:#}").contains("503"))
+                    && t0.elapsed() < timeout =>
+            {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) => return Err(e.context(format!("watching {id}"))),

@@ -40,7 +40,7 @@ use weft_integration_tests::{BrokerOptions, BrokerStorage, ClusterOptions, TestC
 )]
 struct Args {
     /// Diamond workflows in the throughput run (20000 for the targets).
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 2_000)]
     workflows: usize,
     /// Diamond workflows in the throughput run on Tansu's memory engine (0: skip
     /// it); default: as --workflows.
