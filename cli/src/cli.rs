@@ -80,6 +80,9 @@ pub enum Command {
     /// List, inspect and redrive a workflow type's dead-lettered records.
     #[command(subcommand)]
     Dlq(crate::commands::dlq::DlqCommand),
+    /// Schedules: start workflows on a cron expression or at a fixed interval.
+    #[command(subcommand)]
+    Schedule(crate::commands::schedule::ScheduleCommand),
     /// Administration: archive ended instances out of the projections.
     #[command(subcommand)]
     Admin(crate::commands::admin::AdminCommand),

@@ -15,6 +15,7 @@ pub mod partitioner;
 pub mod protocol;
 pub mod publisher;
 pub mod replicas;
+pub mod schedules;
 pub mod status;
 pub mod store;
 pub mod trace_export;
@@ -124,7 +125,19 @@ pub async fn run(
         partitioner::Partitioner::from_settings(&config.kafka),
         counts.clone(),
     );
-    let app = app.layer(axum::Extension(Arc::new(forwarder)));
+    let forwarder = Arc::new(forwarder);
+    let app = app.layer(axum::Extension(forwarder.clone()));
+    let scheduler = schedules::runner::Scheduler::new(
+        config.kafka.clone(),
+        topics.clone(),
+        producer.clone(),
+        store.clone(),
+        registry.clone(),
+        forwarder,
+        node_id.clone(),
+    );
+    tokio::spawn(scheduler.clone().run(stop_rx.clone()));
+    let app = app.layer(axum::Extension(scheduler));
     let archiver = archive::Archiver::new(
         store.clone(),
         config.kafka.clone(),

@@ -11,6 +11,7 @@ pub mod history;
 pub mod insight;
 pub mod list;
 pub mod replay;
+pub mod schedule;
 pub mod start;
 pub mod state;
 pub mod watch;
@@ -66,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Dlq(cmd) => dlq::run(&client, &cmd, out).await?,
         Command::Admin(cmd) => admin::run(&client, &cmd, out).await?,
+        Command::Schedule(cmd) => schedule::run(&client, &cmd, out).await?,
         Command::Archived(a) => admin::archived(&client, &a, out).await?,
         Command::Signal(args) => {
             let action = ControlAction::Signal {

@@ -42,6 +42,11 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("post", "/v1/definitions/{ty}/{version}/reinstate", 200),
     ("post", "/v1/admin/archive", 400), // `{}` names no type
     ("get", "/v1/archive/{ty}/{id}", 200),
+    ("post", "/v1/schedules", 400), // `{}` names no schedule
+    ("get", "/v1/schedules", 200),
+    ("get", "/v1/schedules/{name}", 404), // no schedule 'go'
+    ("post", "/v1/schedules/{name}/pause", 404),
+    ("post", "/v1/schedules/{name}/resume", 404),
     ("get", "/v1/dlq/{ty}", 200),
     ("get", "/v1/dlq/{ty}/{partition}/{offset}", 400), // the template's braces are no numbers
     ("post", "/v1/dlq/{ty}/{partition}/{offset}/redrive", 400),

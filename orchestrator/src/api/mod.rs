@@ -9,7 +9,7 @@
 //! (`orchestrator/openapi.json`), so neither can drift from the other.
 //!
 //! Modules: [`ops`] (health, metrics, admin), [`defs`] (definitions),
-//! [`lifecycle`] (deprecate, delete, diff of definitions), [`archive`] (archival),
+//! [`lifecycle`] (deprecate, delete, diff of definitions), [`archive`] (archival), [`schedules`],
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
@@ -36,6 +36,7 @@ pub mod openapi;
 mod ops;
 mod params;
 mod scatter;
+mod schedules;
 mod sealing;
 mod types;
 mod views;
@@ -175,6 +176,18 @@ pub const ROUTES: &[Route] = &[
         post(dlq::redrive)
     }),
     route(Method::POST, "/v1/admin/archive", || post(archive::archive)),
+    route(Method::POST, "/v1/schedules", || post(schedules::put)),
+    route(Method::GET, "/v1/schedules", || get(schedules::list)),
+    route(Method::GET, "/v1/schedules/{name}", || get(schedules::get)),
+    route(Method::DELETE, "/v1/schedules/{name}", || {
+        delete(schedules::delete)
+    }),
+    route(Method::POST, "/v1/schedules/{name}/pause", || {
+        post(schedules::pause)
+    }),
+    route(Method::POST, "/v1/schedules/{name}/resume", || {
+        post(schedules::resume)
+    }),
     route(Method::GET, "/v1/archive/{ty}/{id}", || get(archive::history)),
     route(Method::GET, "/v1/admin/projection-digest", || {
         get(ops::projection_digest)
