@@ -32,6 +32,9 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+# librdkafka with OpenSSL (rdkafka's `ssl` feature): SSL, SASL_SSL and SCRAM.
+[[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 
 if ((${#missing[@]} == 0)); then
     log "build prerequisites present (libclang, cc, c++, make, curl, sqlite3)"

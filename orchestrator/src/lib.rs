@@ -42,6 +42,8 @@ pub enum Error {
     Definitions(#[from] definitions::Error),
     #[error(transparent)]
     Security(#[from] api::auth::SecurityError),
+    #[error(transparent)]
+    Broker(#[from] weft_shared::kafka_check::BrokerCheckError),
     #[error("cannot set up publishing: {0}")]
     Publish(String),
     #[error("cannot serve http on {addr}: {source}")]
@@ -90,6 +92,8 @@ pub async fn run(
         path: data_dir.display().to_string(),
         source,
     })?;
+    // A secured broker that refuses us is a start-up error, not a hang.
+    weft_shared::kafka_check::check_broker(&config.kafka).await?;
     let store = store::Store::open(&data_dir.join(PROJECTIONS_DIR))?
         .with_snapshot_every(config.orchestrator.snapshot_every);
     kafka::ensure_topics(&config.kafka, &kafka::global_topics(&topics)).await?;

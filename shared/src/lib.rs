@@ -13,6 +13,7 @@ pub mod event;
 pub mod fsm;
 pub mod ids;
 pub mod kafka;
+pub mod kafka_check;
 pub mod model;
 pub mod node;
 pub mod observe;

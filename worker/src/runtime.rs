@@ -54,6 +54,10 @@ pub(crate) async fn run(
         idle_watch,
     } = worker;
     let mut config = config;
+    // A secured broker that refuses us is a start-up error, not a hang.
+    weft_shared::kafka_check::check_broker(&config.kafka)
+        .await
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
     // `auto` becomes `on` or `off` here, once: everything below sees the resolved mode.
     config.kafka.transactions = weft_shared::transactions::resolve(&config.kafka).await;
     let settings = config.worker.clone();
