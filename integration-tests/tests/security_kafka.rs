@@ -5,9 +5,13 @@
 //! password stop at once with an error naming the broker, the mechanism and
 //! the user — not a hang — and print no password.
 //!
-//! Not `SASL_SSL`: Tansu 0.6.0 takes `--cert`/`--key` but never serves TLS
-//! (its listener builds a `TlsAcceptor` into an unused variable and serves the
-//! plain TCP stream: tansu-broker-0.6.0 src/broker.rs:268), and it accepts
+//! Not `SASL_SSL`: Tansu 0.6.0 cannot serve TLS. Its CLI puts `--cert` and
+//! `--key` in one clap group (tansu-cli-0.6.0 src/cli/broker.rs:97-103), so
+//! they cannot be given together ("the argument '--cert' cannot be used with
+//! '--key'"), while a server config needs both (line 266); and the listener
+//! builds its `TlsAcceptor` into an unused variable and serves the plain TCP
+//! stream anyway (tansu-broker-0.6.0 src/broker.rs:268: a TLS client gets
+//! "early eof"). It also accepts
 //! any password for SASL `PLAIN` (tansu-auth-0.6.0 src/lib.rs:171-190 checks
 //! only that one is present), so SCRAM is the mechanism that proves anything.
 //! docs/security.md says how TLS is set up against a real Kafka.
