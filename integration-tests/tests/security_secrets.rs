@@ -126,6 +126,15 @@ async fn secrets_reach_only_the_tasks_that_name_them_and_are_ciphertext_everywhe
     let api = cluster.api();
     let result = async {
         api.register_definition(DEFINITION).await?;
+        // Auth is off by default, and says so at start.
+        ensure!(
+            cluster
+                .orchestrator(0)
+                .process()
+                .log()
+                .contains("API authentication is off"),
+            "no warning that API authentication is off"
+        );
         let input = json!({"note": canary});
 
         // 1. The API seals the body's secrets.
