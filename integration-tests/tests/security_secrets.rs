@@ -5,7 +5,8 @@
 //! the task that does not name it sees nothing, and the secret's bytes are
 //! in no record of any topic (DLQ included), no file of the orchestrator's
 //! RocksDB or of the broker's storage, no log line, no API response (state,
-//! history, trace, lists, analytics) and no metric. A canary input value is
+//! history, trace, lists, analytics), no trace exported to an OpenTelemetry
+//! collector and no metric. A canary input value is
 //! found in the same places, so the searches can see what is there. An
 //! instance sealed with a key id the worker lacks goes to the DLQ naming it.
 
@@ -19,7 +20,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Method;
 use serde_json::{json, Value};
-use weft_integration_tests::{cli, wait_for, ClusterOptions, TestCluster};
+use weft_integration_tests::collector::Collector;
+use weft_integration_tests::{cli, wait_for, wait_until, ClusterOptions, TestCluster};
 use weft_shared::avro::AvroRecord;
 use weft_shared::event::{now_ms, META_SOURCE_KIND};
 use weft_shared::ids::InstanceId;
@@ -116,8 +118,10 @@ async fn secrets_reach_only_the_tasks_that_name_them_and_are_ciphertext_everywhe
     let (key, key_b64) = random_key();
     let secret = random_secret("SeCrEt-");
     let canary = random_secret("canary-");
+    let collector = Collector::start().await?;
     let cluster = TestCluster::start(
         ClusterOptions::new(1, 1)
+            .env("WEFT_ORCHESTRATOR_OTLP_ENDPOINT", collector.url.clone())
             .env("WEFT_SECRETS_KEYS", format!("k1={key_b64}"))
             .env("WEFT_WORKER_ENABLE_SHELL", "true")
             .env("WEFT_TEST_OUT", out.display().to_string()),
@@ -279,6 +283,26 @@ async fn secrets_reach_only_the_tasks_that_name_them_and_are_ciphertext_everywhe
             ensure!(
                 !all.contains(needle.as_str()),
                 "an API response or metric holds a secret"
+            );
+        }
+
+        // The traces pushed to an OpenTelemetry collector.
+        wait_until(
+            "the three traces are exported",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                let all = serde_json::Value::Array(collector.received()).to_string();
+                ids.iter()
+                    .all(|id| all.contains(&id.replace('-', "")) || all.contains(id.as_str()))
+            },
+        )
+        .await?;
+        let traces = serde_json::Value::Array(collector.received()).to_string();
+        for needle in [&secret, &key_b64] {
+            ensure!(
+                !traces.contains(needle.as_str()),
+                "an exported trace holds a secret"
             );
         }
 
