@@ -35,6 +35,8 @@ command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 # librdkafka with OpenSSL (rdkafka's `ssl` feature): SSL, SASL_SSL and SCRAM.
 [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# TLS material and JWT keys of the security tests (scripts/tls-test-material.sh).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if ((${#missing[@]} == 0)); then
     log "build prerequisites present (libclang, cc, c++, make, curl, sqlite3)"

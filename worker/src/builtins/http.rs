@@ -529,4 +529,77 @@ mod tests {
         let err = Http::from_settings(&settings).err().unwrap().to_string();
         assert!(err.contains("http_ca_file"), "{err}");
     }
+
+    /// `openssl s_server -www` with a certificate of the test CA
+    /// (scripts/tls-test-material.sh), killed on drop.
+    struct TlsServer(std::process::Child);
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn https_is_verified_with_rustls_against_the_configured_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/tls-test-material.sh"
+        );
+        let made = std::process::Command::new("bash")
+            .arg(script)
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(made.success(), "tls-test-material.sh failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _server = TlsServer(
+            std::process::Command::new("openssl")
+                .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+                .arg("-cert")
+                .arg(dir.path().join("server.crt"))
+                .arg("-key")
+                .arg(dir.path().join("server.key"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let url = format!("https://localhost:{port}/");
+        let trusted = Http::from_settings(&WorkerSettings {
+            http_ca_file: dir.path().join("ca.crt").display().to_string(),
+            http_allow_hosts: vec!["localhost".into()],
+            ..weft_shared::config::WeftConfig::default().worker
+        })
+        .unwrap();
+        let out = trusted
+            .call(ctx(vec![("url", url.clone().into())]))
+            .await
+            .unwrap();
+        assert_eq!(out["status"], WorkflowData::Int(200));
+        // Without the CA the certificate is not trusted: no request is made.
+        let err = Http::new()
+            .call(ctx(vec![("url", url.into())]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "http_error", "{}", err.message);
+    }
 }
