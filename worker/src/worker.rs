@@ -81,6 +81,10 @@ impl WorkerBuilder {
             let http = builtins::Http::from_settings(&self.config.worker)
                 .map_err(|e| WorkerError::Config(e.to_string()))?;
             builtins::register_with(&mut registry, self.config.worker.enable_shell, http);
+            registry.insert_if_absent(
+                "workflow",
+                std::sync::Arc::new(builtins::ChildWorkflow::new(self.config.kafka.clone())),
+            );
         }
         let keyring = weft_shared::secrets::Keyring::from_settings(&self.config.secrets)
             .map_err(|e| WorkerError::Config(e.to_string()))?;

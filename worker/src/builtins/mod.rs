@@ -1,6 +1,7 @@
 //! The built-in task kinds every `weft-worker` offers: `noop`, `sleep`,
 //! `http`, `shell` (only with `worker.enable_shell`), `choose` (a decision's
-//! branches), and for testing failure paths `fail`, `flaky`, `ledger` (an
+//! branches), `workflow` (a child workflow, [`ChildWorkflow`]; registered by
+//! the worker, which has the Kafka settings), and for testing failure paths `fail`, `flaky`, `ledger` (an
 //! effect applied once per idempotency key) and `tally` (logs every call). Built-ins read their settings
 //! from the task `parameters` only — never from workflow input, so input
 //! cannot pick a URL, a command or a file (`choose` reads the one input key
@@ -15,6 +16,7 @@ mod noop;
 mod shell;
 mod sleep;
 pub mod tally;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ pub use noop::Noop;
 pub use shell::Shell;
 pub use sleep::Sleep;
 pub use tally::Tally;
+pub use workflow::ChildWorkflow;
 
 use crate::handler::Registry;
 
