@@ -28,10 +28,19 @@ async fn start(api: &ApiClient, i: usize) -> Result<String> {
     Ok(v["instance_id"].as_str().context("instance_id")?.to_owned())
 }
 
+/// A GET right after the write: 200 at once; only a 503 (a partition moving
+/// between replicas, "try again") is asked again, never a 404.
 async fn get_now(api: &ApiClient, id: &str) -> Result<Value> {
-    let r = api
-        .send(Method::GET, &format!("/v1/workflows/ryw/{id}"), None)
-        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let r = api
+            .send(Method::GET, &format!("/v1/workflows/ryw/{id}"), None)
+            .await?;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     ensure!(
         r.status == StatusCode::OK,
         "GET right after the start of {id} through {}: {} {}",

@@ -1,6 +1,8 @@
 //! Schedules (ADR 0017, [`crate::schedules`]): create or replace one, list
 //! them with their next run times, read, pause, resume and delete one. Every
-//! replica serves them (they are folded from `<prefix>.schedules`).
+//! replica serves them (they are folded from `<prefix>.schedules`); a
+//! request first waits (bounded) until its replica has read that topic to its
+//! end, so it sees changes made through any replica.
 
 use std::sync::Arc;
 
@@ -165,6 +167,7 @@ pub async fn put(
     )?;
     let mut spec = spec_of(&f, now_ms())?;
     catalog_with(&s, &spec.workflow_type)?;
+    sch.caught_up().await;
     let existing = sch.get(&spec.name);
     if let Some(e) = &existing {
         // A replaced schedule keeps its place: no tick already due is fired again or lost.
@@ -189,7 +192,9 @@ pub async fn list(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     params.allow(&[])?;
-    let items: Vec<Value> = scheduler(sch)?.list().iter().map(view).collect();
+    let sch = scheduler(sch)?;
+    sch.caught_up().await;
+    let items: Vec<Value> = sch.list().iter().map(view).collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -200,7 +205,9 @@ pub async fn get(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     params.allow(&[])?;
-    let e = scheduler(sch)?.get(&name).ok_or(Error::NotFound(name))?;
+    let sch = scheduler(sch)?;
+    sch.caught_up().await;
+    let e = sch.get(&name).ok_or(Error::NotFound(name))?;
     Ok(Json(view(&e)))
 }
 
@@ -209,7 +216,9 @@ pub async fn pause(
     sch: Option<Extension<Arc<Scheduler>>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let e = scheduler(sch)?.set_paused(&name, true).await?;
+    let sch = scheduler(sch)?;
+    sch.caught_up().await;
+    let e = sch.set_paused(&name, true).await?;
     Ok(Json(view(&e)))
 }
 
@@ -218,7 +227,9 @@ pub async fn resume(
     sch: Option<Extension<Arc<Scheduler>>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let e = scheduler(sch)?.set_paused(&name, false).await?;
+    let sch = scheduler(sch)?;
+    sch.caught_up().await;
+    let e = sch.set_paused(&name, false).await?;
     Ok(Json(view(&e)))
 }
 
@@ -227,6 +238,8 @@ pub async fn delete(
     sch: Option<Extension<Arc<Scheduler>>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    scheduler(sch)?.delete(&name).await?;
+    let sch = scheduler(sch)?;
+    sch.caught_up().await;
+    sch.delete(&name).await?;
     Ok(Json(json!({ "name": name, "deleted": true })))
 }

@@ -105,6 +105,23 @@ impl Scheduler {
         })
     }
 
+    /// Waits (bounded) until this replica has read the schedules topic up to
+    /// its end as of now, so a read after a change made through another
+    /// replica sees it.
+    pub async fn caught_up(&self) {
+        let (producer, t) = (self.producer.clone(), topic(&self.topics));
+        let high = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&t, 0, Duration::from_secs(2))
+                .map(|w| w.1)
+        })
+        .await;
+        let Ok(Ok(high)) = high else { return };
+        let mut rx = self.next_offset.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n >= high)).await;
+    }
+
     /// Every schedule.
     pub fn list(&self) -> Vec<Entry> {
         self.entries
