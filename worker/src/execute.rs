@@ -78,7 +78,10 @@ impl Shared {
     }
 }
 
-/// Processes one received record; holds `permit` (a concurrency slot) until done.
+/// Processes one received record; holds `permit` (a concurrency slot) while
+/// its handler may run: the slot is free again once the handler returned, while
+/// the result is still on its way to the broker (a slot held through two acks
+/// bounded a worker to `concurrency` ÷ two round trips tasks a second).
 pub(crate) async fn process(
     shared: Arc<Shared>,
     msg: OwnedMessage,
@@ -100,16 +103,16 @@ pub(crate) async fn process(
                 attempt = dispatch.attempt,
                 handler = %dispatch.handler,
             );
-            run_attempt(&shared, &dispatch, &ticket)
+            run_attempt(&shared, &dispatch, &ticket, permit)
                 .instrument(span)
                 .await;
         }
         Err(reason) => {
             dead_letter(&shared, &msg, &reason).await;
             shared.mark_done(&ticket);
+            drop(permit);
         }
     }
-    drop(permit);
 }
 
 /// Copies an undecodable record to its type's DLQ with the reason and source in headers.
@@ -250,7 +253,12 @@ fn admit<'a>(
     None
 }
 
-async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
+async fn run_attempt(
+    shared: &Arc<Shared>,
+    d: &TaskDispatch,
+    ticket: &Ticket,
+    slot: OwnedSemaphorePermit,
+) {
     let label = if shared.registry.get(&d.handler).is_some() {
         d.handler.as_str()
     } else {
@@ -328,6 +336,8 @@ async fn run_attempt(shared: &Arc<Shared>, d: &TaskDispatch, ticket: &Ticket) {
         let b = beats.insert(Beats::start(shared, d));
         supervise(shared, d, &attempt, b.liveness()).await
     };
+    // The handler is done: its slot takes the next record while the result travels.
+    drop(slot);
     shared
         .metrics
         .task_duration_seconds
