@@ -22,6 +22,8 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("get", "/v1/openapi.json", 200),
     ("get", "/v1/admin/projection-digest", 200),
     ("post", "/v1/definitions", 400), // `{}` is no definition
+    ("get", "/v1/definitions", 200),
+    ("get", "/v1/nodes", 200),
     ("get", "/v1/definitions/{ty}", 200),
     ("get", "/v1/definitions/{ty}/{version}", 200),
     ("get", "/v1/workflows", 200),
