@@ -16,13 +16,13 @@
 //! [`views`] (JSON shapes), [`error`]; [`applied`] (read your writes); [`dlq`] (dead letters); [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
+mod applied;
+mod archive;
 pub mod auth;
 mod auth_jwt;
 mod auth_limits;
 pub mod auth_policy;
 mod auth_route;
-mod applied;
-mod archive;
 mod control;
 mod defs;
 mod dlq;
@@ -119,12 +119,16 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/definitions/{ty}/diff", || {
         get(lifecycle::diff)
     }),
-    route(Method::POST, "/v1/definitions/{ty}/{version}/deprecate", || {
-        post(lifecycle::deprecate)
-    }),
-    route(Method::POST, "/v1/definitions/{ty}/{version}/reinstate", || {
-        post(lifecycle::reinstate)
-    }),
+    route(
+        Method::POST,
+        "/v1/definitions/{ty}/{version}/deprecate",
+        || post(lifecycle::deprecate),
+    ),
+    route(
+        Method::POST,
+        "/v1/definitions/{ty}/{version}/reinstate",
+        || post(lifecycle::reinstate),
+    ),
     route(Method::GET, "/v1/definitions/{ty}/{version}", || {
         get(defs::version)
     }),
@@ -172,9 +176,11 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/dlq/{ty}/{partition}/{offset}", || {
         get(dlq::show)
     }),
-    route(Method::POST, "/v1/dlq/{ty}/{partition}/{offset}/redrive", || {
-        post(dlq::redrive)
-    }),
+    route(
+        Method::POST,
+        "/v1/dlq/{ty}/{partition}/{offset}/redrive",
+        || post(dlq::redrive),
+    ),
     route(Method::POST, "/v1/admin/archive", || post(archive::archive)),
     route(Method::POST, "/v1/schedules", || post(schedules::put)),
     route(Method::GET, "/v1/schedules", || get(schedules::list)),
@@ -188,7 +194,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/schedules/{name}/resume", || {
         post(schedules::resume)
     }),
-    route(Method::GET, "/v1/archive/{ty}/{id}", || get(archive::history)),
+    route(Method::GET, "/v1/archive/{ty}/{id}", || {
+        get(archive::history)
+    }),
     route(Method::GET, "/v1/admin/projection-digest", || {
         get(ops::projection_digest)
     }),
