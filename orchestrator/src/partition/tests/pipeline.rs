@@ -67,8 +67,15 @@ async fn pipelined_batches_publish_each_decision_once_and_leave_no_outbox_rows()
     for e in h.events(&topic, 0) {
         *decisions.entry(e.idempotency_key).or_default() += 1;
     }
-    assert!(decisions.len() >= 2 * STARTS as usize, "{}", decisions.len());
-    assert!(decisions.values().all(|n| *n == 1), "a decision published twice");
+    assert!(
+        decisions.len() >= 2 * STARTS as usize,
+        "{}",
+        decisions.len()
+    );
+    assert!(
+        decisions.values().all(|n| *n == 1),
+        "a decision published twice"
+    );
     // Nothing left to publish after a restart, and nothing counted in the air.
     assert!(
         h.shared.store.outbox(&topic, 0).expect("outbox").is_empty(),
