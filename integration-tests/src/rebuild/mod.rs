@@ -105,6 +105,17 @@ pub async fn produce_histories(
                 if !record.is_decision() {
                     record.sequence_number = 0; // as a client or worker produced it
                 }
+                if record.event_type == weft_shared::WorkflowEventType::WorkflowCreated {
+                    // Pinned to version 1, as the API writes a start: an unpinned
+                    // start waits until the catalog is complete as of its
+                    // timestamp plus the settle time (ADR 0011), and these
+                    // timestamps run ahead of the clock (20 ms per workflow), so
+                    // the rebuild measured that wait, not the fold.
+                    record
+                        .metadata
+                        .entry(weft_shared::event::META_DEFINITION_VERSION.to_owned())
+                        .or_insert_with(|| "1".to_owned());
+                }
                 record.encode()
             })
             .collect();
