@@ -35,6 +35,12 @@ use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
 use crate::{heartbeat, server};
 
+/// How long a record waits for a handler slot before fetching pauses. Pausing
+/// drops what librdkafka prefetched for the partitions and a resume fetches it
+/// again; pausing at every momentary saturation (a burst larger than
+/// `worker.concurrency` of short tasks) held dispatches for seconds.
+const PAUSE_AFTER: Duration = Duration::from_millis(250);
+
 /// How often the done prefixes are committed: completions in between share
 /// one commit request (a commit per completion cost the broker a request and
 /// a write per task; a crash redelivers at most this much more, which the
@@ -248,7 +254,13 @@ async fn consume(
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
         }
-        pause_when_saturated(consumer, slots.available_permits() == 0, &mut paused);
+        // Resumes fetching once a slot is free; pausing happens below, only
+        // when a record has waited PAUSE_AFTER for a slot.
+        pause_when_saturated(
+            consumer,
+            paused && slots.available_permits() == 0,
+            &mut paused,
+        );
         tokio::select! {
             biased;
             () = &mut shutdown => return,
@@ -299,10 +311,18 @@ async fn consume(
                 }
                 let permit = match slots.clone().try_acquire_owned() {
                     Ok(p) => p,
-                    // a record fetched just before pausing: wait for a slot
-                    Err(_) => tokio::select! {
-                        p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                        () = &mut shutdown => return,
+                    Err(_) => match tokio::time::timeout(PAUSE_AFTER, slots.clone().acquire_owned()).await {
+                        // Short handlers free a slot within moments: fetching goes on.
+                        Ok(p) => p.expect("the semaphore is never closed"),
+                        // Every slot stays busy: pause fetching (the consumer keeps
+                        // polling the group) and wait for a slot.
+                        Err(_) => {
+                            pause_when_saturated(consumer, true, &mut paused);
+                            tokio::select! {
+                                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                                () = &mut shutdown => return,
+                            }
+                        }
                     },
                 };
                 tasks.spawn(execute::process(shared.clone(), msg, ticket, permit));
