@@ -58,7 +58,7 @@ async fn orchestrator_killed_mid_run_and_rebuilt_from_nothing() -> Result<()> {
     let result = async {
         let api = cluster.api();
         api.register_definition(DIAMOND).await?;
-        let ids = start_many(&api, WORKFLOWS).await?;
+        let mut ids = start_many(&api, WORKFLOWS / 2).await?;
         wait_until(
             "some workflows completed",
             Duration::from_secs(60),
@@ -66,17 +66,17 @@ async fn orchestrator_killed_mid_run_and_rebuilt_from_nothing() -> Result<()> {
             || async { completed_count(&api, &ids[..20]).await >= 5 },
         )
         .await?;
-        // Killed mid-run: work is left at the kill, and finishes after it.
-        let done_at_kill = completed_count(&api, &ids).await;
-        ensure!(
-            done_at_kill < WORKFLOWS,
-            "all {WORKFLOWS} workflows had completed before the kill: nothing was mid-run"
-        );
+        // Killed mid-run: the second half is started right before the SIGKILL
+        // (a diamond needs 7 broker round trips; the engine finishes a batch of
+        // 100 in well under a second, so work left at a kill that follows a
+        // count of the completed ones is a race). Work is left at the kill and
+        // finishes after it.
+        ids.extend(start_many(&api, WORKFLOWS - WORKFLOWS / 2).await?);
         let killed_at_ms = now_ms();
         cluster.restart_orchestrator(0).await?; // SIGKILL, then start on the same data dir
         wait_all_completed(&api, &ids, Duration::from_secs(180)).await?;
         let mut lengths = Vec::new();
-        let (mut inputs, mut finished_after_kill) = (0usize, 0usize);
+        let (mut inputs, mut finished_after_kill, mut done_at_kill) = (0usize, 0usize, 0usize);
         for id in &ids {
             let h = api.events("diamond", id).await?;
             let events = h["events"].as_array().context("events")?;
@@ -86,6 +86,8 @@ async fn orchestrator_killed_mid_run_and_rebuilt_from_nothing() -> Result<()> {
             let completed_ms = events.last().and_then(|e| e["timestamp_ms"].as_i64());
             if completed_ms.is_some_and(|t| t > killed_at_ms) {
                 finished_after_kill += 1;
+            } else {
+                done_at_kill += 1;
             }
         }
         ensure!(
