@@ -35,7 +35,8 @@ use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
 use crate::{heartbeat, server};
 
-/// How long a record waits for a handler slot before fetching pauses. Pausing
+/// How long every handler slot stays busy (or a received record waits for
+/// one) before fetching pauses. Pausing
 /// drops what librdkafka prefetched for the partitions and a resume fetches it
 /// again; pausing at every momentary saturation (a burst larger than
 /// `worker.concurrency` of short tasks) held dispatches for seconds.
@@ -240,6 +241,7 @@ async fn consume(
     );
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     let mut paused = false;
+    let mut saturated_since: Option<tokio::time::Instant> = None;
     // Checks that a rebalance ended for this member; see `consumer::rejoin_if_never_assigned`.
     let mut join_watchdog =
         tokio::time::interval_at(tokio::time::Instant::now() + JOIN_WATCHDOG, JOIN_WATCHDOG);
@@ -254,11 +256,21 @@ async fn consume(
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
         }
-        // Resumes fetching once a slot is free; pausing happens below, only
-        // when a record has waited PAUSE_AFTER for a slot.
+        // Pauses fetching once every slot has been busy for PAUSE_AFTER (the
+        // commit tick wakes this loop often enough to notice), resumes once a
+        // slot is free.
+        let saturated = slots.available_permits() == 0;
+        let busy_for = if saturated {
+            saturated_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+        } else {
+            saturated_since = None;
+            Duration::ZERO
+        };
         pause_when_saturated(
             consumer,
-            paused && slots.available_permits() == 0,
+            saturated && (paused || busy_for >= PAUSE_AFTER),
             &mut paused,
         );
         tokio::select! {
