@@ -14,6 +14,7 @@ pub mod fsm;
 pub mod ids;
 pub mod kafka;
 pub mod kafka_check;
+pub mod lanes;
 pub mod model;
 pub mod node;
 pub mod observe;

@@ -1,6 +1,8 @@
 //! Topic naming: every topic name Weft uses comes from here, so the prefix and
 //! the per-type layout are decided in one place.
 
+use crate::lanes::Requirements;
+
 /// Names of Weft's topics under one prefix (default `weft`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
@@ -59,19 +61,42 @@ impl Topics {
         format!("{}.nodes", self.prefix)
     }
 
-    /// The workflow type of a per-type topic name, and which kind it is.
+    /// The task topic of `workflow_type`'s lane for `req` (see [`crate::lanes`]).
+    pub fn lane(&self, workflow_type: &str, req: &Requirements) -> String {
+        req.topic(&self.tasks(workflow_type))
+    }
+
+    /// The workflow type of a per-type topic name, and which kind it is. A
+    /// lane's task topic (`weft.<type>.tasks.<lane>`) is of kind `Tasks`.
     pub fn parse<'t>(&self, topic: &'t str) -> Option<(&'t str, TopicKind)> {
         let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?;
-        let (ty, kind) = rest.rsplit_once('.')?;
+        let (ty, kind) = rest.split_once('.')?;
         let kind = match kind {
             "events" => TopicKind::Events,
             "tasks" => TopicKind::Tasks,
             "snapshots" => TopicKind::Snapshots,
             "dlq" => TopicKind::Dlq,
             "heartbeats" => TopicKind::Heartbeats,
-            _ => return None,
+            lane => {
+                let suffix = lane.strip_prefix("tasks.")?;
+                Requirements::parse_suffix(suffix)?;
+                TopicKind::Tasks
+            }
         };
-        (!ty.is_empty() && !ty.contains('.')).then_some((ty, kind))
+        (!ty.is_empty()).then_some((ty, kind))
+    }
+
+    /// The workflow type and lane requirements of a task topic (the default
+    /// lane's requirements are empty).
+    pub fn parse_lane<'t>(&self, topic: &'t str) -> Option<(&'t str, Requirements)> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let (ty, kind) = rest.split_once('.')?;
+        let req = match kind.strip_prefix("tasks") {
+            Some("") => Requirements::default(),
+            Some(lane) => Requirements::parse_suffix(lane.strip_prefix('.')?)?,
+            None => return None,
+        };
+        (!ty.is_empty()).then_some((ty, req))
     }
 }
 
@@ -123,5 +148,16 @@ mod tests {
         );
         assert_eq!(t.parse("weft.definitions"), None);
         assert_eq!(t.parse("other.orders.events"), None);
+        assert_eq!(t.parse("weft.orders.tasks.nonsense"), None);
+        let req = Requirements::new(["gpu".to_owned()], Default::default());
+        let lane = t.lane("orders", &req);
+        assert_eq!(lane, "weft.orders.tasks.cap-gpu");
+        assert_eq!(t.parse(&lane), Some(("orders", TopicKind::Tasks)));
+        assert_eq!(t.parse_lane(&lane), Some(("orders", req)));
+        assert_eq!(
+            t.parse_lane("weft.orders.tasks"),
+            Some(("orders", Requirements::default()))
+        );
+        assert_eq!(t.parse_lane("weft.orders.events"), None);
     }
 }
