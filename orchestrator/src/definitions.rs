@@ -491,12 +491,15 @@ impl Registry {
     /// [`TOPIC_CREATION_TIMEOUT`] each, then it goes on without them).
     async fn insert(&self, def: WorkflowDefinition, registration: String) {
         let create = self.create_topics.load(Ordering::SeqCst);
-        if create && !self.catalog().contains_type(&def.workflow_type) {
-            let specs = kafka::workflow_type_topics(
-                &self.topics,
-                &def.workflow_type,
-                self.kafka.partitions,
-            );
+        let mut specs = if self.catalog().contains_type(&def.workflow_type) {
+            Vec::new()
+        } else {
+            kafka::workflow_type_topics(&self.topics, &def.workflow_type, self.kafka.partitions)
+        };
+        // The task topic of every lane a task of this version names (a new
+        // version may name new lanes); existing topics are left as they are.
+        specs.extend(kafka::lane_topics(&self.topics, &def, self.kafka.partitions));
+        if create && !specs.is_empty() {
             let mut attempt = 1;
             loop {
                 let created = tokio::time::timeout(

@@ -120,6 +120,31 @@ pub fn workflow_type_topics(
     ]
 }
 
+/// The task topics of the lanes other than the default one that the tasks
+/// of `def` name (see [`crate::lanes`]), once each.
+pub fn lane_topics(
+    topics: &Topics,
+    def: &crate::WorkflowDefinition,
+    partitions: i32,
+) -> Vec<TopicSpec> {
+    let tasks = topics.tasks(&def.workflow_type);
+    let names: std::collections::BTreeSet<String> = def
+        .tasks
+        .iter()
+        .filter_map(|t| crate::lanes::Requirements::of_task(t).ok())
+        .map(|req| req.topic(&tasks))
+        .filter(|name| *name != tasks)
+        .collect();
+    names
+        .into_iter()
+        .map(|name| TopicSpec {
+            name,
+            partitions,
+            compacted: false,
+        })
+        .collect()
+}
+
 /// The cluster-wide topics (definitions and the node registry).
 pub fn global_topics(topics: &Topics) -> Vec<TopicSpec> {
     vec![

@@ -118,6 +118,9 @@ struct RawTask {
     resources: BTreeMap<String, i64>,
     #[serde(default)]
     node_selector: Option<BTreeMap<String, String>>,
+    /// Capabilities the task needs (kept as `constraints.capabilities`).
+    #[serde(default)]
+    requires: Vec<String>,
     #[serde(default)]
     compensation: Option<String>,
 }
@@ -275,6 +278,25 @@ fn task(
         }
     }
     t.constraints = data_map(raw.constraints, &join(&path, "constraints"))?;
+    if !raw.requires.is_empty() {
+        let key = crate::lanes::CAPABILITIES_CONSTRAINT;
+        let mut all = match t.constraints.remove(key) {
+            Some(crate::data::WorkflowData::List(l)) => l,
+            Some(crate::data::WorkflowData::Str(s)) => vec![s],
+            Some(_) => {
+                return Err(field_error(
+                    &join(&path, "constraints.capabilities"),
+                    "must be a list of capability names",
+                ))
+            }
+            None => Vec::new(),
+        };
+        all.extend(raw.requires);
+        all.sort();
+        all.dedup();
+        t.constraints
+            .insert(key.to_owned(), crate::data::WorkflowData::List(all));
+    }
     t.retry_config = retry(raw.retry, default_retry, &path)?;
     t.timeout_config = timeouts(raw.timeout, &path)?;
     t.tags = raw.tags;

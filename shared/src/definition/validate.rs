@@ -157,6 +157,15 @@ pub fn validate(def: &WorkflowDefinition) -> Result<(), DefinitionError> {
             &format!("tasks[{i}] ({}).retry", task.name),
         )?;
     }
+    let tasks_topic = crate::Topics::default().tasks(&def.workflow_type);
+    for (i, task) in def.tasks.iter().enumerate() {
+        crate::lanes::Requirements::of_task(task)
+            .and_then(|req| req.checked_topic(&tasks_topic))
+            .map_err(|e| DefinitionError::InvalidField {
+                path: format!("tasks[{i}] ({})", task.name),
+                message: e.to_string(),
+            })?;
+    }
     if let Some(path) = find_cycle(def) {
         return Err(DefinitionError::Cycle { path });
     }

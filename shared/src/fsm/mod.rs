@@ -22,6 +22,7 @@ pub mod timer;
 pub use evolve::{evolve, EvolveError};
 pub use instance::{InstanceState, TaskRuntime};
 pub(crate) use react::Plan;
+pub use react::{unschedulable_input, NO_CAPABLE_NODE, SOURCE_KIND_UNSCHEDULABLE};
 pub use timer::{Timer, TimerKind};
 
 use crate::definition::WorkflowDefinition;

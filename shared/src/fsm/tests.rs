@@ -533,3 +533,48 @@ fn a_running_instance_keeps_its_definition_version() {
     let decision = decide(None, &pinned.defs, &e);
     assert_eq!(decision.state.unwrap().definition_version, 2);
 }
+
+#[test]
+fn a_no_capable_node_report_is_recorded_only_while_the_attempt_waits() {
+    let mut d = Driver::new(diamond(1));
+    assert_eq!(
+        d.input(T::WorkflowCreated, None, DataMap::new()),
+        Outcome::Applied
+    );
+    let notice = |d: &Driver, task: &str, ts: i64| {
+        crate::fsm::unschedulable_input("diamond", d.id, task, 1, "no capable node", ts)
+    };
+    let e = notice(&d, "a", d.ts + 1);
+    assert_eq!(d.apply(&e), Outcome::Applied);
+    let last = d.history.last().unwrap();
+    assert_eq!(last.event_type, T::ErrorOccurred);
+    assert_eq!(
+        last.data_str("error_type"),
+        Some(crate::fsm::NO_CAPABLE_NODE)
+    );
+    assert_eq!(
+        d.wf().task("a").state,
+        TaskState::Scheduled,
+        "the attempt still waits"
+    );
+    assert_eq!(fold(&d.history), *d.wf());
+    // Analytics count it and say so.
+    let mut stats = crate::observe::analytics::TypeStats::default();
+    let mut prev: Option<InstanceState> = None;
+    for e in &d.history {
+        let next = evolve(prev.clone(), e).unwrap();
+        stats.record(prev.as_ref(), &next, e.timestamp_ms, None);
+        prev = Some(next);
+    }
+    assert_eq!(stats.tasks["a"].unschedulable, 1);
+    let report = stats.report("diamond", &Default::default());
+    let insight = report.insights.iter().find(|i| i.kind == "unschedulable");
+    assert_eq!(insight.map(|i| i.subject.as_str()), Some("diamond/a"));
+    // Once the attempt started, a report is stale and appends nothing.
+    d.run_task("a", 1);
+    let late = notice(&d, "b", d.ts + 1);
+    d.run_task("b", 1);
+    let before = d.history.len();
+    assert!(matches!(d.apply(&late), Outcome::Stale { .. }));
+    assert_eq!(d.history.len(), before);
+}

@@ -38,6 +38,9 @@ pub struct TaskStats {
     pub queue_ms: Histogram,
     /// From `task.started` to the attempt's end.
     pub run_ms: Histogram,
+    /// Attempts reported waiting with no live node able to run them.
+    #[serde(default)]
+    pub unschedulable: u64,
 }
 
 /// Aggregates of one workflow type (over some partitions).
@@ -66,6 +69,14 @@ impl TypeStats {
         at_ms: i64,
         def: Option<&WorkflowDefinition>,
     ) {
+        let known = prev.map_or(0, |p| p.error_history.len());
+        for e in next.error_history.iter().skip(known) {
+            if e.error_type == crate::fsm::NO_CAPABLE_NODE {
+                if let Some(task) = &e.task_name {
+                    self.tasks.entry(task.clone()).or_default().unschedulable += 1;
+                }
+            }
+        }
         for t in transitions(prev, next) {
             match t {
                 Transition::Workflow { from: None, .. } => self.started += 1,
@@ -138,6 +149,7 @@ impl TypeStats {
             add_counts(&mut mine.outcomes, &t.outcomes);
             mine.queue_ms.merge(&t.queue_ms);
             mine.run_ms.merge(&t.run_ms);
+            mine.unschedulable += t.unschedulable;
         }
     }
 

@@ -370,3 +370,77 @@ pub(super) fn signal(
     run.schedule_ready();
     run.finish()
 }
+
+/// The engine's report that no live node can run the current attempt of a
+/// task (`error.occurred` with source kind [`SOURCE_KIND_UNSCHEDULABLE`]):
+/// recorded while that attempt still waits for a worker, stale once it started
+/// or ended. The attempt stays dispatched and runs when a capable node joins.
+pub(super) fn unschedulable(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
+    let (def, task, attempt) = match task_context(state, defs, input) {
+        Ok(c) => c,
+        Err(d) => return d,
+    };
+    let s = state.expect("task_context checked the instance");
+    if s.state.is_terminal() {
+        return stale(s, format!("workflow is already {}", s.state));
+    }
+    let rt = s.task(&task.name);
+    if attempt != rt.attempt || rt.state != TaskState::Scheduled {
+        return stale(
+            s,
+            format!(
+                "attempt {attempt} of task '{}' no longer waits for a worker",
+                task.name
+            ),
+        );
+    }
+    match Run::start(state, Some(def), input) {
+        Ok(run) => run.finish(),
+        Err(rejected) => rejected,
+    }
+}
+
+/// `weft.source_kind` of the engine's "no capable node" reports.
+pub const SOURCE_KIND_UNSCHEDULABLE: &str = "unschedulable";
+/// `error_type` of those reports.
+pub const NO_CAPABLE_NODE: &str = "no_capable_node";
+
+/// The input reporting that no live node can run `attempt` of `task` of an
+/// instance (see [`unschedulable`]). Its key depends only on the attempt, so
+/// a second report of the same attempt is a duplicate.
+pub fn unschedulable_input(
+    workflow_type: &str,
+    instance_id: crate::ids::InstanceId,
+    task: &str,
+    attempt: u32,
+    message: &str,
+    now_ms: i64,
+) -> WorkflowEvent {
+    let key = format!("unschedulable:{task}:{attempt}");
+    let metadata = std::collections::BTreeMap::from([
+        (
+            meta::SOURCE_KIND.to_owned(),
+            SOURCE_KIND_UNSCHEDULABLE.to_owned(),
+        ),
+        (meta::TASK.to_owned(), task.to_owned()),
+        (meta::ATTEMPT.to_owned(), attempt.to_string()),
+    ]);
+    WorkflowEvent {
+        event_id: EventId::named(instance_id, &key),
+        event_type: T::ErrorOccurred,
+        workflow_type: workflow_type.to_owned(),
+        instance_id,
+        sequence_number: 0,
+        causation_id: None,
+        correlation_chain: Vec::new(),
+        timestamp_ms: now_ms,
+        data: super::error_fields(NO_CAPABLE_NODE, message, true),
+        metadata,
+        idempotency_key: key,
+        source_node_id: crate::fsm::DECIDER_NODE_ID.to_owned(),
+    }
+}

@@ -28,6 +28,7 @@ use crate::fsm::{
 use crate::ids::{EventId, ExecutionId, TaskId};
 use crate::model::TaskConfiguration;
 
+pub use inputs::{unschedulable_input, NO_CAPABLE_NODE, SOURCE_KIND_UNSCHEDULABLE};
 pub(crate) use plan::Plan;
 
 pub(super) fn decide(
@@ -58,6 +59,12 @@ pub(super) fn decide(
             inputs::signal(state, defs, input)
         }
         T::StateTransitioned if timer => fired::timer(state, defs, input),
+        T::ErrorOccurred
+            if input.metadata.get(meta::SOURCE_KIND).map(String::as_str)
+                == Some(inputs::SOURCE_KIND_UNSCHEDULABLE) =>
+        {
+            inputs::unschedulable(state, defs, input)
+        }
         other => reject(state, input, Rejection::NotAnInput { event_type: other }),
     }
 }

@@ -204,6 +204,16 @@ impl TypeStats {
                     recommendation: format!("{:.0} % of '{}' attempts fail: check its errors (weft history) and its retry policy", rate * 100.0, t.name),
                 });
             }
+            let waited = self.tasks[&t.name].unschedulable;
+            if waited > 0 {
+                insights.push(Insight {
+                    kind: "unschedulable".into(),
+                    subject: format!("{ty}/{}", t.name),
+                    value: waited as f64,
+                    threshold: 0.0,
+                    recommendation: format!("{waited} attempt(s) of '{}' waited with no live worker able to run them: start a worker with the capabilities and resources the task asks for (weft nodes lists what the workers offer)", t.name),
+                });
+            }
             if t.queue.count >= th.min_samples && t.queue.p50_ms > t.run.p50_ms.max(100) {
                 insights.push(Insight {
                     kind: "queueing".into(),
