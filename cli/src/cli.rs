@@ -88,6 +88,8 @@ pub enum Command {
     Admin(crate::commands::admin::AdminCommand),
     /// Show an instance's history read from its events topic (also once archived).
     Archived(crate::commands::admin::ArchivedArgs),
+    /// List the nodes of the cluster: workers and replicas, their health, capabilities, capacity and load.
+    Nodes(crate::commands::nodes::NodesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +279,25 @@ mod tests {
         assert_eq!(
             (h.from, h.to, h.limit, h.json),
             (Some(2), Some(9), Some(5), false)
+        );
+    }
+
+    #[test]
+    fn nodes_output() {
+        use crate::commands::nodes::Output;
+        let out = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Nodes(n) => (n.output, n.json),
+            other => panic!("not nodes: {other:?}"),
+        };
+        assert_eq!(out(&["nodes"]), (Output::Table, false));
+        assert_eq!(out(&["nodes", "--output", "json"]), (Output::Json, false));
+        assert_eq!(out(&["nodes", "-o", "table"]), (Output::Table, false));
+        assert_eq!(out(&["nodes", "--json"]), (Output::Table, true));
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["nodes", "--output", "xml"]), ErrorKind::InvalidValue);
+        assert_eq!(
+            kind(&["nodes", "--json", "--output", "table"]),
+            ErrorKind::ArgumentConflict
         );
     }
 

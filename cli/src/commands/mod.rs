@@ -10,6 +10,7 @@ pub mod get;
 pub mod history;
 pub mod insight;
 pub mod list;
+pub mod nodes;
 pub mod replay;
 pub mod schedule;
 pub mod start;
@@ -69,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(cmd) => admin::run(&client, &cmd, out).await?,
         Command::Schedule(cmd) => schedule::run(&client, &cmd, out).await?,
         Command::Archived(a) => admin::archived(&client, &a, out).await?,
+        Command::Nodes(a) => nodes::run(&client, &a, out).await?,
         Command::Signal(args) => {
             let action = ControlAction::Signal {
                 name: args.name.clone(),

@@ -1,7 +1,7 @@
 //! All text the CLI prints: progress lines while waiting, the final verdict,
 //! the instance summary and history lines; [`list`] has the `weft list` table
-//! and the `weft watch` lines. Pure functions of their inputs, so they are
-//! unit-tested without a server.
+//! and the `weft watch` lines, [`nodes`] the `weft nodes` table. Pure
+//! functions of their inputs, so they are unit-tested without a server.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -11,7 +11,9 @@ use crate::model::{InstanceView, TaskView};
 
 pub mod insight;
 mod list;
+mod nodes;
 pub use list::{instance_table, watch_line};
+pub use nodes::node_table;
 
 /// Metadata key naming the task an event concerns.
 pub const META_TASK: &str = "weft.task";
