@@ -104,6 +104,12 @@ pub async fn run(
         definitions::Registry::try_new(config.kafka.clone(), topics.clone(), producer.clone())?;
     let status = Arc::new(status::Status::default());
     let replicas = Arc::new(replicas::Replicas::default());
+    // The node registry: its view is fed by the one follower of the nodes topic (below).
+    let nodes = Arc::new(protocol::KafkaNodeRegistry::with_producer(
+        config.kafka.clone(),
+        topics.clone(),
+        producer.clone(),
+    ));
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = tokio::sync::broadcast::channel(api::EVENT_FEED_CAPACITY);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -131,6 +137,9 @@ pub async fn run(
     );
     let forwarder = Arc::new(forwarder);
     let app = app.layer(axum::Extension(forwarder.clone()));
+    let app = app.layer(axum::Extension(
+        nodes.clone() as Arc<dyn protocol::WorkflowNodeRegistry>
+    ));
     let scheduler = schedules::runner::Scheduler::new(
         config.kafka.clone(),
         topics.clone(),
@@ -180,11 +189,7 @@ pub async fn run(
         }
         .run(stop_rx.clone()),
     );
-    let replica_follower = tokio::spawn(replicas::tasks::follow(
-        replicas.clone(),
-        config.kafka.clone(),
-        topics.clone(),
-    ));
+    let replica_follower = tokio::spawn(replicas::tasks::follow(replicas.clone(), nodes.clone()));
     tokio::spawn(
         replicas::watchdog::Watchdog {
             node_id: node_id.clone(),

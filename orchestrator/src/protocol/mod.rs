@@ -6,18 +6,23 @@
 //! | [`WorkflowEventBus`] (publish, state changes, subscriptions, task coordination, replay) | [`KafkaEventBus`] (rdkafka: one producer, one `StreamConsumer` per subscription), [`InMemoryEventBus`] |
 //! | [`WorkflowEventHandler`] (what a subscription or a replay calls) | any type, or a closure through [`handler_fn`] |
 //! | [`WorkflowPersistence`] (snapshots, events, reconstruction, queries) | [`RocksPersistence`] (over the orchestrator's [`Store`](crate::store::Store)), [`InMemoryPersistence`] |
+//! | [`WorkflowNodeRegistry`] (registration, heartbeats, capable nodes, task assignment) | [`KafkaNodeRegistry`] (the compacted node registry topic, read by one follower), [`InMemoryNodeRegistry`] |
 //!
 //! One conformance suite (`conformance`, compiled for tests and with the
 //! `conformance` feature) holds the behaviour every implementation must have;
 //! the unit tests run it against each implementation here (Kafka on
 //! librdkafka's mock cluster) and `integration-tests/tests/protocol.rs` runs the
-//! bus suite against a real broker.
+//! bus and registry suites against a real broker.
 
 mod bus;
 mod kafka;
 mod memory_bus;
 mod memory_persistence;
 mod persistence;
+mod registry;
+mod registry_kafka;
+mod registry_memory;
+mod registry_view;
 mod rocks;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -36,6 +41,12 @@ pub use kafka::KafkaEventBus;
 pub use memory_bus::{InMemoryEventBus, Record};
 pub use memory_persistence::InMemoryPersistence;
 pub use persistence::WorkflowPersistence;
+pub use registry::{
+    capable, choose, Liveness, NodeMetadata, NodeView, WorkflowNodeRegistry, IN_FLIGHT, WORKER_ROLE,
+};
+pub use registry_kafka::{KafkaNodeRegistry, RecordObserver};
+pub use registry_memory::InMemoryNodeRegistry;
+pub use registry_view::NodeTable;
 pub use rocks::RocksPersistence;
 
 /// Protocol errors.
@@ -53,6 +64,10 @@ pub enum Error {
     InvalidEvent(String),
     #[error("event {seq} of instance {instance} is already stored with other content")]
     Conflict { instance: String, seq: u64 },
+    #[error("invalid node registration: {0}")]
+    InvalidNode(String),
+    #[error("{0}")]
+    InvalidTask(String),
     #[error("{0}")]
     Other(String),
 }

@@ -1,14 +1,20 @@
 //! The conformance suites against every implementation: persistence in memory
-//! and on RocksDB, the event bus in memory and on librdkafka's mock cluster.
+//! and on RocksDB, the event bus and the node registry in memory and on
+//! librdkafka's mock cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use weft_shared::config::{KafkaSettings, TransactionsMode};
 use weft_shared::Topics;
 
-use super::conformance::{bus_suite, persistence_suite, BusFixture, KafkaProbe};
-use super::{InMemoryEventBus, InMemoryPersistence, KafkaEventBus, RocksPersistence};
+use super::conformance::{bus_suite, persistence_suite, registry_suite, BusFixture, KafkaProbe};
+use super::{
+    InMemoryEventBus, InMemoryNodeRegistry, InMemoryPersistence, KafkaEventBus, KafkaNodeRegistry,
+    Liveness, RocksPersistence,
+};
 use crate::store::Store;
 
 #[tokio::test]
@@ -56,7 +62,17 @@ async fn kafka_event_bus_conforms_on_the_mock_cluster() {
     ] {
         cluster.create_topic(&topic, partitions, 1).expect("topic");
     }
-    let settings = KafkaSettings {
+    let settings = mock_settings(&cluster);
+    let bus = KafkaEventBus::new(settings.clone(), topics.clone())
+        .expect("bus")
+        .without_topic_creation();
+    bus_suite(&bus, &f, &KafkaProbe(settings)).await;
+}
+
+fn mock_settings(
+    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+) -> KafkaSettings {
+    KafkaSettings {
         bootstrap: cluster.bootstrap_servers(),
         topic_prefix: "weft".into(),
         partitions: 1,
@@ -65,9 +81,29 @@ async fn kafka_event_bus_conforms_on_the_mock_cluster() {
         fetch_wait_max_ms: 10,
         broker_workarounds: weft_shared::config::BrokerWorkarounds::Auto,
         properties: BTreeMap::new(),
-    };
-    let bus = KafkaEventBus::new(settings.clone(), topics.clone())
-        .expect("bus")
-        .without_topic_creation();
-    bus_suite(&bus, &f, &KafkaProbe(settings)).await;
+    }
+}
+
+/// Short enough for a quick suite, long enough for a read-back on the mock cluster.
+fn short_liveness() -> Liveness {
+    Liveness::new(Duration::from_millis(1_500), Duration::from_millis(3_000))
+}
+
+#[tokio::test]
+async fn in_memory_node_registry_conforms() {
+    registry_suite(&InMemoryNodeRegistry::new(short_liveness())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_node_registry_conforms_on_the_mock_cluster() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let topics = Topics::default();
+    cluster.create_topic(&topics.nodes(), 1, 1).expect("topic");
+    let registry = KafkaNodeRegistry::new(mock_settings(&cluster), topics)
+        .expect("registry")
+        .with_liveness(short_liveness());
+    let registry = Arc::new(registry);
+    let follower = registry.spawn_follower();
+    registry_suite(registry.as_ref()).await;
+    follower.abort();
 }

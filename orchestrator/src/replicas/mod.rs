@@ -12,7 +12,9 @@
 //! heard from for [`STALE_AFTER`] (three announcement periods) is forgotten; of
 //! two fresh replicas that claim the same partition, the one that was assigned
 //! it later wins (the other is about to release it or has died). [`tasks`]
-//! publishes this replica's announcements and follows everybody's.
+//! publishes this replica's announcements and takes in everybody's from the
+//! one follower of the topic, the
+//! [`KafkaNodeRegistry`](crate::protocol::KafkaNodeRegistry)'s.
 
 pub mod tasks;
 pub mod watchdog;
@@ -134,31 +136,9 @@ pub struct Owner {
 #[derive(Default)]
 pub struct Replicas {
     nodes: RwLock<HashMap<String, Announcement>>,
-    /// The latest record of every node, workers included (for `GET /v1/nodes`).
-    records: RwLock<HashMap<String, NodeRecord>>,
 }
 
 impl Replicas {
-    /// Keeps `r` as its node's latest record (an older one than known is ignored).
-    pub fn record(&self, r: NodeRecord) {
-        let mut records = self.records.write().expect("replicas lock");
-        if records
-            .get(&r.node_id)
-            .is_some_and(|known| known.heartbeat_at_ms > r.heartbeat_at_ms)
-        {
-            return;
-        }
-        records.insert(r.node_id.clone(), r);
-    }
-
-    /// The latest record of every node heard from, by node id.
-    pub fn records(&self) -> Vec<NodeRecord> {
-        let records = self.records.read().expect("replicas lock");
-        let mut all: Vec<NodeRecord> = records.values().cloned().collect();
-        all.sort_by(|a, b| (&a.role, &a.node_id).cmp(&(&b.role, &b.node_id)));
-        all
-    }
-
     /// Takes in an announcement (an older one than known is ignored).
     pub fn apply(&self, a: Announcement) {
         let mut nodes = self.nodes.write().expect("replicas lock");

@@ -1,30 +1,23 @@
 //! The two background tasks behind [`Replicas`](super::Replicas): the announcer
 //! publishes this replica's [`Announcement`] every [`ANNOUNCE_INTERVAL`] and at
 //! once when its partitions change (a last, `draining` one on shutdown); the
-//! follower tails the node registry topic from a little before its end and
-//! folds every orchestrator's announcement into the map. Both log failures and
-//! carry on: a replica that cannot announce is simply not forwarded to.
+//! node registry's follower (which tails the topic from a little before its
+//! end) hands it every orchestrator's announcement to fold into the map. Both
+//! log failures and carry on: a replica that cannot announce is simply not
+//! forwarded to.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use weft_shared::avro::AvroRecord;
-use weft_shared::config::KafkaSettings;
 use weft_shared::event::now_ms;
-use weft_shared::kafka::{self, client_config, Role};
-use weft_shared::node::NodeRecord;
 use weft_shared::Topics;
 
 use super::{Announcement, Replicas, ANNOUNCE_INTERVAL};
+use crate::protocol::{KafkaNodeRegistry, RecordObserver};
 use crate::status::Status;
-
-/// Records of the node registry read back at start-up: far more than the
-/// announcements of [`STALE_AFTER`](super::STALE_AFTER), which is all that counts.
-const BACKLOG: i64 = 1_000;
 /// Coalesces a burst of partition changes (a rebalance) into one announcement.
 const SETTLE: Duration = Duration::from_millis(50);
 
@@ -109,57 +102,14 @@ impl Announcer {
     }
 }
 
-/// Follows the node registry topic into `replicas` for as long as it runs;
-/// retries when the broker cannot be reached.
-pub async fn follow(replicas: Arc<Replicas>, settings: KafkaSettings, topics: Topics) {
-    loop {
-        if let Err(e) = follow_once(&replicas, &settings, &topics).await {
-            tracing::warn!(error = %e, "following the node registry failed; retrying");
+/// Feeds `replicas` from the node registry's follower (the only reader of
+/// the topic in an orchestrator) for as long as it runs.
+pub async fn follow(replicas: Arc<Replicas>, nodes: Arc<KafkaNodeRegistry>) {
+    let observer: RecordObserver = Arc::new(move |record| {
+        if let Some(a) = Announcement::from_record(record) {
+            tracing::trace!(node_id = %a.node_id, partitions = a.partitions.len(), "replica announcement");
+            replicas.apply(a);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn follow_once(
-    replicas: &Replicas,
-    settings: &KafkaSettings,
-    topics: &Topics,
-) -> Result<(), kafka::Error> {
-    let topic = topics.nodes();
-    let mut cfg = client_config(settings, Role::Consumer);
-    cfg.set(
-        "group.id",
-        format!("weft-replicas-{}", uuid::Uuid::new_v4()),
-    );
-    // Announcements come every couple of seconds: a half-second long-poll is
-    // plenty and spares the broker (Tansu answers a fetch only when it expires).
-    cfg.set("fetch.wait.max.ms", "500");
-    let consumer: StreamConsumer = cfg.create()?;
-    let (low, high) = {
-        let (c, t) = (&consumer, topic.clone());
-        tokio::task::block_in_place(|| c.fetch_watermarks(&t, 0, Duration::from_secs(10)))?
-    };
-    let start = (high - BACKLOG).max(low);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Offset(start))?;
-    consumer.assign(&tpl)?;
-    tracing::info!(%topic, from = start, to = high, "following replica announcements");
-    loop {
-        let msg = consumer.recv().await?;
-        let Some(payload) = msg.payload() else {
-            continue;
-        };
-        match NodeRecord::decode(payload) {
-            Ok(record) => {
-                replicas.record(record.clone());
-                if let Some(a) = Announcement::from_record(&record) {
-                    tracing::trace!(node_id = %a.node_id, partitions = a.partitions.len(), "replica announcement");
-                    replicas.apply(a);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(offset = msg.offset(), error = %e, "skipping an undecodable node record")
-            }
-        }
-    }
+    });
+    nodes.follow(Some(observer)).await;
 }

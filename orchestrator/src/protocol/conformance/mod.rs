@@ -3,11 +3,13 @@
 //! traits promise. `persistence_suite` runs on an empty persistence;
 //! `bus_suite` on a bus whose topics exist or can be created, with a
 //! [`TopicProbe`] that reads topics back ([`KafkaProbe`] for Kafka, the
-//! in-memory bus is its own probe).
+//! in-memory bus is its own probe); `registry_suite` on a node registry whose
+//! view is empty (a Kafka one with its follower running).
 
 mod bus;
 pub mod history;
 mod persistence;
+mod registry;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use weft_shared::kafka::{client_config, Role};
 
 pub use bus::{bus_suite, BusFixture, Collector, TopicProbe, DELIVERY_DEADLINE};
 pub use persistence::persistence_suite;
+pub use registry::{registry_suite, REGISTRY_DEADLINE};
 
 use super::InMemoryEventBus;
 
