@@ -498,7 +498,11 @@ impl Registry {
         };
         // The task topic of every lane a task of this version names (a new
         // version may name new lanes); existing topics are left as they are.
-        specs.extend(kafka::lane_topics(&self.topics, &def, self.kafka.partitions));
+        specs.extend(kafka::lane_topics(
+            &self.topics,
+            &def,
+            self.kafka.partitions,
+        ));
         if create && !specs.is_empty() {
             let mut attempt = 1;
             loop {

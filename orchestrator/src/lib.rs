@@ -20,6 +20,7 @@ pub mod status;
 pub mod store;
 pub mod trace_export;
 pub mod ui;
+pub mod unschedulable;
 
 use std::sync::Arc;
 
@@ -227,7 +228,14 @@ pub async fn run(
         .map(|e| {
             trace_export::TraceExporter::start(e, store.clone(), registry.clone(), metrics.clone())
         });
+    let unschedulable = unschedulable::UnschedulableWatch::start(
+        std::time::Duration::from_millis(config.orchestrator.unschedulable_after_ms),
+        nodes.clone(),
+        producer.clone(),
+        topics.clone(),
+    );
     let shared = partition::Shared {
+        unschedulable: Some(unschedulable),
         traces,
         heartbeats,
         store,

@@ -233,6 +233,8 @@ pub struct OrchestratorSettings {
     /// OpenTelemetry collector base URL the traces of ended workflows are
     /// pushed to (OTLP/HTTP JSON); empty: none.
     pub otlp_endpoint: String,
+    /// How long a task no live worker can run waits before it is reported (ms).
+    pub unschedulable_after_ms: u64,
 }
 
 /// The `[api]` section.
@@ -276,6 +278,10 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Workflow types served; empty means every type.
     pub types: Vec<String>,
+    /// Capabilities offered besides the handlers: names and `key=value` labels.
+    pub capabilities: Vec<String>,
+    /// Resource capacities as `name=amount`.
+    pub resources: Vec<String>,
     /// Whether the built-in `shell` handler may run commands.
     pub enable_shell: bool,
     /// Hosts the built-in `http` handler may call; empty: any.
@@ -496,6 +502,28 @@ impl WeftConfig {
                 "worker.concurrency",
                 "must be at least 1",
                 &self.worker.concurrency,
+            );
+        }
+        if let Err(e) = crate::lanes::NodeCapabilities::declared(
+            &self.worker.capabilities,
+            &[],
+            self.worker.concurrency,
+        ) {
+            return fail(
+                "worker.capabilities",
+                &e.to_string(),
+                &self.worker.capabilities.join(","),
+            );
+        }
+        if let Err(e) = crate::lanes::NodeCapabilities::declared(
+            &[],
+            &self.worker.resources,
+            self.worker.concurrency,
+        ) {
+            return fail(
+                "worker.resources",
+                &e.to_string(),
+                &self.worker.resources.join(","),
             );
         }
         Ok(())

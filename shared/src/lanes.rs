@@ -51,6 +51,8 @@ pub enum LaneError {
     BadName { what: &'static str, name: String },
     #[error("resource '{name}' asks for {amount}: a resource amount must be at least 1")]
     BadAmount { name: String, amount: i64 },
+    #[error("'{given}' is not a resource capacity: write name=amount, e.g. cpu=4")]
+    BadResource { given: String },
     #[error("constraints.capabilities must be a list of capability names")]
     BadCapabilities,
     #[error("the task topic '{topic}' would be {len} characters, over Kafka's limit of {MAX_TOPIC_LEN}: ask for fewer or shorter requirements")]
@@ -250,6 +252,52 @@ impl NodeCapabilities {
             labels: record.labels.clone(),
             capacity: record.capacity_limits.clone(),
         }
+    }
+
+    /// What a worker declares: `capabilities` (names and `key=value`
+    /// labels) and `resources` (`name=amount`); its `slots` are its concurrency.
+    pub fn declared(
+        capabilities: &[String],
+        resources: &[String],
+        concurrency: usize,
+    ) -> Result<Self, LaneError> {
+        let mut node = Self::default();
+        for c in capabilities
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+        {
+            match c.split_once('=') {
+                Some((k, v)) => {
+                    check_name("label key", k.trim())?;
+                    check_name("label value", v.trim())?;
+                    node.labels.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                None => check_name("capability", c)?,
+            }
+            node.capabilities.insert(c.replace(' ', ""));
+        }
+        for r in resources.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+            let (name, amount) = r.split_once('=').ok_or_else(|| LaneError::BadResource {
+                given: r.to_owned(),
+            })?;
+            let name = name.trim();
+            check_name("resource", name)?;
+            let amount: i64 = amount.trim().parse().map_err(|_| LaneError::BadResource {
+                given: r.to_owned(),
+            })?;
+            if amount < 1 {
+                return Err(LaneError::BadAmount {
+                    name: name.to_owned(),
+                    amount,
+                });
+            }
+            node.capacity.insert(name.to_owned(), amount);
+        }
+        node.capacity
+            .entry(SLOTS.to_owned())
+            .or_insert(i64::try_from(concurrency).unwrap_or(i64::MAX));
+        Ok(node)
     }
 
     /// Whether the node has `token` (`gpu` or `key=value`).

@@ -26,10 +26,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::config::WeftConfig;
 use weft_shared::event::now_ms;
 use weft_shared::kafka::{client_config, Role};
-use weft_shared::Topics;
 
 use crate::attempts::Attempts;
 use crate::error::WorkerError;
+use crate::lanes::Served;
 use crate::metrics::Metrics;
 use crate::offsets::{OffsetTracker, Position};
 use crate::supervise::SHUTDOWN_ABORT_AFTER;
@@ -49,7 +49,7 @@ pub(crate) struct WorkerContext {
     /// The partitions assigned now, and since when (epoch ms).
     pub assignment: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
     /// Set when partitions were assigned, so the new ones are paused or
-    /// resumed as the rest (see `pause_when_saturated`).
+    /// resumed as the rest (see `pause_lanes`).
     pub assignment_changed: AtomicBool,
     /// Set when a rebalance that this member joined ended with an assignment
     /// (empty for an idle member); cleared when it subscribes again.
@@ -193,50 +193,76 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The topics (or the `^`-regex of every task topic) a worker of `types` subscribes to.
-pub fn subscription(topics: &Topics, types: &[String]) -> Vec<String> {
-    if types.is_empty() {
-        vec![format!(
-            "^{}\\.[A-Za-z0-9_-]+\\.tasks$",
-            regex_escape(topics.prefix())
-        )]
-    } else {
-        types.iter().map(|t| topics.tasks(t.trim())).collect()
-    }
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
-}
-
-/// Creates the consumer and subscribes it. Topics that do not exist yet are
-/// not an error: the subscription picks them up when they appear.
+/// Creates the consumer and subscribes it to the lanes `served` has (see
+/// [`crate::lanes`]). Topics that do not exist yet are not an error: the
+/// subscription picks them up when they appear.
 pub(crate) fn subscribe(
     config: &WeftConfig,
     context: WorkerContext,
+    served: &Served,
 ) -> Result<TaskConsumer, WorkerError> {
     let consumer: TaskConsumer = client_config(&config.kafka, Role::Consumer)
         .set("group.id", &config.worker.group_id)
         .create_with_context(context)
         .map_err(WorkerError::kafka("creating the consumer"))?;
-    let topics = subscription(
-        &Topics::new(config.kafka.topic_prefix.clone()),
-        &config.worker.types,
-    );
+    let topics = served.subscription(existing_topics(&consumer).iter().map(String::as_str));
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&names)
         .map_err(WorkerError::kafka("subscribing to the task topics"))?;
     tracing::info!(topics = ?names, group = %config.worker.group_id, "subscribed");
     Ok(consumer)
+}
+
+/// Subscribes again when a lane the worker serves appeared (or went); true if it did.
+pub(crate) fn follow_lanes(consumer: &TaskConsumer, served: &Served) -> bool {
+    let existing = existing_topics(consumer);
+    if existing.is_empty() {
+        return false;
+    }
+    let wanted = served.subscription(existing.iter().map(String::as_str));
+    let Ok(current) = consumer.subscription() else {
+        return false;
+    };
+    let mut now: Vec<String> = current
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_owned())
+        .collect();
+    now.sort();
+    let mut sorted = wanted.clone();
+    sorted.sort();
+    if now == sorted {
+        return false;
+    }
+    let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    match consumer.subscribe(&names) {
+        Ok(()) => {
+            consumer.context().joined.store(false, Ordering::SeqCst);
+            tracing::info!(topics = ?names, "lanes changed; subscribed again");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not subscribe to the new lanes");
+            false
+        }
+    }
+}
+
+/// The names of the broker's topics (empty when the metadata cannot be read).
+fn existing_topics(consumer: &TaskConsumer) -> Vec<String> {
+    let fetch = || consumer.fetch_metadata(None, Duration::from_secs(5));
+    let md = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(fetch),
+        _ => fetch(),
+    };
+    match md {
+        Ok(md) => md.topics().iter().map(|t| t.name().to_owned()).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the topic list; lanes not refreshed");
+            Vec::new()
+        }
+    }
 }
 
 /// Commits `positions` (asynchronously unless `mode` says otherwise).
@@ -263,18 +289,32 @@ fn to_tpl(positions: &[Position]) -> TopicPartitionList {
     tpl
 }
 
-/// Pauses every assigned partition while all task slots are busy (so the
-/// consumer keeps serving rebalances without fetching), and resumes them when
-/// a slot frees. After an assignment the new partitions are set either way:
-/// librdkafka keeps a partition this worker paused paused through its
-/// revocation and a later assignment, so one lost while saturated would come
-/// back paused and never be fetched again.
-pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, paused: &mut bool) {
+/// Which lanes' partitions are paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Paused {
+    /// The default and constrained lanes (not urgent).
+    pub normal: bool,
+    /// The urgent lanes.
+    pub urgent: bool,
+}
+
+/// Pauses or resumes the assigned partitions of each class of lane as `want`
+/// says (the consumer keeps serving rebalances without fetching them). After
+/// an assignment the new partitions are set either way: librdkafka keeps a
+/// partition this worker paused paused through its revocation and a later
+/// assignment, so one lost while paused would come back paused and never be
+/// fetched again.
+pub(crate) fn pause_lanes(
+    consumer: &TaskConsumer,
+    served: &Served,
+    want: Paused,
+    paused: &mut Paused,
+) {
     let changed = consumer
         .context()
         .assignment_changed
         .swap(false, Ordering::SeqCst);
-    if saturated == *paused && !changed {
+    if want == *paused && !changed {
         return;
     }
     let assignment = match consumer.assignment() {
@@ -284,19 +324,30 @@ pub(crate) fn pause_when_saturated(consumer: &TaskConsumer, saturated: bool, pau
             return;
         }
     };
-    let result = if saturated {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
-    };
+    let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+    for e in assignment.elements() {
+        let urgent = served.lane(e.topic()).is_some_and(|r| r.urgent);
+        let stop = if urgent { want.urgent } else { want.normal };
+        let list = if stop { &mut pause } else { &mut resume };
+        let _ = list.add_partition(e.topic(), e.partition());
+    }
+    let mut result = Ok(());
+    if pause.count() > 0 {
+        result = consumer.pause(&pause);
+    }
+    if resume.count() > 0 && result.is_ok() {
+        result = consumer.resume(&resume);
+    }
     match result {
         Ok(()) => {
-            *paused = saturated;
-            tracing::debug!(
-                paused = saturated,
-                "fetching {}",
-                if saturated { "paused" } else { "resumed" }
-            );
+            if *paused != want {
+                tracing::debug!(
+                    normal = want.normal,
+                    urgent = want.urgent,
+                    "fetching paused or resumed"
+                );
+            }
+            *paused = want;
         }
         Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),
     }
@@ -348,23 +399,4 @@ pub(crate) fn rejoin(consumer: &TaskConsumer) -> bool {
         tracing::error!(error = %e, "could not subscribe again");
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscription_is_explicit_or_a_regex_of_task_topics() {
-        let t = Topics::new("weft");
-        assert_eq!(
-            subscription(&t, &["orders".into(), "b".into()]),
-            ["weft.orders.tasks", "weft.b.tasks"]
-        );
-        assert_eq!(subscription(&t, &[]), [r"^weft\.[A-Za-z0-9_-]+\.tasks$"]);
-        assert_eq!(
-            subscription(&Topics::new("a.b+"), &[]),
-            [r"^a\.b\+\.[A-Za-z0-9_-]+\.tasks$"]
-        );
-    }
 }

@@ -23,7 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use weft_shared::config::KafkaSettings;
 use weft_shared::control::{ControlAction, TaskControl};
 use weft_shared::kafka::{client_config, Role};
-use weft_shared::topics::{headers, TopicKind};
+use weft_shared::topics::headers;
 use weft_shared::Topics;
 
 use crate::consumer::lock;
@@ -158,26 +158,23 @@ pub(crate) async fn listen(
     }
 }
 
-/// Every partition of the task topics served: those of `types`, or every task topic.
+/// Every partition of the task topics (every lane) of `types`, or of every type.
 fn partitions(
     consumer: &StreamConsumer,
     topics: &Topics,
     types: &[String],
 ) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(5))?;
-    let wanted: BTreeSet<String> = types.iter().map(|t| topics.tasks(t.trim())).collect();
+    let wanted: BTreeSet<&str> = types.iter().map(|t| t.trim()).collect();
     Ok(metadata
         .topics()
         .iter()
         .filter(|t| t.error().is_none())
         .filter(|t| {
-            if wanted.is_empty() {
-                topics
-                    .parse(t.name())
-                    .is_some_and(|(_, kind)| kind == TopicKind::Tasks)
-            } else {
-                wanted.contains(t.name())
-            }
+            // Every lane of the types: a cancel goes where its dispatch went.
+            topics
+                .parse_lane(t.name())
+                .is_some_and(|(ty, _)| wanted.is_empty() || wanted.contains(ty))
         })
         .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_owned(), p.id())))
         .collect())

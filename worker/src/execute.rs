@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weft_shared::avro::AvroRecord;
@@ -39,6 +39,10 @@ use crate::task_heartbeat::Beats;
 /// What every task of a running worker shares.
 pub(crate) struct Shared {
     pub node_id: String,
+    /// The lanes this worker serves and what it offers.
+    pub served: crate::lanes::Served,
+    /// Its free slots and resources.
+    pub capacity: Arc<crate::capacity::Capacity>,
     pub registry: Registry,
     pub metrics: Metrics,
     pub publisher: Publisher,
@@ -86,7 +90,7 @@ pub(crate) async fn process(
     shared: Arc<Shared>,
     msg: OwnedMessage,
     ticket: Ticket,
-    permit: OwnedSemaphorePermit,
+    permit: crate::capacity::Permit,
 ) {
     let decoded = match msg.payload() {
         None => Err("record has no value".to_owned()),
@@ -257,7 +261,7 @@ async fn run_attempt(
     shared: &Arc<Shared>,
     d: &TaskDispatch,
     ticket: &Ticket,
-    slot: OwnedSemaphorePermit,
+    slot: crate::capacity::Permit,
 ) {
     let label = if shared.registry.get(&d.handler).is_some() {
         d.handler.as_str()

@@ -25,19 +25,37 @@ pub(crate) fn node_record(
     started_at_ms: i64,
 ) -> NodeRecord {
     let active_tasks: Vec<String> = lock(&shared.active).iter().cloned().collect();
+    let offer = shared.served.offer();
+    // Handler names and declared capabilities, plain and `key=value`.
+    let mut capabilities = shared.registry.names();
+    capabilities.extend(offer.capabilities.iter().cloned());
+    capabilities.sort();
+    capabilities.dedup();
+    let mut capacity_limits = offer.capacity.clone();
+    capacity_limits.insert(
+        "concurrency".to_owned(),
+        i64::try_from(concurrency).unwrap_or(i64::MAX),
+    );
+    let mut current_load = shared.capacity.in_use();
+    for (resource, used) in &current_load {
+        shared
+            .metrics
+            .resources_in_use
+            .with_label_values(&[resource])
+            .set(*used);
+    }
+    current_load.insert("in_flight".to_owned(), active_tasks.len() as i64);
     NodeRecord {
         node_id: shared.node_id.clone(),
         role: "worker".to_owned(),
-        capabilities: shared.registry.names(),
-        capacity_limits: BTreeMap::from([(
-            "concurrency".to_owned(),
-            i64::try_from(concurrency).unwrap_or(i64::MAX),
-        )]),
-        current_load: BTreeMap::from([("in_flight".to_owned(), active_tasks.len() as i64)]),
+        capabilities,
+        capacity_limits,
+        current_load,
         active_tasks,
         health,
         labels: BTreeMap::from([("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())])
             .into_iter()
+            .chain(offer.labels.clone())
             .chain(crate::claims::labels(&lock(&shared.assignment)))
             .collect(),
         started_at_ms,

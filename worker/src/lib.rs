@@ -29,6 +29,7 @@
 
 mod attempts;
 pub mod builtins;
+mod capacity;
 mod claims;
 mod consumer;
 mod context;
@@ -38,6 +39,7 @@ mod events;
 mod execute;
 mod handler;
 mod heartbeat;
+mod lanes;
 pub mod metrics;
 mod offsets;
 mod orphans;
@@ -50,7 +52,6 @@ mod task_heartbeat;
 mod unowned;
 mod worker;
 
-pub use consumer::subscription;
 pub use context::TaskContext;
 pub use error::{TaskError, WorkerError};
 pub use events::{

@@ -3,8 +3,8 @@
 //! unit and are the constants below.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Task attempts finished, by handler and outcome (`completed`, `failed`, `abandoned`).
@@ -29,6 +29,11 @@ pub const REBALANCES_TOTAL: &str = "weft_worker_rebalances_total";
 /// Attempts stopped because their partition was revoked.
 pub const REVOKED_ATTEMPTS_TOTAL: &str = "weft_worker_revoked_attempts_total";
 
+/// Time received task records waited for capacity here, by class (`urgent`, `normal`).
+pub const READY_WAIT_SECONDS: &str = "weft_worker_ready_wait_seconds";
+/// Resources in use, by resource (`slots`, `cpu`, …).
+pub const RESOURCES_IN_USE: &str = "weft_worker_resources_in_use";
+
 /// Outcome label: the result was published as `task.completed`.
 pub const OUTCOME_COMPLETED: &str = "completed";
 /// Outcome label: the result was published as `task.failed`.
@@ -52,6 +57,8 @@ pub struct Metrics {
     pub results_waiting: IntGauge,
     pub rebalances_total: IntCounterVec,
     pub revoked_attempts_total: IntCounter,
+    pub ready_wait_seconds: HistogramVec,
+    pub resources_in_use: IntGaugeVec,
 }
 
 impl Metrics {
@@ -116,6 +123,23 @@ impl Metrics {
             "Attempts stopped because their partition was revoked.",
         )
         .expect("valid metric");
+        let ready_wait_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                READY_WAIT_SECONDS,
+                "Time received task records waited for capacity on this worker, by class.",
+            )
+            .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 60.0]),
+            &["class"],
+        )
+        .expect("valid metric");
+        let resources_in_use = IntGaugeVec::new(
+            Opts::new(
+                RESOURCES_IN_USE,
+                "Resources taken by running tasks, by resource.",
+            ),
+            &["resource"],
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(tasks_total.clone()) as Box<dyn prometheus::core::Collector>,
@@ -128,6 +152,8 @@ impl Metrics {
             Box::new(results_waiting.clone()),
             Box::new(rebalances_total.clone()),
             Box::new(revoked_attempts_total.clone()),
+            Box::new(ready_wait_seconds.clone()),
+            Box::new(resources_in_use.clone()),
         ] {
             registry
                 .register(collector)
@@ -145,7 +171,17 @@ impl Metrics {
             results_waiting,
             rebalances_total,
             revoked_attempts_total,
+            ready_wait_seconds,
+            resources_in_use,
         }
+    }
+
+    /// Records how long a record waited here before it started.
+    pub fn observe_ready_wait(&self, urgent: bool, waited: std::time::Duration) {
+        let class = if urgent { "urgent" } else { "normal" };
+        self.ready_wait_seconds
+            .with_label_values(&[class])
+            .observe(waited.as_secs_f64());
     }
 
     /// Counts a finished attempt.
@@ -191,6 +227,8 @@ mod tests {
         m.task_heartbeats_total.inc();
         m.rebalances_total.with_label_values(&["assign"]).inc();
         m.revoked_attempts_total.inc();
+        m.observe_ready_wait(true, std::time::Duration::from_millis(3));
+        m.resources_in_use.with_label_values(&["cpu"]).set(2);
         let text = m.render();
         for name in [
             TASKS_TOTAL,
@@ -203,6 +241,8 @@ mod tests {
             RESULTS_WAITING,
             REBALANCES_TOTAL,
             REVOKED_ATTEMPTS_TOTAL,
+            READY_WAIT_SECONDS,
+            RESOURCES_IN_USE,
         ] {
             assert!(text.contains(name), "{name} missing in:\n{text}");
         }

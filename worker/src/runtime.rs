@@ -9,6 +9,7 @@
 //! orphan watch) run only when `kafka.broker_workarounds` resolves to on
 //! ([`weft_shared::kafka::broker_workarounds_enabled`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,18 +19,21 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weft_shared::config::TransactionsMode;
 use weft_shared::event::now_ms;
+use weft_shared::lanes::{NodeCapabilities, Requirements};
 use weft_shared::node::HealthStatus;
+use weft_shared::Topics;
 
+use crate::capacity::{Capacity, Ready, Waiting};
 use crate::claims::{self, Claims};
-use crate::consumer::{self, lock, pause_when_saturated, TaskConsumer, WorkerContext};
+use crate::consumer::{self, lock, Paused, TaskConsumer, WorkerContext};
 use crate::control;
 use crate::error::WorkerError;
 use crate::execute::{self, Shared};
+use crate::lanes::Served;
 use crate::publish::Publisher;
 use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
@@ -97,7 +101,21 @@ pub(crate) async fn run(
         metrics: metrics.clone(),
         ..WorkerContext::default()
     };
+    let offer = NodeCapabilities::declared(
+        &settings.capabilities,
+        &settings.resources,
+        settings.concurrency,
+    )
+    .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let capacity = Capacity::new(offer.capacity.clone());
+    let served = Served::new(
+        Topics::new(config.kafka.topic_prefix.clone()),
+        &settings.types,
+        offer,
+    );
     let shared = Arc::new(Shared {
+        served,
+        capacity,
         node_id: node_id.clone(),
         registry,
         metrics,
@@ -116,7 +134,7 @@ pub(crate) async fn run(
         stop: CancellationToken::new(),
         cancel: CancellationToken::new(),
     });
-    let consumer = consumer::subscribe(&config, context)?;
+    let consumer = consumer::subscribe(&config, context, &shared.served)?;
     ready.store(true, Ordering::SeqCst);
     tracing::info!(
         node_id = %node_id,
@@ -148,14 +166,14 @@ pub(crate) async fn run(
         claims
     });
 
-    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let capacity = shared.capacity.clone();
     let mut tasks = JoinSet::new();
     let watch = claims.map(|claims| Watches {
         claims,
         orphan_watch,
         idle_watch,
     });
-    consume(&consumer, &shared, &slots, &mut tasks, watch, shutdown).await;
+    consume(&consumer, &shared, &capacity, &mut tasks, watch, shutdown).await;
 
     // drain
     ready.store(false, Ordering::SeqCst);
@@ -202,6 +220,16 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// Records of the non-urgent lanes received ahead of free capacity before
+/// fetching them pauses: enough that a resume at half of it has records to
+/// start while the fetch travels.
+fn ready_buffer(slots: i64) -> usize {
+    usize::try_from(slots)
+        .unwrap_or(1)
+        .saturating_mul(4)
+        .max(64)
+}
+
 /// How long after subscribing (or rejoining) the worker waits for an assignment.
 const JOIN_WATCHDOG: Duration = Duration::from_secs(15);
 /// Rejoins after which an empty assignment is taken as final.
@@ -224,11 +252,19 @@ struct Watches {
 async fn consume(
     consumer: &TaskConsumer,
     shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
+    capacity: &Arc<Capacity>,
     tasks: &mut JoinSet<()>,
     watch: Option<Watches>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let served = &shared.served;
+    let buffer = ready_buffer(capacity.free_slots());
+    let mut ready = Ready::default();
+    let mut lanes: HashMap<String, Requirements> = HashMap::new();
+    let mut lanes_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::lanes::REFRESH,
+        crate::lanes::REFRESH,
+    );
     tokio::pin!(shutdown);
     let workarounds = watch.is_some();
     let (check_every, orphan_after) = watch.as_ref().map_or(
@@ -240,7 +276,7 @@ async fn consume(
         |w| w.idle_watch,
     );
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
-    let mut paused = false;
+    let mut paused = Paused::default();
     let mut saturated_since: Option<tokio::time::Instant> = None;
     // Checks that a rebalance ended for this member; see `consumer::rejoin_if_never_assigned`.
     let mut join_watchdog =
@@ -256,10 +292,18 @@ async fn consume(
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
         }
-        // Pauses fetching once every slot has been busy for PAUSE_AFTER (the
-        // commit tick wakes this loop often enough to notice), resumes once a
-        // slot is free.
-        let saturated = slots.available_permits() == 0;
+        while let Some((w, permit)) = ready.next(capacity) {
+            shared
+                .metrics
+                .observe_ready_wait(w.need.urgent, w.since.elapsed());
+            tasks.spawn(execute::process(shared.clone(), w.msg, w.ticket, permit));
+        }
+        // Pauses fetching of the other lanes once `buffer` of their records
+        // wait, or every slot has been busy for PAUSE_AFTER (the commit tick
+        // wakes this loop often enough to notice); resumes once half of them
+        // started and a slot is free. Urgent lanes go on fetching until
+        // `buffer` urgent records wait: they overtake the others here.
+        let saturated = capacity.free_slots() <= 0;
         let busy_for = if saturated {
             saturated_since
                 .get_or_insert_with(tokio::time::Instant::now)
@@ -268,15 +312,26 @@ async fn consume(
             saturated_since = None;
             Duration::ZERO
         };
-        pause_when_saturated(
-            consumer,
-            saturated && (paused || busy_for >= PAUSE_AFTER),
-            &mut paused,
-        );
+        let want = Paused {
+            normal: if paused.normal {
+                ready.normal_len() >= buffer / 2 || saturated
+            } else {
+                ready.normal_len() >= buffer || (saturated && busy_for >= PAUSE_AFTER)
+            },
+            urgent: ready.urgent_len() >= buffer,
+        };
+        consumer::pause_lanes(consumer, served, want, &mut paused);
         tokio::select! {
             biased;
             () = &mut shutdown => return,
             _ = commit_tick.tick() => commit_done(consumer, shared),
+            () = capacity.freed(), if ready.len() > 0 => {}
+            _ = lanes_tick.tick() => {
+                if consumer::follow_lanes(consumer, served) {
+                    rejoins = 0;
+                    join_watchdog.reset();
+                }
+            }
             _ = join_watchdog.tick(), if rejoins < MAX_REJOINS => {
                 if consumer::rejoin_if_never_assigned(consumer) {
                     rejoins += 1;
@@ -294,7 +349,7 @@ async fn consume(
             }
             _ = idle_tick.tick(), if workarounds => {
                 if let Some(w) = &watch {
-                    if idle.check(consumer, shared.publisher.topics(), &w.claims) {
+                    if idle.check(consumer, served, &w.claims) {
                         rejoins = 0;
                         join_watchdog.reset();
                     }
@@ -321,23 +376,16 @@ async fn consume(
                     shared.mark_done(&ticket);
                     continue;
                 }
-                let permit = match slots.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => match tokio::time::timeout(PAUSE_AFTER, slots.clone().acquire_owned()).await {
-                        // Short handlers free a slot within moments: fetching goes on.
-                        Ok(p) => p.expect("the semaphore is never closed"),
-                        // Every slot stays busy: pause fetching (the consumer keeps
-                        // polling the group) and wait for a slot.
-                        Err(_) => {
-                            pause_when_saturated(consumer, true, &mut paused);
-                            tokio::select! {
-                                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                                () = &mut shutdown => return,
-                            }
-                        }
-                    },
-                };
-                tasks.spawn(execute::process(shared.clone(), msg, ticket, permit));
+                let need = lanes
+                    .entry(msg.topic().to_owned())
+                    .or_insert_with(|| served.lane(msg.topic()).unwrap_or_default())
+                    .clone();
+                ready.push(Waiting {
+                    msg,
+                    ticket,
+                    need,
+                    since: std::time::Instant::now(),
+                });
             }
         }
     }

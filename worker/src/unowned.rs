@@ -24,9 +24,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::lanes::Served;
 use rdkafka::consumer::Consumer;
-use weft_shared::topics::TopicKind;
-use weft_shared::Topics;
 
 use crate::claims::Claims;
 #[cfg(doc)]
@@ -81,7 +80,7 @@ impl UnownedWatch {
     pub(crate) fn check(
         &mut self,
         consumer: &TaskConsumer,
-        topics: &Topics,
+        served: &Served,
         claims: &Claims,
     ) -> bool {
         let context = consumer.context();
@@ -95,7 +94,7 @@ impl UnownedWatch {
         let unowned = self.step(
             Instant::now(),
             membership,
-            || blocking(|| subscribed_partitions(consumer, topics)),
+            || blocking(|| subscribed_partitions(consumer, served)),
             |p| claims.claimed(p),
         );
         if unowned.is_empty() {
@@ -174,9 +173,9 @@ impl UnownedWatch {
 }
 
 /// The partitions of the task topics this consumer subscribes to (by name,
-/// or every task topic for the `^` pattern of a worker of all types), as the
-/// broker's metadata has them; `None` if it cannot be read.
-fn subscribed_partitions(consumer: &TaskConsumer, topics: &Topics) -> Option<BTreeSet<Partition>> {
+/// or, for the `^` patterns of a worker of all types, every lane it serves),
+/// as the broker's metadata has them; `None` if it cannot be read.
+fn subscribed_partitions(consumer: &TaskConsumer, served: &Served) -> Option<BTreeSet<Partition>> {
     let subscription = consumer.subscription().ok()?;
     let names: Vec<String> = subscription
         .elements()
@@ -186,12 +185,11 @@ fn subscribed_partitions(consumer: &TaskConsumer, topics: &Topics) -> Option<BTr
     if names.is_empty() {
         return None;
     }
-    let all_tasks = names.iter().any(|n| n.starts_with('^'));
+    let patterns = names.iter().any(|n| n.starts_with('^'));
     let md = consumer.fetch_metadata(None, CALL_TIMEOUT).ok()?;
     let mut out = BTreeSet::new();
     for t in md.topics() {
-        let is_tasks = matches!(topics.parse(t.name()), Some((_, TopicKind::Tasks)));
-        let wanted = names.iter().any(|n| n == t.name()) || (all_tasks && is_tasks);
+        let wanted = names.iter().any(|n| n == t.name()) || (patterns && served.serves(t.name()));
         if !wanted || t.error().is_some() {
             continue;
         }

@@ -275,7 +275,10 @@ impl Partition {
             }
         }
         let events_topic = self.shared.topics.events(&self.workflow_type);
-        let tasks_topic = self.shared.topics.tasks(&self.workflow_type);
+        let def = decision
+            .state
+            .as_ref()
+            .and_then(|s| catalog.get(&s.workflow_type, s.definition_version));
         let key = id.to_string().into_bytes();
         for e in &decision.appended {
             p.seen.insert(
@@ -299,10 +302,24 @@ impl Partition {
             }
         }
         for d in &decision.dispatches {
+            let (topic, req) =
+                self.routes
+                    .of(&self.shared.topics, &self.workflow_type, def, &d.task_name);
+            if let Some(watch) = self.shared.unschedulable.as_ref() {
+                if self.live && req.is_constrained() {
+                    watch.watch(crate::unschedulable::Waiting {
+                        workflow_type: self.workflow_type.clone(),
+                        instance_id: id,
+                        task: d.task_name.clone(),
+                        attempt: d.attempt,
+                        requirements: req.clone(),
+                    });
+                }
+            }
             let seq = self.outbox.push(OutboxRecord {
                 kind: OutboxKind::Dispatch,
                 ident: d.attempt_key(),
-                topic: tasks_topic.clone(),
+                topic: topic.clone(),
                 key: key.clone(),
                 payload: d.encode(),
                 headers: vec![
@@ -317,7 +334,11 @@ impl Partition {
             let seq = self.outbox.push(OutboxRecord {
                 kind: OutboxKind::Control,
                 ident: format!("control:{}:{}:{}", id, c.task_name, c.attempt),
-                topic: tasks_topic.clone(),
+                topic: self
+                    .routes
+                    .of(&self.shared.topics, &self.workflow_type, def, &c.task_name)
+                    .0
+                    .clone(),
                 key: key.clone(),
                 payload: c.encode(),
                 headers: vec![(h::CONTROL.into(), "cancel".into())],

@@ -29,6 +29,7 @@ pub mod outbox;
 mod pipeline;
 mod publish;
 mod replay;
+mod route;
 #[cfg(test)]
 mod sim;
 pub mod supervise;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub heartbeats: Arc<crate::heartbeats::HeartbeatTracker>,
     /// Pushes the traces of instances that end (when a collector is configured).
     pub traces: Option<crate::trace_export::TraceExporter>,
+    /// Watches live dispatches of constrained lanes for want of a capable node.
+    pub unschedulable: Option<crate::unschedulable::UnschedulableWatch>,
 }
 
 /// A request to the events consumer: seek `topic`/`partition` back to `offset`.
@@ -146,6 +149,8 @@ pub struct Partition {
     partition_count: Option<i32>,
     /// Batches on their way to the broker ([`pipeline`]).
     flights: pipeline::Flights,
+    /// The lane topic of each task routed so far.
+    routes: route::Routes,
 }
 
 impl Drop for Partition {
@@ -198,6 +203,7 @@ impl Partition {
             placement,
             partition_count: at.partition_count,
             flights: pipeline::Flights::default(),
+            routes: route::Routes::default(),
         })
     }
 

@@ -101,6 +101,7 @@ pub(crate) async fn harness(
         events_tx,
         heartbeats: Arc::new(crate::heartbeats::HeartbeatTracker::default()),
         traces: None,
+        unschedulable: None,
     };
     Harness {
         shared,
