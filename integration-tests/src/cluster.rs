@@ -4,7 +4,10 @@
 //! [`TestCluster::start`] returns once every orchestrator's `/readyz` says 200.
 //! Orchestrators can join later ([`TestCluster::add_orchestrator`],
 //! [`TestCluster::launch_orchestrator`]) and be SIGKILLed for good
-//! ([`TestCluster::kill_orchestrator`]) or restarted.
+//! ([`TestCluster::kill_orchestrator`]) or restarted. Workers can differ:
+//! [`ClusterOptions::worker_args_for`] gives worker `i` arguments of its own
+//! (`--capabilities gpu`, `--resources cpu=4`), and
+//! [`TestCluster::add_worker_with`] starts one more with its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,9 @@ pub struct ClusterOptions {
     pub orchestrator_args: Vec<String>,
     /// Extra arguments for every worker.
     pub worker_args: Vec<String>,
+    /// Extra arguments for worker `i` only (after [`worker_args`](Self::worker_args)),
+    /// by index; see [`worker_args_for`](Self::worker_args_for).
+    pub per_worker_args: Vec<Vec<String>>,
     /// Extra environment for every Weft process (e.g. `WEFT_*` settings, `WEFT_LOG`).
     pub env: Vec<(String, String)>,
     /// How long each process may take to answer `/readyz` with 200 (default 120 s).
@@ -56,6 +62,7 @@ impl Default for ClusterOptions {
             workers: 1,
             orchestrator_args: Vec::new(),
             worker_args: Vec::new(),
+            per_worker_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(120),
             broker: BrokerOptions::default(),
@@ -76,6 +83,31 @@ impl ClusterOptions {
     /// Adds an environment variable for every Weft process.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds arguments for worker `i` only (`worker-<i>`), after those of every
+    /// worker: `opts.worker_args_for(0, ["--capabilities", "gpu"])`.
+    pub fn worker_args_for<I, S>(mut self, i: usize, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        if self.per_worker_args.len() <= i {
+            self.per_worker_args.resize(i + 1, Vec::new());
+        }
+        self.per_worker_args[i].extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds arguments for every orchestrator (`--set orchestrator.x=y`).
+    pub fn orchestrator_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.orchestrator_args
+            .extend(args.into_iter().map(Into::into));
         self
     }
 }
@@ -229,7 +261,13 @@ impl TestCluster {
         let i = self.workers.len();
         let node_id = format!("worker-{i}");
         let http_addr = free_addr();
-        let spec = self.spec(NodeKind::Worker, &node_id, http_addr);
+        let own = self
+            .opts
+            .per_worker_args
+            .get(i)
+            .cloned()
+            .unwrap_or_default();
+        let spec = self.spec(NodeKind::Worker, &node_id, http_addr).args(own);
         let process = Process::spawn(spec, &self.logs_dir())?;
         self.workers.push(Node {
             process,
@@ -272,6 +310,19 @@ impl TestCluster {
         let i = self.spawn_worker()?;
         self.wait_worker_ready(i).await?;
         Ok(i)
+    }
+
+    /// Starts one more worker with `args` of its own (after those of every
+    /// worker), waits until it is ready, and returns its index (its node id is
+    /// `worker-<index>`).
+    pub async fn add_worker_with<I, S>(&mut self, args: I) -> Result<usize>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let i = self.workers.len();
+        self.opts = std::mem::take(&mut self.opts).worker_args_for(i, args);
+        self.add_worker().await
     }
 
     /// Waits until orchestrator `i` answers `/readyz` with 200; fails (with its

@@ -10,7 +10,11 @@
 //!    `/proc`, raw chain throughput;
 //! 2. a cluster with Tansu's memory engine: raw bulk, throughput and cost
 //!    (`--memory-workflows 0` skips it; a Tansu without the memory engine is
-//!    reported as skipped).
+//!    reported as skipped);
+//! 3. placement (issue 15), each on a fresh SQLite cluster: priority (critical
+//!    work arriving behind 10,000 queued normal tasks and 2,000 low ones) and
+//!    the spread of tasks over three workers of unequal capacity
+//!    (`--placement-normal 0` skips it).
 //!
 //! Writes the report to `<--out-dir>/weft-bench-<UTC time>.json` and
 //! `latest.json`; `--compare <old.json>` prints the changes against an
@@ -28,7 +32,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 use weft_integration_tests::bench::run::{run, RunPlan};
-use weft_integration_tests::bench::{files, report};
+use weft_integration_tests::bench::{files, placement, report};
 use weft_integration_tests::paths::{tansu_bin, TANSU_PATCHLEVEL, TANSU_VERSION};
 use weft_integration_tests::{BrokerOptions, BrokerStorage, ClusterOptions, TestCluster};
 
@@ -92,6 +96,25 @@ struct Args {
     /// An earlier report to compare this run with.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Normal workflows queued in the placement phase's priority scenario
+    /// (0: skip the placement phase).
+    #[arg(long, default_value_t = 10_000)]
+    placement_normal: usize,
+    /// Low workflows queued with them.
+    #[arg(long, default_value_t = 2_000)]
+    placement_low: usize,
+    /// Critical workflows started once the worker drains the backlog.
+    #[arg(long, default_value_t = 100)]
+    placement_critical: usize,
+    /// The priority scenario's worker concurrency.
+    #[arg(long, default_value_t = 8)]
+    placement_concurrency: usize,
+    /// Workflows of the spread scenario.
+    #[arg(long, default_value_t = 3_000)]
+    spread_workflows: usize,
+    /// The spread scenario's workers, by concurrency.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    spread_capacities: Vec<usize>,
     /// Lines of each process's log to print when a run fails.
     #[arg(long, default_value_t = 80)]
     log_lines: usize,
@@ -110,7 +133,7 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Every figure; `Ok(false)` when the SQLite run failed (the report is still
+/// Every figure; `Ok(false)` when the SQLite run or the placement phase failed (the report is still
 /// written, with what was measured before the failure). A failed memory-engine
 /// run is reported but does not fail the bench.
 async fn bench(args: &Args) -> Result<bool> {
@@ -171,7 +194,7 @@ async fn bench(args: &Args) -> Result<bool> {
         args.workers
     );
 
-    println!("\n[1/2] Tansu on SQLite");
+    println!("\n[1/3] Tansu on SQLite");
     let (mut sqlite, sqlite_err) = engine_run(args, BrokerOptions::default(), &plan).await;
     if let Some(e) = &sqlite_err {
         eprintln!("weft-bench: the SQLite run FAILED: {e:#}");
@@ -183,7 +206,7 @@ async fn bench(args: &Args) -> Result<bool> {
     let memory = if memory_workflows == 0 {
         json!({ "skipped": "--memory-workflows 0" })
     } else {
-        println!("\n[2/2] Tansu's memory engine ({})", memory_bin.display());
+        println!("\n[2/3] Tansu's memory engine ({})", memory_bin.display());
         let opts = BrokerOptions {
             storage: BrokerStorage::Memory,
             tansu_bin: Some(memory_bin.clone()),
@@ -212,6 +235,26 @@ async fn bench(args: &Args) -> Result<bool> {
                 v
             }
         }
+    };
+
+    let mut placement_failed = false;
+    let placement = if args.placement_normal == 0 {
+        json!({ "skipped": "--placement-normal 0" })
+    } else {
+        println!("\n[3/3] placement: priority and spread (Tansu on SQLite)");
+        let mut plan = placement::default_plan(Duration::from_secs(args.deadline_secs));
+        plan.priority.normal = args.placement_normal;
+        plan.priority.low = args.placement_low;
+        plan.priority.critical = args.placement_critical;
+        plan.priority.worker_concurrency = args.placement_concurrency;
+        plan.spread.workflows = args.spread_workflows;
+        plan.spread.capacities = args.spread_capacities.clone();
+        let (v, err) = placement::run(&plan, args.log_lines).await;
+        if let Some(e) = err {
+            eprintln!("weft-bench: the placement phase FAILED: {e:#}");
+            placement_failed = true;
+        }
+        v
     };
 
     let now = SystemTime::now()
@@ -244,11 +287,19 @@ async fn bench(args: &Args) -> Result<bool> {
             "raw_messages": args.raw_messages,
             "orchestrators": args.orchestrators,
             "workers": args.workers,
+            "placement_normal": args.placement_normal,
+            "placement_low": args.placement_low,
+            "placement_critical": args.placement_critical,
+            "placement_concurrency": args.placement_concurrency,
+            "spread_workflows": args.spread_workflows,
+            "spread_capacities": args.spread_capacities,
         },
         "sqlite": sqlite,
         "memory": memory,
+        "placement": placement,
     });
     print!("{}", report::table(&report_json));
+    print!("{}", placement::table(&report_json["placement"]));
     let path = files::write(&report_json, &args.out_dir, &stamp)?;
     let shown = path.canonicalize().unwrap_or(path);
     println!("\nreport: {} (and latest.json beside it)", shown.display());
@@ -263,7 +314,7 @@ async fn bench(args: &Args) -> Result<bool> {
              status is still 0 because the SQLite run passed"
         );
     }
-    Ok(sqlite_err.is_none())
+    Ok(sqlite_err.is_none() && !placement_failed)
 }
 
 /// A fresh cluster on `broker`, [`run`] on it, its logs printed if it fails.
