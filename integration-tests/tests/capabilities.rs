@@ -1,0 +1,194 @@
+//! Issue 15 on the real broker, where tasks run: workers of different
+//! capabilities in one worker group, and tasks that need some of them.
+//!
+//! - routing: worker-0 has `gpu`, worker-1 nothing, worker-2 `region=eu`;
+//!   every `requires: [gpu]` task runs on worker-0, every `node_selector:
+//!   {region: eu}` task on worker-2, the plain ones anywhere; each lane's task
+//!   topic holds exactly its own tasks' dispatches;
+//! - failover: two `gpu` workers and one without; the worker running a long
+//!   gpu task is SIGKILLed and the task completes on the other gpu worker
+//!   (a second `task.started` naming it) within the session timeout and slack;
+//! - preferred node: three capable workers; tasks with
+//!   `constraints.preferred_node: worker-2` all run on worker-2.
+//!
+//! Where a task ran is the `data.node_id` of its `task.started` in the
+//! history the API serves.
+
+mod issue15;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use weft_integration_tests::bench::lanes::per_node;
+use weft_integration_tests::{wait_for, ClusterOptions, TestCluster};
+
+use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, POLL};
+
+/// Kafka's session timeout of Weft's clients (shared/src/kafka.rs): how long a
+/// SIGKILLed worker keeps its partitions.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ROUTED: &str = "type: routed
+tasks:
+  - name: render
+    handler: sleep
+    requires: [gpu]
+    parameters: {ms: 20}
+  - name: store
+    handler: sleep
+    node_selector: {region: eu}
+    parameters: {ms: 20}
+  - name: plain
+    handler: sleep
+    parameters: {ms: 20}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gpu_tasks_run_on_the_gpu_worker_and_eu_tasks_on_the_eu_worker() -> Result<()> {
+    let opts = ClusterOptions::new(1, 3)
+        .worker_args_for(0, ["--set", "worker.capabilities=gpu"])
+        .worker_args_for(2, ["--set", "worker.capabilities=region=eu"]);
+    let cluster = TestCluster::start(opts).await?;
+    let result = routing(&cluster).await;
+    if result.is_err() {
+        cluster.print_logs(60);
+    }
+    result
+}
+
+async fn routing(cluster: &TestCluster) -> Result<()> {
+    const N: usize = 30;
+    let api = cluster.api();
+    api.register_definition(ROUTED).await?;
+    let ids = start_n(&api, "routed", N).await?;
+    wait_completed(&api, "routed", &ids, Duration::from_secs(120)).await?;
+    let runs = runs_by_task(&api, "routed", &ids).await?;
+    let get = |t: &str| runs.get(t).map(Vec::as_slice).unwrap_or_default();
+    all_ran_on("render", get("render"), Some("worker-0"), N)?;
+    all_ran_on("store", get("store"), Some("worker-2"), N)?;
+    all_ran_on("plain", get("plain"), None, N)?;
+    println!(
+        "routing: render {:?}, store {:?}, plain {:?}",
+        per_node(get("render")),
+        per_node(get("store")),
+        per_node(get("plain"))
+    );
+    // Each lane's task topic got exactly its tasks' dispatches.
+    for (topic, want) in [
+        ("weft.routed.tasks.cap-gpu", N),
+        ("weft.routed.tasks.sel-region--eu", N),
+        ("weft.routed.tasks", N),
+    ] {
+        let got: i64 = cluster.broker().high_watermarks(topic).await?.iter().sum();
+        ensure!(
+            got == want as i64,
+            "{topic} holds {got} records, not {want}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gpu_task_whose_worker_is_killed_completes_on_the_other_gpu_worker() -> Result<()> {
+    let opts = ClusterOptions::new(1, 3)
+        .worker_args_for(0, ["--set", "worker.capabilities=gpu"])
+        .worker_args_for(1, ["--set", "worker.capabilities=gpu"]);
+    let mut cluster = TestCluster::start(opts).await?;
+    let result = failover(&mut cluster).await;
+    if result.is_err() {
+        cluster.print_logs(60);
+    }
+    result
+}
+
+async fn failover(cluster: &mut TestCluster) -> Result<()> {
+    let api = cluster.api();
+    api.register_definition(
+        "type: failover\ntasks:\n  - name: train\n    handler: sleep\n    requires: [gpu]\n    \
+         parameters: {ms: 4000}\n",
+    )
+    .await?;
+    let id = api.start("failover", json!({}), None).await?["instance_id"]
+        .as_str()
+        .context("instance_id")?
+        .to_owned();
+    let first = wait_for(
+        "the gpu task starts",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let runs = runs_by_task(&api, "failover", std::slice::from_ref(&id)).await?;
+            Ok::<_, anyhow::Error>(
+                runs.get("train")
+                    .and_then(|r| r[0].node().map(str::to_owned)),
+            )
+        },
+    )
+    .await?;
+    let victim = cluster
+        .workers()
+        .iter()
+        .position(|w| w.node_id() == first)
+        .with_context(|| format!("task.started names {first}, no worker of the cluster"))?;
+    ensure!(
+        victim < 2,
+        "the gpu task started on {first}, which has no gpu"
+    );
+    let survivor = format!("worker-{}", 1 - victim);
+    let killed_at = Instant::now();
+    cluster.worker_mut(victim).process_mut().kill9();
+    println!("failover: killed {first} while it ran the gpu task");
+    let deadline = SESSION_TIMEOUT + Duration::from_secs(4) + Duration::from_secs(40);
+    wait_completed(&api, "failover", std::slice::from_ref(&id), deadline).await?;
+    let took = killed_at.elapsed();
+    let runs = runs_by_task(&api, "failover", std::slice::from_ref(&id)).await?;
+    let run = &runs.get("train").context("no train task")?[0];
+    let nodes: Vec<&str> = run.starts.iter().map(|(n, _)| n.as_str()).collect();
+    ensure!(
+        nodes.first() == Some(&first.as_str()) && nodes.last() == Some(&survivor.as_str()),
+        "the task started on {nodes:?}: first {first}, last must be the other gpu worker {survivor}"
+    );
+    ensure!(
+        !nodes.contains(&"worker-2"),
+        "the gpu task started on worker-2, which has no gpu: {nodes:?}"
+    );
+    println!(
+        "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, task 4 s)",
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_preferring_worker_2_run_on_worker_2() -> Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::new(1, 3)).await?;
+    let result = preferred(&cluster).await;
+    if result.is_err() {
+        cluster.print_logs(60);
+    }
+    result
+}
+
+async fn preferred(cluster: &TestCluster) -> Result<()> {
+    const N: usize = 20;
+    let api = cluster.api();
+    api.register_definition(
+        "type: pinned\ntasks:\n  - name: pinned\n    handler: sleep\n    \
+         constraints: {preferred_node: worker-2}\n    parameters: {ms: 10}\n  - name: free\n    \
+         handler: sleep\n    parameters: {ms: 10}\n",
+    )
+    .await?;
+    let ids = start_n(&api, "pinned", N).await?;
+    wait_completed(&api, "pinned", &ids, Duration::from_secs(120)).await?;
+    let runs = runs_by_task(&api, "pinned", &ids).await?;
+    let get = |t: &str| runs.get(t).map(Vec::as_slice).unwrap_or_default();
+    all_ran_on("pinned", get("pinned"), Some("worker-2"), N)?;
+    all_ran_on("free", get("free"), None, N)?;
+    println!(
+        "preferred node: pinned {:?}, free {:?}",
+        per_node(get("pinned")),
+        per_node(get("free"))
+    );
+    Ok(())
+}
