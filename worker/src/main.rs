@@ -27,6 +27,14 @@ struct Args {
     /// Workflow types served, comma-separated; default every type (worker.types).
     #[arg(long)]
     types: Option<String>,
+    /// Capabilities offered, comma-separated: names and key=value labels,
+    /// e.g. gpu,region=eu (worker.capabilities).
+    #[arg(long)]
+    capabilities: Option<String>,
+    /// Resource capacities, comma-separated name=amount, e.g. cpu=4,memory_mb=8192
+    /// (worker.resources).
+    #[arg(long)]
+    resources: Option<String>,
     /// Lets the `shell` kind run commands (worker.enable_shell).
     #[arg(long)]
     enable_shell: bool,
@@ -51,6 +59,8 @@ impl Args {
             ("worker.node_id", &self.node_id),
             ("worker.concurrency", &self.concurrency),
             ("worker.types", &self.types),
+            ("worker.capabilities", &self.capabilities),
+            ("worker.resources", &self.resources),
             ("worker.enable_shell", &shell),
             ("worker.http_addr", &self.http_addr),
         ];

@@ -14,6 +14,7 @@ use weft_shared::data::data_map_from_json;
 use weft_shared::event::{now_ms, META_DEFINITION_VERSION, META_SOURCE_KIND};
 use weft_shared::fsm::{DefinitionLookup, InstanceState};
 use weft_shared::ids::{EventId, InstanceId};
+use weft_shared::lanes::{ContextLimits, NodeCapabilities, Requirements, SLOTS};
 use weft_shared::state::WorkflowState;
 use weft_shared::{WorkflowEvent, WorkflowEventType};
 
@@ -38,10 +39,11 @@ pub async fn start(
     let catalog = s.registry.catalog();
     let fields = params::json_object(
         &body,
-        Some(&["input", "idempotency_key", "secrets", "version"]),
+        Some(&["input", "idempotency_key", "secrets", "version", "context"]),
     )?;
     // The latest version not deprecated, or the one asked for (see `lifecycle`).
     let def = super::lifecycle::startable(&s, &catalog, &ty, fields.get("version"))?;
+    let context = start_context(fields.get("context"), def)?;
     let input = match fields.get("input") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v.clone(),
@@ -84,6 +86,7 @@ pub async fn start(
     event
         .metadata
         .insert(META_SOURCE_KIND.into(), "input".into());
+    event.metadata.extend(context.to_metadata());
     let at = publish(&s, &event).await?;
     tracing::info!(workflow_type = %ty, instance_id = %instance_id, version = def.version, partition = at.partition, offset = at.offset, "workflow start requested");
     // Accepted, not applied yet: a read of the id waits for the apply (see `applied`).
@@ -96,6 +99,66 @@ pub async fn start(
         "offset": at.offset,
     });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The start request's `context` (`capabilities`, `resource_limits`),
+/// checked against every task of `def`: a task asking for a capability the
+/// context does not allow, or for more of a resource than its limit, is a 400.
+fn start_context(
+    given: Option<&Value>,
+    def: &weft_shared::WorkflowDefinition,
+) -> Result<ContextLimits, ApiError> {
+    let bad =
+        |why: String| ApiError::bad_request(format!("body field 'context' is invalid: {why}"));
+    let fields = match given {
+        None | Some(Value::Null) => return Ok(ContextLimits::default()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(bad(format!(
+                "expected an object, not {}",
+                params::kind(other)
+            )))
+        }
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["capabilities", "resource_limits"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "unknown field '{k}' (expected capabilities, resource_limits)"
+        )));
+    }
+    let capabilities: Vec<String> = match fields.get("capabilities") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| bad("'capabilities' must be a list of strings".into()))?,
+    };
+    let limits: std::collections::BTreeMap<String, i64> = match fields.get("resource_limits") {
+        None | Some(Value::Null) => Default::default(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| bad("'resource_limits' must map resource names to integers".into()))?,
+    };
+    let resources: Vec<String> = limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let node =
+        NodeCapabilities::declared(&capabilities, &resources, 1).map_err(|e| bad(e.to_string()))?;
+    let mut resource_limits = node.capacity;
+    if !limits.contains_key(SLOTS) {
+        resource_limits.remove(SLOTS);
+    }
+    let context = ContextLimits {
+        capabilities: node.capabilities,
+        resource_limits,
+    };
+    for task in &def.tasks {
+        let req = Requirements::of_task(task).unwrap_or_default();
+        if let Some(why) = context.refuses(&task.name, &req) {
+            return Err(ApiError::bad_request(format!(
+                "{}@{} cannot start in this context: {why}",
+                def.workflow_type, def.version
+            )));
+        }
+    }
+    Ok(context)
 }
 
 /// `GET /v1/workflows/{ty}/{id}`: an id not in the projection yet is looked

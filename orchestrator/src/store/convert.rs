@@ -104,6 +104,9 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
         STATE_KEY.into(),
         WorkflowData::Str(Value::Object(rest).to_string()),
     );
+    let context = definition
+        .and_then(|d| weft_shared::lanes::ContextLimits::of_metadata(&d.metadata).ok())
+        .unwrap_or_default();
     WorkflowSnapshot {
         workflow_type: s.workflow_type.clone(),
         instance_id: s.instance_id,
@@ -117,8 +120,8 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
             isolation_level: Default::default(),
             data: s.input.clone(),
             secrets: BTreeMap::new(),
-            capabilities: Vec::new(),
-            resource_limits: BTreeMap::new(),
+            capabilities: context.capabilities.into_iter().collect(),
+            resource_limits: context.resource_limits,
             timeout_config: definition
                 .map(|d| d.timeout_config.clone())
                 .unwrap_or_default(),

@@ -85,7 +85,19 @@ struct RawDefinition {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     #[serde(default)]
+    context: Option<RawContext>,
+    #[serde(default)]
     tasks: Vec<Json>,
+}
+
+/// What the workflow context allows its tasks (kept in the metadata).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    resource_limits: BTreeMap<String, i64>,
 }
 
 #[derive(Deserialize)]
@@ -227,9 +239,36 @@ fn convert(doc: Json) -> Result<WorkflowDefinition, DefinitionError> {
         default_retry,
         default_input,
         tags: raw.tags,
-        metadata: raw.metadata,
+        metadata: context_metadata(raw.metadata, raw.context)?,
         registered_at_ms: 0,
     })
+}
+
+/// The definition's metadata with its `context` limits added.
+fn context_metadata(
+    mut metadata: BTreeMap<String, String>,
+    context: Option<RawContext>,
+) -> Result<BTreeMap<String, String>, DefinitionError> {
+    let Some(context) = context else {
+        return Ok(metadata);
+    };
+    let resources: Vec<String> = context
+        .resource_limits
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let limits = crate::lanes::NodeCapabilities::declared(&context.capabilities, &resources, 1)
+        .map_err(|e| field_error("context", e))?;
+    let mut resource_limits = limits.capacity;
+    if !context.resource_limits.contains_key(crate::lanes::SLOTS) {
+        resource_limits.remove(crate::lanes::SLOTS);
+    }
+    let limits = crate::lanes::ContextLimits {
+        capabilities: limits.capabilities,
+        resource_limits,
+    };
+    metadata.extend(limits.to_metadata());
+    Ok(metadata)
 }
 
 fn task(

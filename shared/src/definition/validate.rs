@@ -158,13 +158,23 @@ pub fn validate(def: &WorkflowDefinition) -> Result<(), DefinitionError> {
         )?;
     }
     let tasks_topic = crate::Topics::default().tasks(&def.workflow_type);
+    let context = crate::lanes::ContextLimits::of_metadata(&def.metadata).map_err(|e| {
+        DefinitionError::InvalidField {
+            path: "context".into(),
+            message: e.to_string(),
+        }
+    })?;
     for (i, task) in def.tasks.iter().enumerate() {
-        crate::lanes::Requirements::of_task(task)
-            .and_then(|req| req.checked_topic(&tasks_topic))
+        let path = format!("tasks[{i}] ({})", task.name);
+        let req = crate::lanes::Requirements::of_task(task)
+            .and_then(|req| req.checked_topic(&tasks_topic).map(|_| req))
             .map_err(|e| DefinitionError::InvalidField {
-                path: format!("tasks[{i}] ({})", task.name),
+                path: path.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(message) = context.refuses(&task.name, &req) {
+            return Err(DefinitionError::InvalidField { path, message });
+        }
     }
     if let Some(path) = find_cycle(def) {
         return Err(DefinitionError::Cycle { path });

@@ -360,3 +360,32 @@ fn validation_runs_after_parsing() {
         })
     ));
 }
+
+#[test]
+fn requirements_and_context_limits_parse_and_are_checked() {
+    let yaml = "type: render\ncontext:\n  capabilities: [gpu, region=eu]\n  resource_limits: {cpu: 4}\ntasks:\n  - name: draw\n    handler: noop\n    requires: [gpu]\n    node_selector: {region: eu}\n    resources: {cpu: 2}\n    priority: critical\n";
+    let def = parse_definition(yaml, None).unwrap();
+    let task = &def.tasks[0];
+    assert_eq!(
+        task.constraints.get(crate::lanes::CAPABILITIES_CONSTRAINT),
+        Some(&WorkflowData::List(vec!["gpu".into()]))
+    );
+    let req = crate::lanes::Requirements::of_task(task).unwrap();
+    assert_eq!(req.suffix(), "urgent.cap-gpu.res-cpu--2.sel-region--eu");
+    let limits = crate::lanes::ContextLimits::of_metadata(&def.metadata).unwrap();
+    assert_eq!(limits.resource_limits, BTreeMap::from([("cpu".into(), 4)]));
+    assert!(limits.capabilities.contains("region=eu"));
+
+    let over = yaml.replace("cpu: 2", "cpu: 8");
+    let e = parse_definition(&over, None).unwrap_err().to_string();
+    assert!(
+        e.contains("asks for 8 cpu, over the workflow context's limit of 4"),
+        "{e}"
+    );
+    let other = yaml.replace("requires: [gpu]", "requires: [tpu]");
+    let e = parse_definition(&other, None).unwrap_err().to_string();
+    assert!(e.contains("requires capability 'tpu'"), "{e}");
+    let bad = yaml.replace("requires: [gpu]", "requires: [\"g p u\"]");
+    let e = parse_definition(&bad, None).unwrap_err().to_string();
+    assert!(e.contains("'g p u' is not a valid name"), "{e}");
+}
