@@ -86,7 +86,7 @@ fn mock_settings(
 
 /// Short enough for a quick suite, long enough for a read-back on the mock cluster.
 fn short_liveness() -> Liveness {
-    Liveness::new(Duration::from_millis(1_500), Duration::from_millis(3_000))
+    Liveness::new(Duration::from_secs(2), Duration::from_secs(4))
 }
 
 #[tokio::test]
