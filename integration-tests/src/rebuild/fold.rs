@@ -73,6 +73,7 @@ pub async fn fold_in_process(
         events_tx: tokio::sync::broadcast::channel(16).0,
         heartbeats: Arc::new(HeartbeatTracker::default()),
         traces: None,
+        unschedulable: None,
     };
     let mut by_partition: BTreeMap<i32, Vec<OwnedMessage>> = BTreeMap::new();
     for m in records {
