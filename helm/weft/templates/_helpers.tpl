@@ -52,15 +52,22 @@ app.kubernetes.io/part-of: weft
 {{- end }}
 {{- end -}}
 
-{{/* Labels of one component: (dict "ctx" $ "component" "orchestrator"). */}}
+{{/* Labels of one component: (dict "ctx" $ "component" "orchestrator"), and
+"pool" "gpu" for the pods of a worker pool (weft.io/pool). */}}
 {{- define "weft.componentLabels" -}}
 {{ include "weft.labels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+weft.io/pool: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{- define "weft.componentSelector" -}}
 {{ include "weft.selectorLabels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+weft.io/pool: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{- define "weft.serviceAccountName" -}}
