@@ -273,28 +273,43 @@ def check_profile_schema(values: dict) -> None:
 
 
 def check_bad_values(path: Path) -> None:
+    """A file of helm/tests/bad-values/ names what must refuse it: '# expect: /path'
+    (values.schema.json, at that path), or '# expect-error: text' (the render,
+    for what a schema cannot say). Either way `helm template`/install and
+    `helm lint` fail, with the path or the text in their message."""
     import helm_python as helm
 
     text = path.read_text()
     expected = re.findall(r"^# expect: (\S+)", text, re.M)
-    assert expected, f"{path.name} names no '# expect: /path'"
+    errors = re.findall(r"^# expect-error: (.+)$", text, re.M)
+    assert expected or errors, f"{path.name} names no '# expect: /path' nor '# expect-error: text'"
     values = yaml.safe_load(text) or {}
+    wanted = [f"at '{p}'" for p in expected] + [e.strip() for e in errors]
     with helm.Chart.load(str(CHART)) as chart:
-        try:
-            chart.validate_schema(values)
-        except helm.HelmValuesError as e:
-            message = str(e)
-        else:
-            raise AssertionError("accepted by values.schema.json")
-        for p in expected:
-            assert f"at '{p}'" in message, f"the error does not name {p}: {message.strip()}"
+        if expected:
+            try:
+                chart.validate_schema(values)
+            except helm.HelmValuesError as e:
+                message = str(e)
+            else:
+                raise AssertionError("accepted by values.schema.json")
+            for p in expected:
+                assert f"at '{p}'" in message, f"the error does not name {p}: {message.strip()}"
         # An install renders with the same values: it must refuse them too.
         try:
             chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-        except (helm.HelmValuesError, helm.HelmRenderError):
-            pass
+        except (helm.HelmValuesError, helm.HelmRenderError) as e:
+            message = str(e)
         else:
-            raise AssertionError("rendered despite the schema")
+            raise AssertionError("rendered despite the schema" if expected else "rendered")
+        for w in wanted:
+            assert w in message, f"the render's error does not say {w!r}: {message.strip()}"
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+    lint_errors = [m["error"] for m in report.get("messages", []) if m.get("severity", 0) >= 3]
+    lint_errors += report.get("errors") or []
+    assert lint_errors, "helm lint passed"
+    for w in wanted:
+        assert any(w in e for e in lint_errors), f"helm lint does not say {w!r}: {lint_errors}"
 
 
 # ---------------------------------------------------------------- assertions

@@ -26,7 +26,11 @@ A pool name given twice fails the render.
 {{- $seen := dict -}}
 {{- range $i, $pool := $w.pools -}}
 {{- if hasKey $seen $pool.name -}}
-{{- fail (printf "worker.pools[%d]: the pool name %q is already used by worker.pools[%v]: each pool needs a name of its own" $i $pool.name (index $seen $pool.name)) -}}
+{{- $msg := printf "worker.pools[%d]: the pool name '%s' is already used by worker.pools[%v]: each pool needs a name of its own" $i $pool.name (index $seen $pool.name) -}}
+{{- fail $msg -}}
+{{- /* `helm lint` turns fail into a log line and goes on: fail it anyway,
+with the message as the name of a template that does not exist. */ -}}
+{{- include $msg $ctx -}}
 {{- end -}}
 {{- $_ := set $seen $pool.name $i -}}
 {{- $p := deepCopy $base -}}
