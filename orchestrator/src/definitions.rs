@@ -160,6 +160,14 @@ impl Catalog {
             .map(|e| e.def.as_ref())
     }
 
+    /// Every version of `ty`, oldest first.
+    pub fn versions(&self, ty: &str) -> impl Iterator<Item = &WorkflowDefinition> {
+        self.by_type
+            .get(ty)
+            .into_iter()
+            .flat_map(|v| v.values().map(|e| e.def.as_ref()))
+    }
+
     pub fn contains_type(&self, ty: &str) -> bool {
         self.by_type.contains_key(ty)
     }

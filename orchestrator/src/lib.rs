@@ -9,6 +9,7 @@ pub mod definitions;
 pub mod dlq;
 pub mod engine;
 pub mod heartbeats;
+pub mod lane_metrics;
 pub mod metrics;
 pub mod partition;
 pub mod partitioner;
@@ -206,6 +207,15 @@ pub async fn run(
         dlq::counts::gauge(&metrics.registry),
         registry.clone(),
         config.kafka.clone(),
+        topics.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(lane_metrics::run(
+        lane_metrics::LaneGauges::new(&metrics.registry),
+        registry.clone(),
+        nodes.clone(),
+        config.kafka.clone(),
+        config.worker.group_id.clone(),
         topics.clone(),
         stop_rx.clone(),
     ));
