@@ -1,6 +1,7 @@
 """``python -m weft_worker``: run a worker with the built-in handlers, or start workflows.
 
     python -m weft_worker run --bootstrap 127.0.0.1:9092 [--types a,b] [--group weft-workers]
+        [--capabilities gpu,region=eu] [--resources cpu=4,memory_mb=8192]
     python -m weft_worker start --bootstrap 127.0.0.1:9092 --type orders --input '{"n": 1}' --key order-1 [--count 10]
 
 ``start`` prints one JSON line per instance: ``{"instance_id", "topic", "partition", "offset", "key"}``.
@@ -16,6 +17,7 @@ import sys
 from typing import List, Optional
 
 from .producer import WorkflowStarter
+from .protocol import LaneError, NodeOffer
 from .worker import Worker
 
 
@@ -39,7 +41,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--group", default="weft-workers", help="the workers' consumer group")
     run.add_argument("--types", default="", help="comma-separated workflow types (default: every type)")
     run.add_argument("--node-id", default=None)
-    run.add_argument("--concurrency", type=int, default=8)
+    run.add_argument("--concurrency", type=int, default=8, help="tasks run at once (the worker's slots)")
+    run.add_argument(
+        "--capabilities",
+        default="",
+        help="comma-separated capabilities (gpu) and labels (region=eu) this worker offers: "
+        "it also serves the lanes of tasks that require them",
+    )
+    run.add_argument(
+        "--resources",
+        default="",
+        help="comma-separated resource capacities NAME=AMOUNT (cpu=4,memory_mb=8192): "
+        "the tasks running at once never ask for more",
+    )
     run.add_argument("--shutdown-grace-ms", type=int, default=30_000)
     run.add_argument("--transactions", action="store_true", help="enable exactly_once tasks (needs Kafka transactions)")
     run.add_argument("--property", action="append", default=[], help="a librdkafka property NAME=VALUE")
@@ -62,6 +76,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        if args.concurrency < 1:
+            run.error(f"--concurrency must be at least 1, got {args.concurrency}")
+        for flag, caps, res in (("--capabilities", args.capabilities, None), ("--resources", None, args.resources)):
+            try:
+                NodeOffer.declare(caps, res, args.concurrency)
+            except LaneError as e:
+                run.error(f"{flag}: {e}")
         worker = Worker(
             args.bootstrap,
             group_id=args.group,
@@ -72,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             transactions=args.transactions,
             shutdown_grace_ms=args.shutdown_grace_ms,
             properties=_properties(args.property),
+            capabilities=args.capabilities,
+            resources=args.resources,
         ).with_builtins()
         worker.run()
         return 0

@@ -2,8 +2,16 @@
 that runs each dispatched attempt's handler and publishes its events, as
 ``docs/protocol.md`` describes and the Rust worker does.
 
+It subscribes to the lanes it serves (:mod:`weft_worker.lanes`): the default
+and urgent lanes of its types, and every existing lane whose capabilities,
+labels and resources it offers (looked for again every few seconds). Received
+records wait in a ready queue (:mod:`weft_worker.capacity`) where urgent ones
+start first, and each starts only when a slot and the resources of its lane
+are free.
+
 Threads: the caller's thread runs the consumer loop (fetching, control records,
-offset commits, pausing when every slot is busy); each attempt runs on a
+offset commits, following new lanes, the ready queue, pausing lanes while their
+records cannot start); each attempt runs on a
 supervisor thread that runs the handler on a thread of its own (so a handler
 that ignores its deadline or a cancel can be given up on); a control listener
 reads control records from the end of every task partition, so a cancel is seen
@@ -21,16 +29,18 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from . import codec
 from .builtins import BUILTINS
+from .capacity import Capacity, Permit, Ready, Waiting
 from .context import TaskContext
 from .errors import RetryableError, TaskError, TerminalError
+from .lanes import REFRESH_S, Served
 from .offsets import OffsetTracker, Ticket
 from .protocol import (
     AT_MOST_ONCE,
@@ -41,7 +51,11 @@ from .protocol import (
     HEADER_DLQ_REASON,
     HEADER_DLQ_SOURCE,
     PARTITIONER,
+    SLOTS,
     STARTED,
+    NodeOffer,
+    Requirements,
+    ResourceSpec,
     Topics,
     attempt_event,
     data_problem,
@@ -70,6 +84,14 @@ NODE_RECORD_INTERVAL_S = 5.0
 DISCOVERY_INTERVAL_S = 5.0
 #: How many finished and cancelled attempts are remembered (duplicate and late dispatches).
 REMEMBERED_ATTEMPTS = 100_000
+#: Fetching of the non-urgent lanes pauses once every slot has been busy this long (seconds).
+PAUSE_AFTER_S = 0.25
+
+
+def ready_buffer(slots: int) -> int:
+    """How many received records of one class (urgent or not) may wait before
+    that class's lanes stop fetching: 4 per slot, at least 64."""
+    return max(4 * slots, 64)
 
 
 def heartbeat_interval(timeout_ms: int) -> Optional[float]:
@@ -184,7 +206,12 @@ class Worker:
 
     ``group_id`` is the workers' consumer group: a Python worker may share it
     with Rust workers (and others) as long as every member can run every
-    handler the types it serves use. ``transactions=True`` enables
+    handler the types it serves use. ``capabilities`` (names such as ``gpu``
+    and labels such as ``region=eu``) and ``resources`` (``{"cpu": 4}``) say
+    which constrained lanes it serves, and bound what runs at once: a task
+    takes one of ``concurrency`` slots and the resources its lane names. Bad
+    names or amounts raise :class:`~weft_worker.protocol.LaneError` (a
+    ``ValueError``) saying why. ``transactions=True`` enables
     ``exactly_once`` tasks (results and the consumer offset in one Kafka
     transaction; needs a broker with transactions); without it such tasks fail
     with the terminal error ``exactly_once_unsupported``.
@@ -202,13 +229,24 @@ class Worker:
         transactions: bool = False,
         shutdown_grace_ms: int = 30_000,
         properties: Optional[Dict[str, str]] = None,
+        capabilities: Union[Iterable[str], str, None] = None,
+        resources: ResourceSpec = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        #: What this worker offers: capabilities, labels, capacity per resource (``slots`` included).
+        self.offer = NodeOffer.declare(capabilities, resources, concurrency)
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.topics = Topics(topic_prefix)
         self.types = [t.strip() for t in (types or []) if t.strip()]
+        self._served = Served(self.topics, self.types, self.offer)
+        self._capacity = Capacity(self.offer.capacity)
+        #: Received task records not started yet (consumer loop thread only).
+        self._ready = Ready()
+        #: The lane of each task topic received from.
+        self._lanes: Dict[str, Requirements] = {}
+        self._subscription: List[str] = []
         self.node_id = node_id or f"py-{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
         self.transactions = transactions
@@ -223,7 +261,6 @@ class Worker:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._max_grace_s = 0.0
-        self._backlog: Deque[Tuple[Message, Ticket]] = deque()
         self._commit_waiters: List[threading.Event] = []
         self._commit_now = threading.Event()
         self._group_metadata: Any = None
@@ -236,7 +273,9 @@ class Worker:
         self._consumer: Optional[Consumer] = None
         self._producer: Optional[Producer] = None
         self._tx_producer: Optional[Producer] = None
-        self._paused = False
+        #: Whether the non-urgent and the urgent lanes' partitions are paused.
+        self._paused = {"normal": False, "urgent": False}
+        self._saturated_since: Optional[float] = None
         self._assignment_changed = False
         self._started_at_ms = now_ms()
         #: Counts by outcome, for tests and logs: completed, failed, cancelled, abandoned, duplicate, dlq.
@@ -323,9 +362,16 @@ class Worker:
             self._tx_producer = Producer(self._producer_config({"transactional.id": f"weft-worker-{self.node_id}"}))
             self._tx_producer.init_transactions(30)
         self._consumer = Consumer(self._consumer_config(self.group_id))
-        subscription = [self.topics.tasks(t) for t in self.types] or [self.topics.tasks_regex()]
-        self._consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("subscribed to %s as %s in group %s", subscription, self.node_id, self.group_id)
+        self._subscription = self._served.subscription(self._existing_topics(self._consumer))
+        self._consumer.subscribe(self._subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info(
+            "subscribed to %s as %s in group %s (capabilities %s, capacity %s)",
+            self._subscription,
+            self.node_id,
+            self.group_id,
+            sorted(self.offer.capabilities),
+            self.offer.capacity,
+        )
         background = [
             threading.Thread(target=self._serve_producer, name="weft-producer", daemon=True),
             threading.Thread(target=self._listen_for_controls, name="weft-control", daemon=True),
@@ -333,16 +379,20 @@ class Worker:
         for t in background:
             t.start()
         last_commit = time.monotonic()
+        next_lanes = time.monotonic() + REFRESH_S
         try:
             while not self._stopping.is_set():
-                self._start_backlog()
+                self._start_ready()
                 msg = self._consumer.poll(0.05)
                 if msg is not None:
                     self._received(msg)
-                self._pause_when_saturated()
+                self._pause_lanes()
                 if self._commit_now.is_set() or time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     self._commit()
                     last_commit = time.monotonic()
+                if time.monotonic() >= next_lanes:
+                    next_lanes = time.monotonic() + REFRESH_S
+                    self._follow_lanes()
             self._drain()
         finally:
             self._hard_stop.set()
@@ -361,7 +411,7 @@ class Worker:
 
     def _drain(self) -> None:
         """Shutdown: stop fetching; wait for running attempts (their grace periods); commit."""
-        self._backlog.clear()  # not started: left for another worker
+        self._ready.clear()  # not started: left for another worker
         try:
             assignment = self._consumer.assignment()
             if assignment:
@@ -402,7 +452,7 @@ class Worker:
             pos = self._offsets.revoke(p.topic, p.partition)
             if pos is not None:
                 commits.append(TopicPartition(p.topic, p.partition, pos))
-        self._backlog = deque((m, t) for m, t in self._backlog if (m.topic(), m.partition()) not in revoked)
+        self._ready.drop_if(lambda item: (item[0].topic(), item[0].partition()) in revoked)
         if commits:
             try:
                 with self._commit_lane:
@@ -443,32 +493,86 @@ class Worker:
             self._control_record(msg, "tasks")
             self._done(ticket)
             return
-        self._backlog.append((msg, ticket))
-        self._start_backlog()
+        self._ready.push(Waiting((msg, ticket), self._lane_of(msg.topic())))
+        self._start_ready()
 
-    def _start_backlog(self) -> None:
-        while self._backlog and not self._stopping.is_set():
-            with self._lock:
-                if self._in_flight >= self.concurrency:
-                    return
-            msg, ticket = self._backlog.popleft()
-            self._dispatch_record(msg, ticket)
+    def _lane_of(self, topic: str) -> Requirements:
+        need = self._lanes.get(topic)
+        if need is None:
+            need = self._served.lane(topic) or Requirements()
+            self._lanes[topic] = need
+        return need
 
-    def _pause_when_saturated(self) -> None:
-        with self._lock:
-            saturated = self._in_flight >= self.concurrency or bool(self._backlog)
+    def _start_ready(self) -> None:
+        """Starts received records while they fit: urgent ones first, each with
+        a slot and its lane's resources."""
+        while len(self._ready) and not self._stopping.is_set():
+            started = self._ready.next(self._capacity)
+            if started is None:
+                return
+            waiting, permit = started
+            msg, ticket = waiting.item
+            self._dispatch_record(msg, ticket, permit)
+
+    def _pause_lanes(self) -> None:
+        """Pauses fetching of the non-urgent lanes once ``ready_buffer`` of their
+        records wait or every slot has been busy for ``PAUSE_AFTER_S``, resumes it
+        once half of them started and a slot is free; urgent lanes go on
+        fetching until ``ready_buffer`` urgent records wait, so they overtake
+        the others. After an assignment the new partitions are set either way
+        (one paused before a revoke would come back paused)."""
+        buffer = ready_buffer(self._capacity.total[SLOTS])
+        saturated = self._capacity.free_slots() <= 0
+        if not saturated:
+            self._saturated_since = None
+        elif self._saturated_since is None:
+            self._saturated_since = time.monotonic()
+        busy_long = saturated and time.monotonic() - self._saturated_since >= PAUSE_AFTER_S
+        normal = len(self._ready.normal)
+        want = {
+            "normal": (normal >= buffer // 2 or saturated) if self._paused["normal"] else (normal >= buffer or busy_long),
+            "urgent": len(self._ready.urgent) >= buffer,
+        }
         changed, self._assignment_changed = self._assignment_changed, False
-        if saturated == self._paused and not (saturated and changed):
+        if want == self._paused and not changed:
             return
         try:
-            assignment = self._consumer.assignment()
-            if saturated:
-                self._consumer.pause(assignment)
-            else:
-                self._consumer.resume(assignment)
-            self._paused = saturated
+            pause, resume = [], []
+            for tp in self._consumer.assignment():
+                urgent = self._lane_of(tp.topic).urgent
+                (pause if want["urgent" if urgent else "normal"] else resume).append(tp)
+            if pause:
+                self._consumer.pause(pause)
+            if resume:
+                self._consumer.resume(resume)
+            self._paused = want
         except KafkaException as e:
             log.warning("could not pause or resume fetching: %s", e)
+
+    def _existing_topics(self, consumer: Consumer) -> List[str]:
+        """The names of the broker's topics (empty when the metadata cannot be read)."""
+        try:
+            return list(consumer.list_topics(timeout=5).topics)
+        except KafkaException as e:
+            log.debug("cannot read the topic list; lanes not refreshed: %s", e)
+            return []
+
+    def _follow_lanes(self) -> bool:
+        """Subscribes again when a lane this worker serves appeared (or went); True if it did."""
+        existing = self._existing_topics(self._consumer)
+        if not existing:
+            return False
+        wanted = self._served.subscription(existing)
+        if sorted(wanted) == sorted(self._subscription):
+            return False
+        try:
+            self._consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        except KafkaException as e:
+            log.warning("could not subscribe to the new lanes: %s", e)
+            return False
+        self._subscription = wanted
+        log.info("lanes changed; subscribed again to %s", wanted)
+        return True
 
     def _done(self, ticket: Ticket) -> None:
         if self._offsets.done(ticket):
@@ -561,13 +665,10 @@ class Worker:
         except KafkaException as e:
             log.debug("control listener could not read metadata: %s", e)
             return []
-        wanted = {self.topics.tasks(t) for t in self.types}
         out = []
         for name, topic in md.topics.items():
-            if topic.error is not None:
-                continue
-            parsed = self.topics.parse(name)
-            if (name in wanted) if wanted else (parsed is not None and parsed[1] == "tasks"):
+            # a task's cancels come on its lane: every lane served, urgent and constrained ones too
+            if topic.error is None and self._served.serves(name):
                 out.extend((name, p) for p in topic.partitions)
         return out
 
@@ -577,15 +678,27 @@ class Worker:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + 1
 
-    def _dispatch_record(self, msg: Message, ticket: Ticket) -> None:
+    def _dispatch_record(self, msg: Message, ticket: Ticket, permit: Permit) -> None:
+        """Starts the attempt of a task record on a thread of its own, holding
+        ``permit`` until it is over; a record that does not run gives it back now."""
+        try:
+            self._admit_record(msg, ticket, permit)
+        except BaseException:
+            permit.release()
+            raise
+
+    def _admit_record(self, msg: Message, ticket: Ticket, permit: Permit) -> None:
         try:
             d = codec.decode("TaskDispatch", msg.value())
         except codec.CodecError as e:
+            permit.release()
             self._dead_letter(msg, str(e))
             self._done(ticket)
             return
         attach = d["execution_semantics"] != AT_MOST_ONCE
         verdict, attempt = self._attempts.admit(d["execution_id"], ticket, attach)
+        if verdict != RUN:
+            permit.release()
         if verdict == DUPLICATE_OF_RUNNING:
             self._count("duplicate")
             log.info("duplicate dispatch of %s attempt %d, running here; dropped", d["task_name"], d["attempt"])
@@ -610,7 +723,10 @@ class Worker:
             self._in_flight += 1
             self._max_grace_s = max(self._max_grace_s, grace)
         threading.Thread(
-            target=self._run_attempt, args=(d, ticket, attempt), name=f"weft-attempt-{d['task_name']}", daemon=True
+            target=self._run_attempt,
+            args=(d, ticket, attempt, permit),
+            name=f"weft-attempt-{d['task_name']}",
+            daemon=True,
         ).start()
 
     def _grace_s(self, d: Dict[str, Any]) -> float:
@@ -631,7 +747,7 @@ class Worker:
         if self._send(self.topics.dlq(parsed[0]), msg.key() or b"", msg.value() or b"", headers):
             self._count("dlq")
 
-    def _run_attempt(self, d: Dict[str, Any], ticket: Ticket, attempt: _Attempt) -> None:
+    def _run_attempt(self, d: Dict[str, Any], ticket: Ticket, attempt: _Attempt, permit: Permit) -> None:
         done = False
         try:
             done = self._attempt(d, ticket, attempt)
@@ -643,6 +759,7 @@ class Worker:
             if done:
                 for t in duplicates:
                     self._done(t)
+            permit.release()
             with self._lock:
                 self._in_flight -= 1
             attempt.finished.set()
@@ -804,13 +921,15 @@ class Worker:
         record = {
             "node_id": self.node_id,
             "role": "worker",
-            "capabilities": sorted(self.handlers),
-            "capacity_limits": {"concurrency": self.concurrency},
-            "current_load": {"in_flight": len(in_flight)},
+            # handler names and declared capabilities, plain and key=value
+            "capabilities": sorted(set(self.handlers) | self.offer.capabilities),
+            "capacity_limits": {**self.offer.capacity, "concurrency": self.concurrency},
+            "current_load": {**self._capacity.in_use(), "in_flight": len(in_flight)},
             "active_tasks": in_flight,
             "health": health,
             "labels": {
                 "sdk": "python",
+                **self.offer.labels,
                 # the partitions held, as Weft's workers announce them (the orphan watch trusts them)
                 **{f"weft.partition.{t}/{p}": f"assigned@{since}" for (t, p), since in list(self._assignment.items())},
             },
