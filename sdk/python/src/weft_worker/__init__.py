@@ -2,7 +2,7 @@
 
     from weft_worker import Worker, TaskContext, RetryableError, TerminalError
 
-    worker = Worker("127.0.0.1:9092", types=["orders"]).with_builtins()
+    worker = Worker("127.0.0.1:9092", types=["orders"], capabilities=["gpu"], resources={"cpu": 4}).with_builtins()
 
     @worker.handler("charge")
     def charge(ctx: TaskContext) -> dict:
@@ -20,10 +20,13 @@ from .context import TaskContext
 from .errors import RetryableError, TaskError, TerminalError
 from .partition import murmur2, partition_for
 from .producer import Started, WorkflowStarter, start_workflow, workflow_created
-from .protocol import Topics, instance_id_for
+from .protocol import LaneError, NodeOffer, Requirements, Topics, instance_id_for
 from .worker import Worker
 
 __all__ = [
+    "LaneError",
+    "NodeOffer",
+    "Requirements",
     "RetryableError",
     "Started",
     "TaskContext",
