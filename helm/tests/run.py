@@ -14,6 +14,10 @@ Groups (--only GROUP, repeatable; default all):
   assertions  what matters, per profile: probes, ports, advertised URLs,
               secrets, grace periods, security contexts, weft.toml against
               shared/default.toml, autoscaling, monitoring, hooks, helm tests
+  pools       worker pools, against values written out: the defaults render the
+              one worker Deployment of before; two pools render two Deployments
+              with their own capabilities, capacity, scheduling, labels and
+              scaling in one consumer group; KEDA per pool; bad pools refused
   binaries    the rendered weft.toml and environment of each container, given
               to the real binaries (--bin-dir): `--dump-config` must accept
               them and show the per-pod values; the CLI's arguments parse
@@ -49,7 +53,7 @@ DEFAULT_TOML = ROOT / "shared" / "default.toml"
 # and Kubernetes' service links would be WEFT_* variables (see enableServiceLinks).
 RELEASE = "weft"
 NAMESPACE = "weft-ns"
-GROUPS = ["lint", "validate", "schema", "assertions", "binaries", "dockerfile"]
+GROUPS = ["lint", "validate", "schema", "assertions", "pools", "binaries", "dockerfile"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
@@ -154,6 +158,31 @@ def names(v: dict) -> dict:
         "worker_svc": f"{full}-worker-metrics",
         "config": f"{full}-config",
     }
+
+
+POOL_REPLACED = ("capabilities", "capacity", "concurrency", "types", "replicas", "resources", "nodeSelector",
+                 "tolerations", "affinity", "podAntiAffinity", "priorityClassName", "extraEnv")
+POOL_MERGED = ("autoscaling", "keda", "topologySpread", "podDisruptionBudget", "podLabels", "podAnnotations")
+
+
+def worker_pools(v: dict) -> list[dict]:
+    """The worker Deployments the values ask for, as the chart documents them:
+    [{name, pool, w}], w the pool's worker values (its own over the top-level ones)."""
+    n = names(v)
+    w = v["worker"]
+    if not w.get("pools"):
+        return [{"name": n["deploy"], "pool": "", "w": w}]
+    out = []
+    for p in w["pools"]:
+        eff = {k: val for k, val in w.items() if k != "pools"}
+        eff.update({k: p[k] for k in POOL_REPLACED if k in p})
+        eff.update({k: {**w[k], **p[k]} for k in POOL_MERGED if k in p})
+        out.append({"name": f"{n['deploy']}-{p['name']}", "pool": p["name"], "w": eff})
+    return out
+
+
+def resource_list(capacity: dict) -> list[str]:
+    return [f"{k}={capacity[k]}" for k in sorted(capacity)]
 
 
 def weft_toml(docs) -> dict:
@@ -486,13 +515,42 @@ def check_scheduling(spec, comp_values, labels) -> None:
 
 
 def check_worker(docs, v) -> None:
+    pools = worker_pools(v)
+    deployments = [d for d in find(docs, "Deployment")
+                   if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(p["name"] for p in pools), \
+        f"worker Deployments {[d['metadata']['name'] for d in deployments]}"
+    scalers = len(find(docs, "HorizontalPodAutoscaler")) + len(find(docs, "ScaledObject"))
+    assert scalers == sum(1 for p in pools if p["w"]["keda"]["enabled"] or p["w"]["autoscaling"]["enabled"])
+    for p in pools:
+        check_worker_pool(docs, v, p)
+    n = names(v)
+    pdbs = find(docs, "PodDisruptionBudget", f"{n['full']}-orchestrator")
+    if v["orchestrator"]["podDisruptionBudget"]["enabled"]:
+        assert len(pdbs) == 1, "no PodDisruptionBudget for the orchestrators"
+        pl = pod_spec_labels(one(docs, "StatefulSet", n["sts"]))
+        assert all(pl.get(k) == val for k, val in pdbs[0]["spec"]["selector"]["matchLabels"].items())
+    else:
+        assert not pdbs
+
+
+def pod_spec_labels(doc) -> dict:
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def check_worker_pool(docs, v, p) -> None:
     n = names(v)
     toml = weft_toml(docs)
-    w = v["worker"]
-    dep = one(docs, "Deployment", n["deploy"])
+    w = p["w"]
+    dep = one(docs, "Deployment", p["name"])
     spec = pod_spec(dep)
     c = one_container(spec, "worker")
-    labels = dep["spec"]["template"]["metadata"]["labels"]
+    labels = pod_spec_labels(dep)
+    assert labels.get("weft.io/pool") == (p["pool"] or None), f"{p['name']}: weft.io/pool {labels.get('weft.io/pool')}"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert all(labels.get(k) == val for k, val in selector.items()), f"{p['name']}: the selector misses its pods"
+    if p["pool"]:
+        assert selector.get("weft.io/pool") == p["pool"], f"{p['name']}: the selector takes other pools' pods"
     port = port_named(c, "metrics")
     assert port == addr_port(toml["worker"]["http_addr"]) == 9464, "container port != worker.http_addr"
     assert toml["worker"]["http_addr"].startswith("0.0.0.0:")
@@ -503,6 +561,18 @@ def check_worker(docs, v) -> None:
     e = env_of(c)
     assert e["WEFT_WORKER_NODE_ID"].get("value") == "$(POD_NAME)"
     assert [x["name"] for x in c["env"]].index("POD_NAME") == 0
+    # What the pool's pods offer: its own keys in the environment, over weft.toml's.
+    offered = {"WEFT_WORKER_CAPABILITIES": ",".join(w["capabilities"]),
+               "WEFT_WORKER_RESOURCES": ",".join(resource_list(w["capacity"])),
+               "WEFT_WORKER_CONCURRENCY": str(w["concurrency"]),
+               "WEFT_WORKER_TYPES": ",".join(w["types"])}
+    for var, want in offered.items():
+        if p["pool"]:
+            assert e[var].get("value") == want, f"{p['name']}: {var}={e[var]} != {want!r}"
+        else:
+            assert var not in e, f"{p['name']}: {var} beside weft.toml"
+    assert "WEFT_WORKER_GROUP_ID" not in e, "every pool is in the one consumer group"
+    assert c["resources"] == w["resources"], f"{p['name']}: resources {c['resources']}"
     # The grace periods agree: SIGTERM comes after preStop, then running tasks get
     # worker.shutdown_grace_ms (as the worker reads it from weft.toml), then the
     # offsets are committed: the pod's grace must cover all of it.
@@ -514,54 +584,58 @@ def check_worker(docs, v) -> None:
     assert tgps == pre + math.ceil(grace_ms / 1000) + w["terminationMarginSeconds"], f"terminationGracePeriodSeconds {tgps}"
     assert tgps * 1000 >= pre * 1000 + grace_ms + 1000, "SIGKILL would cut the worker's shutdown grace"
     # Scaling: KEDA replaces the HPA; neither leaves a fixed replica count.
-    hpas = find(docs, "HorizontalPodAutoscaler")
-    scaled = find(docs, "ScaledObject")
+    hpas = find(docs, "HorizontalPodAutoscaler", p["name"])
+    scaled = find(docs, "ScaledObject", p["name"])
     if w["keda"]["enabled"]:
         assert not hpas, "an HPA beside the ScaledObject"
-        so = one(docs, "ScaledObject")
-        assert so["spec"]["scaleTargetRef"]["name"] == n["deploy"]
-        check_keda(docs, so, toml, v)
+        so = one(docs, "ScaledObject", p["name"])
+        assert so["spec"]["scaleTargetRef"]["name"] == p["name"]
+        assert so["spec"]["maxReplicaCount"] == w["keda"]["maxReplicas"]
+        check_keda(docs, so, toml, v, w)
     elif w["autoscaling"]["enabled"]:
         assert not scaled
-        hpa = one(docs, "HorizontalPodAutoscaler")
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": n["deploy"]}
+        hpa = one(docs, "HorizontalPodAutoscaler", p["name"])
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": p["name"]}
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
         assert hpa["spec"]["minReplicas"] == w["autoscaling"]["minReplicas"]
+        assert hpa["spec"]["maxReplicas"] == w["autoscaling"]["maxReplicas"]
     else:
         assert not hpas and not scaled
     if w["keda"]["enabled"] or w["autoscaling"]["enabled"]:
         assert "replicas" not in dep["spec"], "a fixed replica count fights the autoscaler on upgrade"
     else:
         assert dep["spec"]["replicas"] == w["replicas"]
+    # The one metrics Service reaches every pool's pods.
     svc = one(docs, "Service", n["worker_svc"])
     assert all(labels.get(k) == val for k, val in svc["spec"]["selector"].items())
     assert svc["spec"]["ports"][0]["targetPort"] in ("metrics", port)
     check_scheduling(spec, w, labels)
-    # PodDisruptionBudgets select their pods.
-    for comp, doc in (("orchestrator", one(docs, "StatefulSet", n["sts"])), ("worker", dep)):
-        pdbs = find(docs, "PodDisruptionBudget", f"{n['full']}-{comp}")
-        if v[comp]["podDisruptionBudget"]["enabled"]:
-            assert len(pdbs) == 1, f"no PodDisruptionBudget for {comp}"
-            pl = doc["spec"]["template"]["metadata"]["labels"]
-            assert all(pl.get(k) == val for k, val in pdbs[0]["spec"]["selector"]["matchLabels"].items())
-        else:
-            assert not pdbs
+    assert spec.get("nodeSelector", {}) == w["nodeSelector"], f"{p['name']}: nodeSelector {spec.get('nodeSelector')}"
+    assert spec.get("tolerations", []) == w["tolerations"], f"{p['name']}: tolerations {spec.get('tolerations')}"
+    # Its PodDisruptionBudget selects its pods, and only those.
+    pdbs = find(docs, "PodDisruptionBudget", p["name"])
+    if w["podDisruptionBudget"]["enabled"]:
+        assert len(pdbs) == 1, f"no PodDisruptionBudget for {p['name']}"
+        assert pdbs[0]["spec"]["selector"]["matchLabels"] == selector
+    else:
+        assert not pdbs
 
 
-def check_keda(docs, so, toml, v) -> None:
+def check_keda(docs, so, toml, v, w) -> None:
     prefix = toml["kafka"]["topic_prefix"]
     kafka = [t for t in so["spec"]["triggers"] if t["type"] == "kafka"]
     assert kafka, "no kafka trigger"
-    types = toml["worker"]["types"]
+    types = w["types"]
     topics = sorted(t["metadata"].get("topic", "") for t in kafka)
-    assert topics == (sorted(f"{prefix}.{t}.tasks" for t in types) if types else [""]), f"trigger topics {topics}"
+    want = sorted(w["keda"]["topics"]) or (sorted(f"{prefix}.{t}.tasks" for t in types) if types else [""])
+    assert topics == want, f"trigger topics {topics} != {want}"
     for t in kafka:
         md = t["metadata"]
         assert md["consumerGroup"] == toml["worker"]["group_id"], "KEDA watches another consumer group"
         assert md["bootstrapServers"] == toml["kafka"]["bootstrap"]
     k = v["kafka"]
     if k["sasl"]["enabled"] or k["tls"]["enabled"]:
-        ta = one(docs, "TriggerAuthentication")
+        ta = one(docs, "TriggerAuthentication", f"{so['metadata']['name']}-kafka")
         for t in kafka:
             assert t["authenticationRef"]["name"] == ta["metadata"]["name"]
         refs = {r["parameter"]: (r["name"], r["key"]) for r in ta["spec"].get("secretTargetRef", [])}
@@ -594,7 +668,7 @@ def check_secrets(docs, v) -> None:
     leaked = SECRET_PROPERTIES & set(props)
     assert not leaked, f"credentials in the ConfigMap: {leaked}"
     k = v["kafka"]
-    workloads = [one(docs, "StatefulSet", n["sts"]), one(docs, "Deployment", n["deploy"])]
+    workloads = [one(docs, "StatefulSet", n["sts"])] + [one(docs, "Deployment", p["name"]) for p in worker_pools(v)]
     for wl in workloads:
         c = pod_spec(wl)["containers"][0]
         e = env_of(c)
@@ -666,6 +740,8 @@ def check_monitoring(docs, v) -> None:
             ep = sm["spec"]["endpoints"][0]
             assert ep["port"] in ports and ep["path"] == "/metrics"
             scraped.add(hits[0]["metadata"]["name"])
+            if hits[0]["metadata"]["name"] == n["worker_svc"] and v["worker"]["pools"]:
+                assert sm["spec"].get("podTargetLabels") == ["weft.io/pool"], "worker series without their pool"
         assert scraped == {n["headless"], n["worker_svc"]}, f"scraped {scraped}: every pod, ready or not"
     rules = find(docs, "PrometheusRule")
     if not m["prometheusRule"]["enabled"]:
@@ -736,6 +812,119 @@ def check_hooks_and_tests(docs, v) -> None:
     assert f"svc/{n['client']}" in notes and "weft start" in notes, "NOTES.txt does not say how to reach the API"
 
 
+# ---------------------------------------------------------------- pools
+# Worker pools, against values written out here rather than derived from the
+# chart's own logic (worker_pools() serves the profile-wide checks).
+
+WORKER_SELECTOR = {"app.kubernetes.io/name": "weft", "app.kubernetes.io/instance": RELEASE,
+                   "app.kubernetes.io/component": "worker"}
+
+
+def worker_deployments(docs) -> dict:
+    return {d["metadata"]["name"]: d for d in find(docs, "Deployment")
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"}
+
+
+def env_values(dep) -> dict:
+    c = one_container(pod_spec(dep), "worker")
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
+def check_pools_default() -> None:
+    """worker.pools: [] renders the one worker Deployment of before pools."""
+    docs = render("defaults", {})
+    deps = worker_deployments(docs)
+    assert list(deps) == ["weft-worker"], f"worker Deployments {list(deps)}"
+    dep = deps["weft-worker"]
+    # The selector is immutable: an upgrade must find the one it had.
+    assert dep["spec"]["selector"]["matchLabels"] == WORKER_SELECTOR, dep["spec"]["selector"]
+    assert "weft.io/pool" not in pod_spec_labels(dep) and "weft.io/pool" not in dep["metadata"]["labels"]
+    assert list(env_values(dep)) == ["POD_NAME", "WEFT_WORKER_NODE_ID"], list(env_values(dep))
+    toml = weft_toml(docs)["worker"]
+    assert (toml["capabilities"], toml["resources"], toml["group_id"]) == ([], [], "weft-workers"), toml
+    assert [h["metadata"]["name"] for h in find(docs, "HorizontalPodAutoscaler")] == ["weft-worker"]
+    assert sorted(d["metadata"]["name"] for d in find(docs, "PodDisruptionBudget")) == ["weft-orchestrator", "weft-worker"]
+    assert one(docs, "PodDisruptionBudget", "weft-worker")["spec"]["selector"]["matchLabels"] == WORKER_SELECTOR
+
+
+def check_pools_two() -> None:
+    """ci/pools-values.yaml: a general pool and a GPU pool on the GPU nodes."""
+    v = yaml.safe_load((CHART / "ci" / "pools-values.yaml").read_text())
+    docs = render("pools", v)
+    deps = worker_deployments(docs)
+    assert sorted(deps) == ["weft-worker-general", "weft-worker-gpu"], f"worker Deployments {sorted(deps)}"
+    general, gpu = deps["weft-worker-general"], deps["weft-worker-gpu"]
+    for dep, pool in ((general, "general"), (gpu, "gpu")):
+        assert dep["spec"]["selector"]["matchLabels"] == {**WORKER_SELECTOR, "weft.io/pool": pool}
+        assert pod_spec_labels(dep)["weft.io/pool"] == pool and dep["metadata"]["labels"]["weft.io/pool"] == pool
+        aff = pod_spec(dep)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert aff[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]["weft.io/pool"] == pool, "spread over other pools"
+    # The pool's own keys; the rest from the top-level worker values.
+    assert env_values(general) == {
+        "POD_NAME": None, "WEFT_WORKER_NODE_ID": "$(POD_NAME)",
+        "WEFT_WORKER_CAPABILITIES": "region=eu", "WEFT_WORKER_RESOURCES": "cpu=8,memory_mb=16384",
+        "WEFT_WORKER_CONCURRENCY": "16", "WEFT_WORKER_TYPES": "render,order"}, env_values(general)
+    assert env_values(gpu) == {
+        "POD_NAME": None, "WEFT_WORKER_NODE_ID": "$(POD_NAME)",
+        "WEFT_WORKER_CAPABILITIES": "gpu,region=eu", "WEFT_WORKER_RESOURCES": "gpu=1,memory_mb=32768",
+        "WEFT_WORKER_CONCURRENCY": "4", "WEFT_WORKER_TYPES": "render"}, env_values(gpu)
+    toml = weft_toml(docs)["worker"]
+    assert (toml["capabilities"], toml["resources"], toml["concurrency"]) == (["region=eu"], ["cpu=4"], 16), toml
+    assert toml["group_id"] == "weft-workers", "one consumer group for every pool"
+    # Scheduling: the GPU pool on the GPU nodes, the general one anywhere.
+    gs, ns = pod_spec(gpu), pod_spec(general)
+    assert gs["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, gs.get("nodeSelector")
+    assert gs["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeSelector" not in ns and "tolerations" not in ns
+    gc = one_container(gs, "worker")
+    assert gc["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1}, gc["resources"]
+    assert one_container(ns, "worker")["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                                        "limits": {"cpu": "1", "memory": "1Gi"}}
+    assert pod_spec_labels(gpu)["team"] == "vision" and "team" not in pod_spec_labels(general)
+    # Scaling: the general pool on its HPA (maxReplicas its own, minReplicas the
+    # top-level one), the GPU pool at a fixed count.
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["metadata"]["name"] == "weft-worker-general"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "weft-worker-general"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert "replicas" not in general["spec"] and gpu["spec"]["replicas"] == 1
+    assert sorted(d["metadata"]["name"] for d in find(docs, "PodDisruptionBudget")) == ["weft-orchestrator", "weft-worker-general"]
+    # One metrics Service and ServiceMonitor for every pool's pods, series labelled with the pool.
+    svc = one(docs, "Service", "weft-worker-metrics")
+    assert svc["spec"]["selector"] == WORKER_SELECTOR
+    sm = one(docs, "ServiceMonitor", "weft-worker")
+    assert sm["spec"]["podTargetLabels"] == ["weft.io/pool"]
+    notes = [x for x in docs if x["kind"] == "_NOTES"][0]["text"]
+    assert "weft-worker-gpu" in notes and "gpu,region=eu" in notes, "NOTES do not list the pools"
+
+
+def check_pools_keda() -> None:
+    """KEDA per pool: each pool's ScaledObject watches its own task topics."""
+    v = {"kafka": {"sasl": {"enabled": True, "username": "weft", "existingSecret": "weft"}},
+         "worker": {"types": ["render"], "keda": {"enabled": True, "maxReplicas": 8},
+                    "pools": [{"name": "cpu"},
+                              {"name": "gpu", "capabilities": ["gpu"], "capacity": {"gpu": 2},
+                               "keda": {"topics": ["weft.render.tasks.cap-gpu", "weft.render.tasks.urgent.cap-gpu"],
+                                        "maxReplicas": 3, "minReplicas": 0}}]}}
+    docs = render("pools-keda", v)
+    assert not find(docs, "HorizontalPodAutoscaler")
+    sos = {d["metadata"]["name"]: d for d in find(docs, "ScaledObject")}
+    assert sorted(sos) == ["weft-worker-cpu", "weft-worker-gpu"], sorted(sos)
+    topics = lambda so: sorted(t["metadata"].get("topic") for t in so["spec"]["triggers"] if t["type"] == "kafka")
+    assert topics(sos["weft-worker-cpu"]) == ["weft.render.tasks"]
+    assert topics(sos["weft-worker-gpu"]) == ["weft.render.tasks.cap-gpu", "weft.render.tasks.urgent.cap-gpu"]
+    assert (sos["weft-worker-gpu"]["spec"]["minReplicaCount"], sos["weft-worker-gpu"]["spec"]["maxReplicaCount"]) == (0, 3)
+    assert (sos["weft-worker-cpu"]["spec"]["minReplicaCount"], sos["weft-worker-cpu"]["spec"]["maxReplicaCount"]) == (1, 8)
+    for name, so in sos.items():
+        assert so["spec"]["scaleTargetRef"]["name"] == name
+        for t in so["spec"]["triggers"]:
+            assert t["metadata"]["consumerGroup"] == "weft-workers"
+            assert t["authenticationRef"]["name"] == f"{name}-kafka"
+        one(docs, "TriggerAuthentication", f"{name}-kafka")
+    assert "replicas" not in worker_deployments(docs)["weft-worker-gpu"]["spec"]
+    check_crds(docs)
+
+
 # ---------------------------------------------------------------- binaries
 
 
@@ -778,9 +967,10 @@ def check_binaries(docs, v, bin_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "weft.toml"
         cfg.write_text(cm["data"]["weft.toml"])
+        pools = {p["name"]: p["w"] for p in worker_pools(v)}
         for kind, name, binary, pod in (
             ("StatefulSet", n["sts"], "weft-orchestrator", f"{n['sts']}-0"),
-            ("Deployment", n["deploy"], "weft-worker", f"{n['deploy']}-5d9c7-abcde"),
+            *(("Deployment", name, "weft-worker", f"{name}-5d9c7-abcde") for name in pools),
         ):
             spec = pod_spec(one(docs, kind, name))
             c = spec["containers"][0]
@@ -813,7 +1003,13 @@ def check_binaries(docs, v, bin_dir: Path) -> None:
                 wk = dumped["worker"]
                 assert wk["node_id"] == pod
                 assert wk["shutdown_grace_ms"] == v["worker"]["shutdownGraceMs"]
-                assert wk["types"] == v["worker"]["types"]
+                # What the worker offers, as its pool says (weft.toml, or the pool's environment).
+                w = pools[name]
+                assert wk["types"] == w["types"], f"{name}: types {wk['types']}"
+                assert wk["capabilities"] == w["capabilities"], f"{name}: capabilities {wk['capabilities']}"
+                assert wk["resources"] == resource_list(w["capacity"]), f"{name}: resources {wk['resources']}"
+                assert wk["concurrency"] == w["concurrency"], f"{name}: concurrency {wk['concurrency']}"
+                assert wk["group_id"] == v["worker"]["groupId"], f"{name}: group {wk['group_id']}"
     # The CLI containers' arguments parse: against an API that is not there they
     # fail at the request (exit 1), not at the command line (exit 2).
     pods = [d for d in docs if d["kind"] in ("Job", "Pod")]
@@ -939,6 +1135,12 @@ def main() -> int:
             r.check(f"{name}: security contexts and resources", check_security, docs)
             r.check(f"{name}: ServiceMonitor and PrometheusRule", check_monitoring, docs, v)
             r.check(f"{name}: definitions hook, helm tests, NOTES", check_hooks_and_tests, docs, v)
+    if "pools" in groups:
+        r.check("pools: the defaults render the one worker Deployment of before", check_pools_default)
+        r.check("pools: two pools, two Deployments (env, nodeSelector, labels, scaling)", check_pools_two)
+        r.check("pools: a KEDA ScaledObject per pool on its own topics", check_pools_keda)
+        for path in sorted(BAD_VALUES.glob("worker-*.yaml")):
+            r.check(f"pools: refused {path.name}", check_bad_values, path)
     if "binaries" in groups:
         if not args.bin_dir:
             r.check("binaries", lambda: (_ for _ in ()).throw(AssertionError("--bin-dir not given")))

@@ -13,10 +13,20 @@
 //!   their CRDs;
 //! - `chart_assertions`: probes, ports, per-pod advertised URLs, credentials from
 //!   Secrets only, grace periods, security contexts, weft.toml against
-//!   `shared/default.toml`, autoscaling, monitoring, hooks, `helm test` pods;
+//!   `shared/default.toml`, autoscaling, monitoring, hooks, `helm test` pods,
+//!   for every worker pool of a profile;
+//! - `chart_worker_pools`: worker pools against values written out in the
+//!   test: the defaults render the one worker Deployment of before (same
+//!   selector, no pool variables); two pools render two Deployments with their
+//!   own capabilities, capacity, concurrency and types (`WEFT_WORKER_*`),
+//!   nodeSelector, tolerations, `weft.io/pool` labels and scaling, in the one
+//!   consumer group; KEDA scales each pool on its own topics; bad pools (a
+//!   capability with a space, a capacity of 0, a name used twice, ...) fail
+//!   the schema, the render and `helm lint` with their path or message;
 //! - `chart_config_accepted_by_binaries`: each container's rendered weft.toml and
 //!   environment given to the real `weft-orchestrator` / `weft-worker`
-//!   (`--dump-config`), and the CLI containers' arguments to `weft`;
+//!   (`--dump-config`: each worker pool's capabilities, resources, concurrency
+//!   and types as the worker reads them), and the CLI containers' arguments to `weft`;
 //! - `dockerfile_lints`: hadolint and the image rules.
 
 use std::path::PathBuf;
@@ -92,6 +102,11 @@ fn chart_manifests_validate() {
 #[test]
 fn chart_assertions() {
     run_group("assertions", &[]);
+}
+
+#[test]
+fn chart_worker_pools() {
+    run_group("pools", &[]);
 }
 
 #[test]
