@@ -146,12 +146,20 @@ async fn failover(cluster: &mut TestCluster) -> Result<()> {
     let run = &runs.get("train").context("no train task")?[0];
     let nodes: Vec<&str> = run.starts.iter().map(|(n, _)| n.as_str()).collect();
     ensure!(
-        nodes.first() == Some(&first.as_str()) && nodes.last() == Some(&survivor.as_str()),
-        "the task started on {nodes:?}: first {first}, last must be the other gpu worker {survivor}"
+        run.completed_by.as_deref() == Some(survivor.as_str()),
+        "the task was completed by {:?}, not by the other gpu worker {survivor} (starts: {nodes:?})",
+        run.completed_by
     );
     ensure!(
         !nodes.contains(&"worker-2"),
         "the gpu task started on worker-2, which has no gpu: {nodes:?}"
+    );
+    // Its history says where it ran: the first start on the killed worker,
+    // then one on the survivor.
+    ensure!(
+        nodes.first() == Some(&first.as_str()) && nodes.last() == Some(&survivor.as_str()),
+        "{survivor} completed the task, but its history's task.started events name {nodes:?} \
+         (the survivor's start is missing)"
     );
     println!(
         "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, task 4 s)",

@@ -26,7 +26,7 @@ use weft_integration_tests::bench::lanes::peak_overlap;
 use weft_integration_tests::bench::priority::{self, PriorityPlan};
 use weft_integration_tests::{wait_for, ClusterOptions, TestCluster};
 
-use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, POLL};
+use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, wait_type_live, POLL};
 
 const UNSCHEDULABLE_AFTER_MS: i64 = 2_000;
 const HALF_MS: i64 = 400;
@@ -61,7 +61,6 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
          parameters: {ms: 10}\n",
     )
     .await?;
-    let huge = start_n(&api, "huge", 1).await?;
     let ids = start_n(&api, "halves", N).await?;
     wait_completed(&api, "halves", &ids, Duration::from_secs(120)).await?;
     let runs = runs_by_task(&api, "halves", &ids).await?;
@@ -96,6 +95,10 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
     );
 
     // The cpu:64 task: an error.occurred once the time passed, and the insight.
+    // Started once its partitions are live: a dispatch decided in a
+    // partition's start-up replay is not watched (see the report of issue 15).
+    wait_type_live(&api, "huge").await?;
+    let huge = start_n(&api, "huge", 1).await?;
     let error = wait_for(
         "the cpu:64 task's 'no capable node' error",
         Duration::from_secs(60),
@@ -158,7 +161,9 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
     println!("unschedulable: insight {insight}");
 
     // A node that can take it joins: it runs there.
-    let joined = cluster.add_worker_with(["--set", "worker.resources=cpu=64"]).await?;
+    let joined = cluster
+        .add_worker_with(["--set", "worker.resources=cpu=64"])
+        .await?;
     wait_completed(&api, "huge", &huge, Duration::from_secs(60)).await?;
     let runs = runs_by_task(&api, "huge", &huge).await?;
     let node = format!("worker-{joined}");
@@ -213,6 +218,12 @@ async fn critical_tasks_overtake_a_backlog_and_low_ones_still_run() -> Result<()
         "critical queue time max {} ms is not far below the normal median {} ms",
         f.critical_queue.max,
         f.normal_queue.p50
+    );
+    ensure!(
+        f.backlog_rate_during_critical * 4.0 >= f.normal_rate,
+        "while critical tasks ran the backlog started {:.1} tasks/s, against {:.1}/s overall: it stalled",
+        f.backlog_rate_during_critical,
+        f.normal_rate
     );
     ensure!(
         f.low_before_last_normal * 4 >= f.low_total,

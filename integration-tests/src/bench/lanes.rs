@@ -37,6 +37,9 @@ pub struct TaskEvent {
     pub timestamp_ms: i64,
     /// `data.node_id` of a `task.started`.
     pub node_id: Option<String>,
+    /// Who produced the event (`source_node_id`): for a `task.completed`, the
+    /// worker that ran the task to its end.
+    pub source_node_id: String,
 }
 
 impl TaskEvent {
@@ -53,6 +56,7 @@ impl TaskEvent {
                 .and_then(|a| a.parse().ok()),
             timestamp_ms: e["timestamp_ms"].as_i64()?,
             node_id: e["data"]["node_id"].as_str().map(str::to_owned),
+            source_node_id: e["source_node_id"].as_str().unwrap_or_default().to_owned(),
         })
     }
 
@@ -70,6 +74,7 @@ impl TaskEvent {
             attempt: e.metadata.get(META_ATTEMPT).and_then(|a| a.parse().ok()),
             timestamp_ms: e.timestamp_ms,
             node_id,
+            source_node_id: e.source_node_id.clone(),
         })
     }
 }
@@ -84,6 +89,8 @@ pub struct TaskRun {
     /// Every `task.started`, in history order: `(node id, timestamp)`.
     pub starts: Vec<(String, i64)>,
     pub completed_ms: Option<i64>,
+    /// The node that produced the `task.completed`.
+    pub completed_by: Option<String>,
 }
 
 impl TaskRun {
@@ -122,7 +129,10 @@ pub fn runs_of(events: impl IntoIterator<Item = TaskEvent>) -> Vec<TaskRun> {
             "task.started" => run
                 .starts
                 .push((e.node_id.unwrap_or_default(), e.timestamp_ms)),
-            "task.completed" => run.completed_ms = Some(e.timestamp_ms),
+            "task.completed" => {
+                run.completed_ms = Some(e.timestamp_ms);
+                run.completed_by = Some(e.source_node_id);
+            }
             _ => {}
         }
     }
@@ -202,6 +212,7 @@ mod tests {
             attempt: None,
             timestamp_ms: ts,
             node_id: node.map(str::to_owned),
+            source_node_id: node.unwrap_or("orchestrator-0").to_owned(),
         }
     }
 
@@ -213,7 +224,7 @@ mod tests {
             ev("b", "task.scheduled", 11, None),
             ev("a", "task.scheduled", 40, None),
             ev("a", "task.started", 45, Some("worker-1")),
-            ev("a", "task.completed", 50, None),
+            ev("a", "task.completed", 50, Some("worker-1")),
         ]);
         assert_eq!(runs.len(), 2);
         let a = &runs[0];
@@ -221,6 +232,7 @@ mod tests {
         assert_eq!(a.queue_ms(), Some(5));
         assert_eq!(a.node(), Some("worker-1"));
         assert_eq!(a.completed_ms, Some(50));
+        assert_eq!(a.completed_by.as_deref(), Some("worker-1"));
         assert_eq!(runs[1].started_ms(), None);
         assert_eq!(per_node(&runs), BTreeMap::from([("worker-1".into(), 1)]));
     }

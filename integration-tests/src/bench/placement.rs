@@ -113,6 +113,10 @@ pub fn table(placement: &Value) -> String {
             "/priority/normal_rate_during_critical_per_s",
         ),
         (
+            "priority: normal and low tasks/s while critical ran",
+            "/priority/backlog_rate_during_critical_per_s",
+        ),
+        (
             "priority: normal tasks/s overall",
             "/priority/normal_rate_per_s",
         ),

@@ -76,6 +76,10 @@ pub struct PriorityFigures {
     /// Normal tasks started per second from the first critical's scheduling
     /// to the last critical's start.
     pub normal_rate_during_critical: f64,
+    /// Normal and low tasks started per second in that window: the backlog
+    /// kept flowing while critical work ran (a worker takes a lane's records
+    /// in batches, so the window may have served either).
+    pub backlog_rate_during_critical: f64,
     /// Normal tasks started per second over the whole drain.
     pub normal_rate: f64,
     /// Low tasks ÷ all tasks started from the first start to the last normal start.
@@ -94,6 +98,7 @@ impl PriorityFigures {
             "critical_overtaken_min": self.critical.iter().map(|c| c.overtaken).min(),
             "backlog_wait_p50_ms_min": self.critical.iter().map(|c| c.backlog_wait_p50_ms).reduce(f64::min).map(|v| round(v, 1)),
             "normal_rate_during_critical_per_s": round(self.normal_rate_during_critical, 1),
+            "backlog_rate_during_critical_per_s": round(self.backlog_rate_during_critical, 1),
             "normal_rate_per_s": round(self.normal_rate, 1),
             "low_share": round(self.low_share, 4),
             "low_before_last_normal": self.low_before_last_normal,
@@ -169,16 +174,63 @@ pub fn figures(
         .iter()
         .filter(|t| (crit_from..=crit_to).contains(*t))
         .count();
+    let low_during = low_starts
+        .iter()
+        .filter(|t| (crit_from..=crit_to).contains(*t))
+        .count();
     Ok(PriorityFigures {
         critical_queue: Percentiles::of_ms(crit.iter().map(|c| c.queue_ms)),
         critical: crit,
         normal_queue: Percentiles::of_ms(normal.iter().filter_map(TaskRun::queue_ms)),
         normal_rate_during_critical: rate(during, crit_from, crit_to),
+        backlog_rate_during_critical: rate(during + low_during, crit_from, crit_to),
         normal_rate: rate(normal_starts.len(), first, last_normal),
         low_share: low_before as f64 / all_before.max(1) as f64,
         low_before_last_normal: low_before,
         low_total: low.len(),
     })
+}
+
+/// Starts per `bucket_ms` of normal, low and critical tasks, from a second
+/// before the first critical task was scheduled to a second after the last
+/// one started: what the worker was doing while critical work arrived.
+pub fn timeline(
+    normal: &[TaskRun],
+    low: &[TaskRun],
+    critical: &[TaskRun],
+    bucket_ms: i64,
+) -> String {
+    let from = critical
+        .iter()
+        .filter_map(|c| c.scheduled_ms)
+        .min()
+        .unwrap_or(0)
+        - 1_000;
+    let to = critical
+        .iter()
+        .filter_map(TaskRun::started_ms)
+        .max()
+        .unwrap_or(0)
+        + 1_000;
+    let count = |runs: &[TaskRun], t: i64| {
+        runs.iter()
+            .filter_map(TaskRun::started_ms)
+            .filter(|s| (t..t + bucket_ms).contains(s))
+            .count()
+    };
+    let mut out = String::from("  ms from first critical   normal  low  critical\n");
+    let mut t = from;
+    while t < to {
+        out.push_str(&format!(
+            "  {:>22} {:>8} {:>4} {:>9}\n",
+            t - from - 1_000,
+            count(normal, t),
+            count(low, t),
+            count(critical, t)
+        ));
+        t += bucket_ms;
+    }
+    out
 }
 
 /// Starts one workflow of each type in `types`, `concurrency` at a time.
@@ -298,6 +350,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &PriorityPlan) -> Result<Prior
         plan.low,
         plan.critical
     );
+    print!("{}", timeline(&normal, &low, &crit, 250));
     figures(&normal, &low, &crit)
 }
 
@@ -312,6 +365,7 @@ mod tests {
             scheduled_ms: Some(scheduled),
             starts: vec![("worker-0".into(), started)],
             completed_ms: Some(started + 5),
+            completed_by: Some("worker-0".into()),
         }
     }
 
