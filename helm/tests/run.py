@@ -845,6 +845,15 @@ def check_pools_default() -> None:
     assert [h["metadata"]["name"] for h in find(docs, "HorizontalPodAutoscaler")] == ["weft-worker"]
     assert sorted(d["metadata"]["name"] for d in find(docs, "PodDisruptionBudget")) == ["weft-orchestrator", "weft-worker"]
     assert one(docs, "PodDisruptionBudget", "weft-worker")["spec"]["selector"]["matchLabels"] == WORKER_SELECTOR
+    # One pool offering capabilities and capacity: weft.toml says it, still one Deployment.
+    docs = render("single-capable", {"worker": {"capabilities": ["gpu", "region=eu"],
+                                                "capacity": {"memory_mb": 8192, "cpu": 4}}})
+    deps = worker_deployments(docs)
+    assert list(deps) == ["weft-worker"], f"worker Deployments {list(deps)}"
+    assert deps["weft-worker"]["spec"]["selector"]["matchLabels"] == WORKER_SELECTOR
+    assert list(env_values(deps["weft-worker"])) == ["POD_NAME", "WEFT_WORKER_NODE_ID"]
+    toml = weft_toml(docs)["worker"]
+    assert (toml["capabilities"], toml["resources"]) == (["gpu", "region=eu"], ["cpu=4", "memory_mb=8192"]), toml
 
 
 def check_pools_two() -> None:
@@ -1136,7 +1145,7 @@ def main() -> int:
             r.check(f"{name}: ServiceMonitor and PrometheusRule", check_monitoring, docs, v)
             r.check(f"{name}: definitions hook, helm tests, NOTES", check_hooks_and_tests, docs, v)
     if "pools" in groups:
-        r.check("pools: the defaults render the one worker Deployment of before", check_pools_default)
+        r.check("pools: without pools, the one worker Deployment of before", check_pools_default)
         r.check("pools: two pools, two Deployments (env, nodeSelector, labels, scaling)", check_pools_two)
         r.check("pools: a KEDA ScaledObject per pool on its own topics", check_pools_keda)
         for path in sorted(BAD_VALUES.glob("worker-*.yaml")):
