@@ -567,6 +567,7 @@ fn a_no_capable_node_report_is_recorded_only_while_the_attempt_waits() {
         prev = Some(next);
     }
     assert_eq!(stats.tasks["a"].unschedulable, 1);
+    assert!(stats.tasks["a"].nodes.is_empty(), "not started yet");
     let report = stats.report("diamond", &Default::default());
     let insight = report.insights.iter().find(|i| i.kind == "unschedulable");
     assert_eq!(insight.map(|i| i.subject.as_str()), Some("diamond/a"));
@@ -577,4 +578,29 @@ fn a_no_capable_node_report_is_recorded_only_while_the_attempt_waits() {
     let before = d.history.len();
     assert!(matches!(d.apply(&late), Outcome::Stale { .. }));
     assert_eq!(d.history.len(), before);
+}
+
+#[test]
+fn analytics_count_attempts_by_the_node_that_ran_them() {
+    let mut d = Driver::new(diamond(1));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    d.run_task("a", 1);
+    let mut stats = crate::observe::analytics::TypeStats::default();
+    let mut prev: Option<InstanceState> = None;
+    for e in &d.history {
+        let mut e = e.clone();
+        if e.event_type == T::TaskStarted {
+            e.source_node_id = "gpu-1".into();
+        }
+        let next = evolve(prev.clone(), &e).unwrap();
+        stats.record(prev.as_ref(), &next, e.timestamp_ms, None);
+        prev = Some(next);
+    }
+    assert_eq!(
+        stats.tasks["a"].nodes,
+        BTreeMap::from([("gpu-1".to_owned(), 1)])
+    );
+    let report = stats.report("diamond", &Default::default());
+    let a = report.tasks.iter().find(|t| t.name == "a").unwrap();
+    assert_eq!(a.nodes["gpu-1"], 1);
 }

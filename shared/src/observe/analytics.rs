@@ -41,6 +41,9 @@ pub struct TaskStats {
     /// Attempts reported waiting with no live node able to run them.
     #[serde(default)]
     pub unschedulable: u64,
+    /// Attempts started, by the node (worker) that ran them.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, u64>,
 }
 
 /// Aggregates of one workflow type (over some partitions).
@@ -118,6 +121,9 @@ impl TypeStats {
                         }
                     }
                     if to == TaskState::Running {
+                        if let Some(node) = &rt.node_id {
+                            *ts.nodes.entry(node.clone()).or_default() += 1;
+                        }
                         if let (Some(s), Some(r)) = (rt.scheduled_at_ms, rt.started_at_ms) {
                             ts.queue_ms.record((r - s).max(0) as u64);
                         }
@@ -150,6 +156,7 @@ impl TypeStats {
             mine.queue_ms.merge(&t.queue_ms);
             mine.run_ms.merge(&t.run_ms);
             mine.unschedulable += t.unschedulable;
+            add_counts(&mut mine.nodes, &t.nodes);
         }
     }
 

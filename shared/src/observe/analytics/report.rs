@@ -60,6 +60,9 @@ pub struct TaskReport {
     /// This task's share of the time all tasks of the type that workers run
     /// spent queued and running (0 for groups and waits, which no worker runs).
     pub time_share: f64,
+    /// Attempts started, by the node that ran them.
+    #[serde(default)]
+    pub nodes: std::collections::BTreeMap<String, u64>,
 }
 
 /// The analytics of one workflow type.
@@ -130,6 +133,7 @@ impl TypeStats {
                 attempts: t.attempts,
                 outcomes: t.outcomes.clone(),
                 failure_rate: failure_rate(t).1,
+                nodes: t.nodes.clone(),
                 queue: t.queue_ms.summary(),
                 run: t.run_ms.summary(),
                 time_share: if total_time > 0.0 {
