@@ -35,6 +35,7 @@ mod nodes;
 pub mod openapi;
 mod ops;
 mod params;
+mod placement;
 mod scatter;
 mod schedules;
 mod sealing;
@@ -132,6 +133,11 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/definitions/{ty}/{version}", || {
         get(defs::version)
     }),
+    route(
+        Method::GET,
+        "/v1/definitions/{ty}/tasks/{task}/placement",
+        || get(placement::placement),
+    ),
     route(Method::GET, "/v1/workflows", || get(workflows::list)),
     route(Method::POST, "/v1/workflows/{ty}", || {
         post(workflows::start)
