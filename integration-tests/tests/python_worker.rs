@@ -12,7 +12,11 @@
 //!   the Rust and the Python workers), is on the partition Java's murmur2 gives;
 //! - one instance whose tasks run first on a Python worker, which is stopped
 //!   gracefully in the middle of its task, then on the Rust worker;
-//! - the partition vectors in `docs/protocol.md`.
+//! - the partition vectors in `docs/protocol.md`;
+//! - lanes: a Python worker declaring `--capabilities gpu` next to a Rust
+//!   worker without it runs every `requires: [gpu]` task and its share of the
+//!   `priority: critical` ones (their urgent lane), the Rust worker never a gpu
+//!   task; the Python worker's node record shows what it declared.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -558,6 +562,179 @@ async fn handover(
     ensure!(
         ran_on(&events, "after").as_deref() == Some("worker-0"),
         "after did not run on the Rust worker"
+    );
+    Ok(())
+}
+
+const LANES: &str = r#"
+type: pylanes
+tasks:
+  - {name: prep, handler: noop}
+  - {name: render, handler: sleep, requires: [gpu], parameters: {ms: 20}, depends_on: [prep]}
+  - {name: alert, handler: noop, priority: critical, depends_on: [prep]}
+  - {name: plain, handler: noop, depends_on: [prep]}
+"#;
+
+/// A Python worker with `--capabilities gpu` and the Rust `worker-0` without
+/// it, in one group: the gpu lane is the Python worker's alone, the urgent
+/// lane is shared. Instances are keyed so that some land on urgent-lane
+/// partitions the Python worker holds; where each task ran is the
+/// `data.node_id` of its `task.started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_worker_with_gpu_runs_gpu_and_critical_tasks_next_to_a_rust_worker() -> Result<()>
+{
+    let py = python::python()?;
+    let cluster = TestCluster::start(ClusterOptions::new(1, 1)).await?;
+    let bootstrap = cluster.bootstrap();
+    let api = cluster.api();
+    // Registration creates the lane topics, so the Python worker finds
+    // `weft.pylanes.tasks.cap-gpu` when it subscribes.
+    api.register_definition(LANES).await?;
+    let mut worker = python::start_worker(
+        &py,
+        "py-gpu",
+        &bootstrap,
+        &["--capabilities", "gpu", "--resources", "cpu=2"],
+        &cluster.dir().join("logs"),
+    )
+    .await?;
+    let result = lanes(&api, &bootstrap, &mut worker).await;
+    if result.is_err() {
+        cluster.print_logs(80);
+        worker.print_log_tail(120);
+    }
+    result
+}
+
+async fn lanes(
+    api: &ApiClient,
+    bootstrap: &str,
+    worker: &mut weft_integration_tests::Process,
+) -> Result<()> {
+    const GPU: &str = "weft.pylanes.tasks.cap-gpu";
+    const URGENT: &str = "weft.pylanes.tasks.urgent";
+    let log = worker.log();
+    ensure!(
+        log.contains(GPU),
+        "py-gpu did not subscribe to the gpu lane:\n{}",
+        worker.log_tail(20)
+    );
+    // The group has settled with both workers: the Python worker holds the
+    // whole gpu lane and part of the urgent one (the Rust worker the rest).
+    let (_, partitions) = read_topic(bootstrap, GPU).await?;
+    let mine = wait_for(
+        "py-gpu holds the gpu lane and part of the urgent lane",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let log = worker.log();
+            async move {
+                let gpu = assigned_partitions(&log, GPU);
+                let urgent = assigned_partitions(&log, URGENT);
+                let shared = !urgent.is_empty() && (urgent.len() as i32) < partitions;
+                anyhow::Ok((gpu.len() as i32 == partitions && shared).then_some(urgent))
+            }
+        },
+    )
+    .await?;
+    // Four instances on the Python worker's urgent partitions, twelve anywhere.
+    let on_mine: Vec<String> = (0..10_000)
+        .map(|i| format!("lanes-py-{i}"))
+        .filter(|k| {
+            let id = InstanceId::for_idempotency_key("pylanes", k).to_string();
+            mine.contains(&Partitioner::Murmur2.partition(id.as_bytes(), partitions))
+        })
+        .take(4)
+        .collect();
+    let keys: Vec<String> = on_mine
+        .into_iter()
+        .chain((0..12).map(|i| format!("lanes-{i}")))
+        .collect();
+    let mut ids = Vec::new();
+    for k in &keys {
+        let v = api.start("pylanes", json!({}), Some(k)).await?;
+        ids.push(v["instance_id"].as_str().context("instance_id")?.to_owned());
+    }
+    wait_all_completed(api, "pylanes", &ids).await?;
+
+    let mut ran_on: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+    for id in &ids {
+        let events = api.events("pylanes", id).await?["events"]
+            .as_array()
+            .cloned()
+            .context("events")?;
+        ensure!(
+            events.iter().all(|e| e["event_type"] != "error.occurred"),
+            "{id}: an input was rejected or a task unschedulable: {events:?}"
+        );
+        for task in ["prep", "render", "alert", "plain"] {
+            let starts: Vec<&str> = events
+                .iter()
+                .filter(|e| e["event_type"] == "task.started" && e["metadata"]["weft.task"] == task)
+                .map(|e| e["data"]["node_id"].as_str().unwrap_or("?"))
+                .collect();
+            ensure!(
+                starts.len() == 1,
+                "{id}: {task} started {} times: {starts:?}",
+                starts.len()
+            );
+            *ran_on
+                .entry(task)
+                .or_default()
+                .entry(starts[0].to_owned())
+                .or_default() += 1;
+        }
+    }
+    eprintln!("lanes: task starts by node {ran_on:?}");
+    let count = |task: &str, node: &str| {
+        ran_on
+            .get(task)
+            .and_then(|m| m.get(node))
+            .copied()
+            .unwrap_or(0)
+    };
+    ensure!(
+        count("render", "py-gpu") == ids.len(),
+        "every gpu task must run on py-gpu, the only worker with gpu: {ran_on:?}"
+    );
+    ensure!(
+        count("alert", "py-gpu") >= 1,
+        "no critical task ran on py-gpu, though instances were keyed to its urgent partitions: {ran_on:?}"
+    );
+    let rust: usize = ["prep", "alert", "plain"]
+        .iter()
+        .map(|t| count(t, "worker-0"))
+        .sum();
+    ensure!(
+        rust >= 1,
+        "the Rust worker ran none of the tasks without requirements: {ran_on:?}"
+    );
+
+    // The Python worker's node record says what it declared.
+    let node = wait_for(
+        "py-gpu's node record",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let r = api.send(reqwest::Method::GET, "/v1/nodes", None).await?;
+            ensure!(r.status == 200, "GET /v1/nodes: {} {}", r.status, r.body);
+            let nodes = r.body["nodes"].as_array().cloned().unwrap_or_default();
+            anyhow::Ok(nodes.into_iter().find(|n| n["node_id"] == "py-gpu"))
+        },
+    )
+    .await?;
+    let caps: Vec<&str> = node["capabilities"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    ensure!(
+        caps.contains(&"gpu") && caps.contains(&"sleep"),
+        "py-gpu's node record lists capabilities {caps:?}: {node}"
+    );
+    ensure!(
+        node["capacity_limits"]["cpu"] == 2 && node["capacity_limits"]["slots"] == 8,
+        "py-gpu's node record has capacity {}",
+        node["capacity_limits"]
     );
     Ok(())
 }
