@@ -10,6 +10,7 @@ mod bus;
 pub mod history;
 mod persistence;
 mod registry;
+mod registry_liveness;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

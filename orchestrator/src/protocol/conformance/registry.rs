@@ -19,25 +19,26 @@ use weft_shared::model::TaskConfiguration;
 use weft_shared::node::HealthStatus as H;
 use weft_shared::WorkflowData;
 
+use super::registry_liveness::{health, silence};
 use crate::protocol::{Error, NodeMetadata, NodeView, WorkflowNodeRegistry};
 
 /// How long the suite waits for a write to show in the view.
 pub const REGISTRY_DEADLINE: Duration = Duration::from_secs(30);
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn amounts(items: &[(&str, i64)]) -> BTreeMap<String, i64> {
+pub(super) fn amounts(items: &[(&str, i64)]) -> BTreeMap<String, i64> {
     items.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
-fn ids(views: &[NodeView]) -> Vec<String> {
+pub(super) fn ids(views: &[NodeView]) -> Vec<String> {
     views.iter().map(|v| v.record.node_id.clone()).collect()
 }
 
 /// A task needing `capabilities`, `resources` and the `selector` pairs.
-fn task(
+pub(super) fn task(
     capabilities: &[&str],
     resources: &[(&str, i64)],
     selector: &[(&str, &str)],
@@ -60,7 +61,7 @@ fn task(
 }
 
 /// Polls the view until `check` answers; panics after `deadline`.
-async fn eventually<R, T>(
+pub(super) async fn eventually<R, T>(
     reg: &R,
     what: &str,
     deadline: Duration,
@@ -84,7 +85,7 @@ where
 }
 
 /// The view of `node` once `check` holds for it.
-async fn node_when<R>(
+pub(super) async fn node_when<R>(
     reg: &R,
     node: &str,
     what: &str,
@@ -107,11 +108,11 @@ where
     .await
 }
 
-struct Nodes {
-    gpu: String,
-    cpu: String,
-    orch: String,
-    nobody: String,
+pub(super) struct Nodes {
+    pub gpu: String,
+    pub cpu: String,
+    pub orch: String,
+    pub nobody: String,
 }
 
 /// Runs the suite.
@@ -257,7 +258,10 @@ async fn matches<R: WorkflowNodeRegistry + ?Sized>(reg: &R, n: &Nodes) {
 }
 
 /// Sends the heartbeats and waits until the view shows them.
-async fn beat<R: WorkflowNodeRegistry + ?Sized>(reg: &R, beats: &[(&str, H, i64, &[&str])]) {
+pub(super) async fn beat<R: WorkflowNodeRegistry + ?Sized>(
+    reg: &R,
+    beats: &[(&str, H, i64, &[&str])],
+) {
     let sent_at = now_ms();
     for (node, health, in_flight, tasks) in beats {
         let load = amounts(&[("in_flight", *in_flight)]);
@@ -364,140 +368,5 @@ async fn heartbeats_and_assignment<R: WorkflowNodeRegistry + ?Sized>(reg: &R, n:
             .expect("assign")
             .as_deref(),
         Some(cpu)
-    );
-}
-
-async fn health<R: WorkflowNodeRegistry + ?Sized>(reg: &R, n: &Nodes) {
-    let (gpu, cpu) = (n.gpu.as_str(), n.cpu.as_str());
-    let render = strings(&["render"]);
-    let plain = task(&[], &[], &[]);
-    let find = || async {
-        let found = reg.find_capable_nodes(&render, &BTreeMap::new(), &[]).await;
-        ids(&found.expect("find"))
-    };
-    // Draining: never capable, even preferred and idle.
-    beat(
-        reg,
-        &[
-            (cpu, H::Draining, 0, &[]),
-            (gpu, H::Healthy, 3, &["a", "b", "c"]),
-        ],
-    )
-    .await;
-    assert_eq!(find().await, vec![gpu]);
-    assert_eq!(
-        reg.assign_task_to_node(&plain, Some(cpu))
-            .await
-            .expect("assign")
-            .as_deref(),
-        Some(gpu)
-    );
-    for h in [H::Degraded, H::Unhealthy] {
-        beat(reg, &[(gpu, h, 0, &[])]).await;
-        assert_eq!(find().await, Vec::<String>::new(), "{h} is not capable");
-        assert_eq!(
-            reg.assign_task_to_node(&plain, Some(gpu))
-                .await
-                .expect("assign"),
-            None
-        );
-    }
-    beat(reg, &[(cpu, H::Healthy, 0, &[]), (gpu, H::Healthy, 0, &[])]).await;
-    assert_eq!(find().await, vec![cpu, gpu]);
-}
-
-async fn silence<R: WorkflowNodeRegistry + ?Sized>(reg: &R, n: &Nodes) {
-    let liveness = reg.liveness();
-    let gpu = n.gpu.as_str();
-    let wants_gpu = strings(&["gpu"]);
-    let gpu_task = task(&["gpu"], &[], &[]);
-    let capable = || async {
-        let found = reg
-            .find_capable_nodes(&wants_gpu, &BTreeMap::new(), &[])
-            .await;
-        ids(&found.expect("find"))
-    };
-    let long = liveness.gone_after + REGISTRY_DEADLINE;
-    for round in 0..2 {
-        let last = node_when(reg, gpu, "heard from", |v| !v.silent).await;
-        let heard_at = last.record.heartbeat_at_ms;
-        let silent = eventually(reg, "silent", long, |views| {
-            views
-                .iter()
-                .find(|v| v.record.node_id == gpu && v.silent)
-                .cloned()
-        })
-        .await;
-        let quiet_ms = now_ms() - heard_at;
-        assert!(
-            quiet_ms > liveness.unhealthy_after.as_millis() as i64,
-            "silent after {quiet_ms} ms, before {:?}",
-            liveness.unhealthy_after
-        );
-        assert_eq!(
-            (silent.health, silent.record.health),
-            (H::Unhealthy, H::Healthy)
-        );
-        assert!(silent.heartbeat_age_ms > liveness.unhealthy_after.as_millis() as i64);
-        assert_eq!(
-            capable().await,
-            Vec::<String>::new(),
-            "a silent node is not capable"
-        );
-        assert_eq!(
-            reg.assign_task_to_node(&gpu_task, Some(gpu))
-                .await
-                .expect("assign"),
-            None
-        );
-        if round == 0 {
-            // A heartbeat of a silent (not gone) node brings it back.
-            beat(reg, &[(gpu, H::Healthy, 0, &[])]).await;
-            assert_eq!(capable().await, vec![gpu]);
-        }
-    }
-    let heard_at = reg
-        .nodes()
-        .await
-        .expect("nodes")
-        .iter()
-        .find(|v| v.record.node_id == gpu)
-        .map(|v| v.record.heartbeat_at_ms);
-    eventually(reg, "gone", long, |views| {
-        views.iter().all(|v| v.record.node_id != gpu).then_some(())
-    })
-    .await;
-    if let Some(heard_at) = heard_at {
-        let quiet_ms = now_ms() - heard_at;
-        assert!(
-            quiet_ms > liveness.gone_after.as_millis() as i64,
-            "gone after {quiet_ms} ms, before {:?}",
-            liveness.gone_after
-        );
-    }
-    let known = reg
-        .update_node_heartbeat(gpu, H::Healthy, BTreeMap::new(), vec![])
-        .await
-        .expect("heartbeat");
-    assert!(!known, "a gone registration is unknown");
-    assert_eq!(
-        reg.assign_task_to_node(&gpu_task, None)
-            .await
-            .expect("assign"),
-        None
-    );
-    // Registering again makes it known and capable.
-    let again = NodeMetadata::worker(gpu).label("region", "eu");
-    reg.register_workflow_node(again, wants_gpu.clone(), amounts(&[("slots", 1)]))
-        .await
-        .expect("register again");
-    node_when(reg, gpu, "registered again", |v| !v.silent).await;
-    assert_eq!(capable().await, vec![gpu]);
-    assert_eq!(
-        reg.assign_task_to_node(&gpu_task, None)
-            .await
-            .expect("assign")
-            .as_deref(),
-        Some(gpu)
     );
 }
