@@ -135,12 +135,13 @@ pub fn table(placement: &Value) -> String {
         .flatten()
     {
         s.push_str(&format!(
-            "  spread: {:<10} concurrency {:<3} {:>6} tasks ({:.1}% of tasks, {:.1}% of capacity)\n",
+            "  spread: {:<10} concurrency {:<3} {:>6} tasks ({:.1}% of tasks, {:.1}% of capacity), done after {:.1} s\n",
             w["node_id"].as_str().unwrap_or("?"),
             w["capacity"],
             w["tasks"],
             w["share"].as_f64().unwrap_or(0.0) * 100.0,
             w["capacity_share"].as_f64().unwrap_or(0.0) * 100.0,
+            w["done_s"].as_f64().unwrap_or(0.0),
         ));
     }
     for key in ["priority", "spread"] {
@@ -165,8 +166,8 @@ pub fn default_plan(deadline: Duration) -> PlacementPlan {
             deadline,
         },
         spread: SpreadPlan {
-            workflows: 3_000,
-            task_ms: 5,
+            workflows: 1_500,
+            task_ms: 20,
             capacities: vec![1, 2, 4],
             start_concurrency: 32,
             deadline,

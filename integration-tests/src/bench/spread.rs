@@ -36,6 +36,8 @@ pub struct WorkerShare {
     pub node_id: String,
     pub capacity: usize,
     pub tasks: usize,
+    /// From the first start request to this worker's last completion.
+    pub done_s: f64,
 }
 
 /// The scenario's figures.
@@ -57,6 +59,7 @@ impl SpreadFigures {
                 "tasks": w.tasks,
                 "share": round(w.tasks as f64 / total.max(1) as f64, 4),
                 "capacity_share": round(w.capacity as f64 / capacity.max(1) as f64, 4),
+                "done_s": round(w.done_s, 2),
             })).collect::<Vec<_>>(),
             "tasks": total,
             "wall_s": round(self.wall_s, 2),
@@ -82,6 +85,7 @@ pub async fn run(cluster: &mut TestCluster, plan: &SpreadPlan) -> Result<SpreadF
         workers.push((cluster.worker(i).node_id().to_owned(), capacity));
     }
     let t0 = Instant::now();
+    let t0_ms = super::engine::now_ms();
     let types = vec![SPREAD; plan.workflows];
     start_all(&api, &types, plan.start_concurrency).await?;
     wait_completed(&api, &[SPREAD], plan.workflows as u64, plan.deadline).await?;
@@ -94,11 +98,20 @@ pub async fn run(cluster: &mut TestCluster, plan: &SpreadPlan) -> Result<SpreadF
         plan.workflows
     );
     let counts = per_node(&runs);
+    let done_s = |node: &str| {
+        let last = runs
+            .iter()
+            .filter(|r| r.completed_by.as_deref() == Some(node))
+            .filter_map(|r| r.completed_ms)
+            .max();
+        last.map_or(0.0, |t| (t - t0_ms) as f64 / 1000.0)
+    };
     Ok(SpreadFigures {
         workers: workers
             .into_iter()
             .map(|(node_id, capacity)| WorkerShare {
                 tasks: counts.get(&node_id).copied().unwrap_or(0),
+                done_s: done_s(&node_id),
                 node_id,
                 capacity,
             })

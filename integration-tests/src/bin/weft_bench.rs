@@ -109,8 +109,11 @@ struct Args {
     /// The priority scenario's worker concurrency.
     #[arg(long, default_value_t = 8)]
     placement_concurrency: usize,
+    /// Run the placement phase only (skips runs 1 and 2).
+    #[arg(long)]
+    placement_only: bool,
     /// Workflows of the spread scenario.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 1_500)]
     spread_workflows: usize,
     /// The spread scenario's workers, by concurrency.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
@@ -194,16 +197,23 @@ async fn bench(args: &Args) -> Result<bool> {
         args.workers
     );
 
-    println!("\n[1/3] Tansu on SQLite");
-    let (mut sqlite, sqlite_err) = engine_run(args, BrokerOptions::default(), &plan).await;
-    if let Some(e) = &sqlite_err {
-        eprintln!("weft-bench: the SQLite run FAILED: {e:#}");
-        sqlite["failed"] = json!(format!("{e:#}"));
-    }
+    let (sqlite, sqlite_err) = if args.placement_only {
+        (json!({ "skipped": "--placement-only" }), None)
+    } else {
+        println!("\n[1/3] Tansu on SQLite");
+        let (mut v, err) = engine_run(args, BrokerOptions::default(), &plan).await;
+        if let Some(e) = &err {
+            eprintln!("weft-bench: the SQLite run FAILED: {e:#}");
+            v["failed"] = json!(format!("{e:#}"));
+        }
+        (v, err)
+    };
 
     let memory_bin = args.memory_tansu_bin.clone().unwrap_or_else(tansu_bin);
     let mut memory_failed = false;
-    let memory = if memory_workflows == 0 {
+    let memory = if args.placement_only {
+        json!({ "skipped": "--placement-only" })
+    } else if memory_workflows == 0 {
         json!({ "skipped": "--memory-workflows 0" })
     } else {
         println!("\n[2/3] Tansu's memory engine ({})", memory_bin.display());
@@ -298,7 +308,9 @@ async fn bench(args: &Args) -> Result<bool> {
         "memory": memory,
         "placement": placement,
     });
-    print!("{}", report::table(&report_json));
+    if !args.placement_only {
+        print!("{}", report::table(&report_json));
+    }
     print!("{}", placement::table(&report_json["placement"]));
     let path = files::write(&report_json, &args.out_dir, &stamp)?;
     let shown = path.canonicalize().unwrap_or(path);
