@@ -163,6 +163,16 @@ impl Ready {
         self.normal.len()
     }
 
+    /// Drops the records `keep` refuses (those of an assignment that is
+    /// over: the partition's next owner, or its next assignment here,
+    /// receives them again from the committed offset); returns how many.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Waiting) -> bool) -> usize {
+        let before = self.len();
+        self.urgent.retain(&mut keep);
+        self.normal.retain(&mut keep);
+        before - self.len()
+    }
+
     /// The record to start now and its permit, if one fits.
     pub fn next(&mut self, capacity: &Arc<Capacity>) -> Option<(Waiting, Permit)> {
         let normal_turn = self.streak + 1 >= NORMAL_TURN && !self.normal.is_empty();

@@ -11,7 +11,7 @@
 //! attempt here stopped: no attempt runs on two workers at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub(crate) struct WorkerContext {
     /// Set when a rebalance that this member joined ended with an assignment
     /// (empty for an idle member); cleared when it subscribes again.
     pub joined: AtomicBool,
+    /// Counts rebalance callbacks (revocations and assignments): records
+    /// received before one may belong to an assignment that is over.
+    pub rebalances: AtomicU64,
     /// Woken when partitions were assigned or revoked: the node heartbeat
     /// announces the change at once.
     pub heartbeat_now: Arc<tokio::sync::Notify>,
@@ -73,6 +76,7 @@ impl ClientContext for WorkerContext {
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked: BTreeSet<(String, i32)> = tpl

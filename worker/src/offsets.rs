@@ -191,6 +191,13 @@ impl OffsetTracker {
             .sum()
     }
 
+    /// Whether the ticket's partition is still held in the ticket's assignment.
+    pub fn is_current(&self, ticket: &Ticket) -> bool {
+        self.partitions
+            .get(&(ticket.topic.clone(), ticket.partition))
+            .is_some_and(|p| p.generation == ticket.generation)
+    }
+
     fn current(&mut self, ticket: &Ticket) -> Option<&mut Partition> {
         self.partitions
             .get_mut(&(ticket.topic.clone(), ticket.partition))

@@ -260,6 +260,7 @@ async fn consume(
     let served = &shared.served;
     let buffer = ready_buffer(capacity.free_slots());
     let mut ready = Ready::default();
+    let mut rebalances_seen = consumer.context().rebalances.load(Ordering::SeqCst);
     let mut lanes: HashMap<String, Requirements> = HashMap::new();
     let mut lanes_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + crate::lanes::REFRESH,
@@ -292,7 +293,22 @@ async fn consume(
         while let Some(joined) = tasks.try_join_next() {
             log_join(joined);
         }
+        let epoch = consumer.context().rebalances.load(Ordering::SeqCst);
+        if epoch != rebalances_seen {
+            rebalances_seen = epoch;
+            let tracker = lock(&shared.tracker);
+            let dropped = ready.retain(|w| tracker.is_current(&w.ticket));
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "records of revoked partitions left to their next owner"
+                );
+            }
+        }
         while let Some((w, permit)) = ready.next(capacity) {
+            if !lock(&shared.tracker).is_current(&w.ticket) {
+                continue; // revoked while it waited; its next owner runs it
+            }
             shared
                 .metrics
                 .observe_ready_wait(w.need.urgent, w.since.elapsed());

@@ -26,6 +26,7 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("get", "/v1/nodes", 200),
     ("get", "/v1/definitions/{ty}", 200),
     ("get", "/v1/definitions/{ty}/{version}", 200),
+    ("get", "/v1/definitions/{ty}/tasks/{task}/placement", 200), // task `A` of diamond
     ("get", "/v1/workflows", 200),
     ("post", "/v1/workflows/{ty}", 202), // `{}`: a start with no input
     ("get", "/v1/workflows/{ty}/{id}", 200),
@@ -114,7 +115,8 @@ async fn every_documented_operation_answers_as_documented() -> Result<()> {
                     .replace("{ty}", if id == &long { "long" } else { "diamond" })
                     .replace("{id}", id)
                     .replace("{version}", "1")
-                    .replace("{name}", "go");
+                    .replace("{name}", "go")
+                    .replace("{task}", "A");
                 let body = (m == Method::POST).then(|| ("application/json", "{}".to_string()));
                 let url = if path == "/v1/workflows" {
                     format!("{url}?type=diamond")
