@@ -8,8 +8,11 @@
 //! - failover: two `gpu` workers and one without; the worker running a long
 //!   gpu task is SIGKILLed and the task completes on the other gpu worker
 //!   (a second `task.started` naming it) within the session timeout and slack;
-//! - preferred node: three capable workers; tasks with
-//!   `constraints.preferred_node: worker-2` all run on worker-2.
+//! - preferred node: `assign_task_to_node` (GET
+//!   /v1/definitions/{type}/tasks/{task}/placement?preferred=) answers the
+//!   preferred worker while it is capable and healthy, another capable one
+//!   when it lacks a capability or has gone silent; dispatch itself goes by
+//!   lane (ADR 0022), so the gpu task runs on either gpu worker.
 //!
 //! Where a task ran is the `data.node_id` of its `task.started` in the
 //! history the API serves.
@@ -19,9 +22,10 @@ mod issue15;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
 use weft_integration_tests::bench::lanes::per_node;
-use weft_integration_tests::{wait_for, ClusterOptions, TestCluster};
+use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 
 use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, POLL};
 
@@ -154,6 +158,10 @@ async fn failover(cluster: &mut TestCluster) -> Result<()> {
         !nodes.contains(&"worker-2"),
         "the gpu task started on worker-2, which has no gpu: {nodes:?}"
     );
+    println!(
+        "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, task 4 s)",
+        took.as_secs_f64()
+    );
     // Its history says where it ran: the first start on the killed worker,
     // then one on the survivor.
     ensure!(
@@ -161,42 +169,113 @@ async fn failover(cluster: &mut TestCluster) -> Result<()> {
         "{survivor} completed the task, but its history's task.started events name {nodes:?} \
          (the survivor's start is missing)"
     );
-    println!(
-        "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, task 4 s)",
-        took.as_secs_f64()
-    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tasks_preferring_worker_2_run_on_worker_2() -> Result<()> {
-    let cluster = TestCluster::start(ClusterOptions::new(1, 3)).await?;
-    let result = preferred(&cluster).await;
+async fn a_preferred_node_is_assigned_while_it_is_capable_and_healthy() -> Result<()> {
+    let opts = ClusterOptions::new(1, 3)
+        .worker_args_for(0, ["--set", "worker.capabilities=gpu"])
+        .worker_args_for(2, ["--set", "worker.capabilities=gpu"]);
+    let mut cluster = TestCluster::start(opts).await?;
+    let result = preferred(&mut cluster).await;
     if result.is_err() {
         cluster.print_logs(60);
     }
     result
 }
 
-async fn preferred(cluster: &TestCluster) -> Result<()> {
-    const N: usize = 20;
+/// `assigned` of the placement of `task` with `preferred`, once `capable`
+/// lists exactly `capable` (sorted; the registry view has caught up).
+async fn assigned(
+    api: &ApiClient,
+    task: &str,
+    preferred: &str,
+    capable: &[&str],
+    deadline: Duration,
+) -> Result<String> {
+    let path = format!("/v1/definitions/pinned/tasks/{task}/placement?preferred={preferred}");
+    let what = format!("the placement of {task} lists {capable:?} as capable");
+    wait_for(&what, deadline, POLL, || async {
+        let r = api.send(Method::GET, &path, None).await?;
+        ensure!(r.status.is_success(), "GET {path}: {} {}", r.status, r.body);
+        let mut listed: Vec<&str> = r.body["capable"]
+            .as_array()
+            .context("no capable list")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        listed.sort_unstable();
+        if listed != capable {
+            return Ok(None);
+        }
+        Ok(Some(
+            r.body["assigned"].as_str().unwrap_or_default().to_owned(),
+        ))
+    })
+    .await
+}
+
+async fn preferred(cluster: &mut TestCluster) -> Result<()> {
+    const N: usize = 10;
     let api = cluster.api();
     api.register_definition(
-        "type: pinned\ntasks:\n  - name: pinned\n    handler: sleep\n    \
+        "type: pinned\ntasks:\n  - name: train\n    handler: sleep\n    requires: [gpu]\n    \
          constraints: {preferred_node: worker-2}\n    parameters: {ms: 10}\n  - name: free\n    \
          handler: sleep\n    parameters: {ms: 10}\n",
     )
     .await?;
+    let gpus = ["worker-0", "worker-2"];
+    let all = ["worker-0", "worker-1", "worker-2"];
+    let wait = Duration::from_secs(60);
+    let got = assigned(&api, "train", "worker-2", &gpus, wait).await?;
+    ensure!(
+        got == "worker-2",
+        "train preferring worker-2 (capable, healthy) was assigned {got}"
+    );
+    let got = assigned(&api, "train", "worker-1", &gpus, wait).await?;
+    ensure!(
+        gpus.contains(&got.as_str()),
+        "train preferring worker-1 (no gpu) was assigned {got}"
+    );
+    let got = assigned(&api, "free", "worker-1", &all, wait).await?;
+    ensure!(
+        got == "worker-1",
+        "free preferring worker-1 (capable, healthy) was assigned {got}"
+    );
+    println!("preferred node: train→worker-2 honoured, train→worker-1 (no gpu) gave a gpu worker, free→worker-1 honoured");
+
+    // The tasks themselves run on capable workers (dispatch goes by lane, ADR 0022).
     let ids = start_n(&api, "pinned", N).await?;
     wait_completed(&api, "pinned", &ids, Duration::from_secs(120)).await?;
     let runs = runs_by_task(&api, "pinned", &ids).await?;
-    let get = |t: &str| runs.get(t).map(Vec::as_slice).unwrap_or_default();
-    all_ran_on("pinned", get("pinned"), Some("worker-2"), N)?;
-    all_ran_on("free", get("free"), None, N)?;
+    let train = runs.get("train").map(Vec::as_slice).unwrap_or_default();
+    all_ran_on("train", train, None, N)?;
+    ensure!(
+        train
+            .iter()
+            .all(|r| r.node().is_some_and(|n| gpus.contains(&n))),
+        "a gpu task ran on a worker without gpu: {:?}",
+        per_node(train)
+    );
     println!(
-        "preferred node: pinned {:?}, free {:?}",
-        per_node(get("pinned")),
-        per_node(get("free"))
+        "preferred node: train ran on {:?} (dispatch goes by lane)",
+        per_node(train)
+    );
+
+    // worker-2 killed: once the registry sees it silent it is not assigned.
+    cluster.worker_mut(2).process_mut().kill9();
+    let got = assigned(
+        &api,
+        "train",
+        "worker-2",
+        &gpus[..1],
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(
+        got == "worker-0",
+        "train preferring the silent worker-2 was assigned {got}"
     );
     Ok(())
 }
