@@ -738,3 +738,138 @@ async fn lanes(
     );
     Ok(())
 }
+
+const RUSH: &str = r#"
+type: pyrush
+tasks:
+  - {name: crunch, handler: sleep, resources: {cpu: 2}, parameters: {ms: 100}}
+"#;
+
+const HOT: &str = r#"
+type: pyhot
+tasks:
+  - {name: hot, handler: noop, priority: critical, resources: {cpu: 2}}
+"#;
+
+/// A Python worker alone in its group, with 2 slots but `cpu=2`: tasks asking
+/// `cpu: 2` run one at a time (their runs never overlap, though a slot is
+/// free), so a backlog of them waits in the worker; a `critical` task that
+/// also asks `cpu: 2`, started after the first of them has begun, takes the
+/// cpu before most of that backlog (urgent records start first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_worker_keeps_within_its_cpu_and_starts_critical_tasks_first() -> Result<()> {
+    let py = python::python()?;
+    let cluster = TestCluster::start(ClusterOptions::new(1, 0)).await?;
+    let api = cluster.api();
+    api.register_definition(RUSH).await?;
+    api.register_definition(HOT).await?;
+    let mut worker = python::start_worker(
+        &py,
+        "py-solo",
+        &cluster.bootstrap(),
+        &["--concurrency", "2", "--resources", "cpu=2"],
+        &cluster.dir().join("logs"),
+    )
+    .await?;
+    let result = rush(&api, &mut worker).await;
+    if result.is_err() {
+        cluster.print_logs(80);
+        worker.print_log_tail(120);
+    }
+    result
+}
+
+/// `(started, completed)` timestamps of `task`'s run in instance `id`.
+async fn run_of(api: &ApiClient, ty: &str, id: &str, task: &str) -> Result<(i64, i64)> {
+    let events = api.events(ty, id).await?["events"]
+        .as_array()
+        .cloned()
+        .context("events")?;
+    let at = |kind: &str| {
+        let found: Vec<i64> = events
+            .iter()
+            .filter(|e| e["event_type"] == kind && e["metadata"]["weft.task"] == task)
+            .filter_map(|e| e["timestamp_ms"].as_i64())
+            .collect();
+        ensure!(
+            found.len() == 1,
+            "{id}: {} {kind} events of {task}",
+            found.len()
+        );
+        anyhow::Ok(found[0])
+    };
+    Ok((at("task.started")?, at("task.completed")?))
+}
+
+async fn rush(api: &ApiClient, worker: &mut weft_integration_tests::Process) -> Result<()> {
+    const N: usize = 24;
+    let log = wait_for_log(
+        worker,
+        "weft.pyrush.tasks.res-cpu--2",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains("weft.pyhot.tasks.urgent.res-cpu--2"),
+        "py-solo did not subscribe to the urgent cpu lane:\n{}",
+        worker.log_tail(20)
+    );
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let v = api
+            .start("pyrush", json!({}), Some(&format!("rush-{i}")))
+            .await?;
+        ids.push(v["instance_id"].as_str().context("instance_id")?.to_owned());
+    }
+    wait_until(
+        "the first crunch starts",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let mut any = false;
+            for id in &ids {
+                if let Ok(v) = api.events("pyrush", id).await {
+                    any |= v["events"]
+                        .as_array()
+                        .is_some_and(|es| es.iter().any(|e| e["event_type"] == "task.started"));
+                }
+                if any {
+                    break;
+                }
+            }
+            any
+        },
+    )
+    .await?;
+    let hot = api.start("pyhot", json!({}), Some("hot")).await?["instance_id"]
+        .as_str()
+        .context("instance_id")?
+        .to_owned();
+    wait_all_completed(api, "pyrush", &ids).await?;
+    wait_all_completed(api, "pyhot", std::slice::from_ref(&hot)).await?;
+
+    let mut runs = Vec::new();
+    for id in &ids {
+        runs.push(run_of(api, "pyrush", id, "crunch").await?);
+    }
+    runs.sort();
+    for w in runs.windows(2) {
+        ensure!(
+            w[1].0 >= w[0].1,
+            "two cpu: 2 tasks ran at once on a worker with cpu=2: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let (hot_started, _) = run_of(api, "pyhot", &hot, "hot").await?;
+    let before = runs.iter().filter(|(s, _)| *s < hot_started).count();
+    eprintln!(
+        "rush: {before} of {N} crunches started before the critical task; crunches ran {} ms back to back",
+        runs.last().map_or(0, |r| r.1) - runs[0].0
+    );
+    ensure!(
+        before <= N / 2,
+        "the critical task started after {before} of the {N} queued crunches"
+    );
+    Ok(())
+}
