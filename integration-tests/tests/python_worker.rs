@@ -16,7 +16,9 @@
 //! - lanes: a Python worker declaring `--capabilities gpu` next to a Rust
 //!   worker without it runs every `requires: [gpu]` task and its share of the
 //!   `priority: critical` ones (their urgent lane), the Rust worker never a gpu
-//!   task; the Python worker's node record shows what it declared.
+//!   task; the Python worker's node record shows what it declared;
+//! - resources and priority: a Python worker with `cpu=2` never runs two
+//!   `cpu: 2` tasks at once, and a `critical` one overtakes a backlog of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
