@@ -50,8 +50,9 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gpu_tasks_run_on_the_gpu_worker_and_eu_tasks_on_the_eu_worker() -> Result<()> {
+    // The flag and the configuration key both declare capabilities.
     let opts = ClusterOptions::new(1, 3)
-        .worker_args_for(0, ["--set", "worker.capabilities=gpu"])
+        .worker_args_for(0, ["--capabilities", "gpu"])
         .worker_args_for(2, ["--set", "worker.capabilities=region=eu"]);
     let cluster = TestCluster::start(opts).await?;
     let result = routing(&cluster).await;

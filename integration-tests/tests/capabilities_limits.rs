@@ -39,7 +39,7 @@ async fn a_worker_never_exceeds_its_cpu_and_an_impossible_task_waits_loudly_for_
             "--set".to_owned(),
             format!("orchestrator.unschedulable_after_ms={UNSCHEDULABLE_AFTER_MS}"),
         ])
-        .worker_args_for(0, ["--set", "worker.resources=cpu=4", "--concurrency", "8"]);
+        .worker_args_for(0, ["--resources", "cpu=4", "--concurrency", "8"]);
     let mut cluster = TestCluster::start(opts).await?;
     let result = resources(&mut cluster).await;
     if result.is_err() {
