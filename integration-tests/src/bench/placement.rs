@@ -14,6 +14,73 @@ use super::report::num;
 use super::spread::{self, SpreadPlan};
 use crate::{ClusterOptions, TestCluster};
 
+/// `weft-bench`'s options of the placement phase.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlacementArgs {
+    /// Normal workflows queued in the placement phase's priority scenario
+    /// (0: skip the placement phase).
+    #[arg(long, default_value_t = 10_000)]
+    pub placement_normal: usize,
+    /// Low workflows queued with them.
+    #[arg(long, default_value_t = 2_000)]
+    pub placement_low: usize,
+    /// Critical workflows started once the worker drains the backlog.
+    #[arg(long, default_value_t = 100)]
+    pub placement_critical: usize,
+    /// The priority scenario's worker concurrency.
+    #[arg(long, default_value_t = 8)]
+    pub placement_concurrency: usize,
+    /// Run the placement phase only (skips runs 1 and 2).
+    #[arg(long)]
+    pub placement_only: bool,
+    /// Workflows of the spread scenario.
+    #[arg(long, default_value_t = 1_500)]
+    pub spread_workflows: usize,
+    /// The spread scenario's workers, by concurrency.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub spread_capacities: Vec<usize>,
+}
+
+impl PlacementArgs {
+    /// The options, for the report's settings.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "normal": self.placement_normal,
+            "low": self.placement_low,
+            "critical": self.placement_critical,
+            "concurrency": self.placement_concurrency,
+            "spread_workflows": self.spread_workflows,
+            "spread_capacities": self.spread_capacities,
+        })
+    }
+
+    /// The plan these options make, each stage within `deadline`.
+    pub fn plan(&self, deadline: Duration) -> PlacementPlan {
+        let mut plan = default_plan(deadline);
+        plan.priority.normal = self.placement_normal;
+        plan.priority.low = self.placement_low;
+        plan.priority.critical = self.placement_critical;
+        plan.priority.worker_concurrency = self.placement_concurrency;
+        plan.spread.workflows = self.spread_workflows;
+        plan.spread.capacities = self.spread_capacities.clone();
+        plan
+    }
+}
+
+/// The phase as `weft-bench` runs it: skipped with `--placement-normal 0`;
+/// the figures, and whether it failed (said on stderr too).
+pub async fn phase(args: &PlacementArgs, deadline: Duration, log_lines: usize) -> (Value, bool) {
+    if args.placement_normal == 0 {
+        return (json!({ "skipped": "--placement-normal 0" }), false);
+    }
+    println!("\n[3/3] placement: priority and spread (Tansu on SQLite)");
+    let (v, err) = run(&args.plan(deadline), log_lines).await;
+    if let Some(e) = &err {
+        eprintln!("weft-bench: the placement phase FAILED: {e:#}");
+    }
+    (v, err.is_some())
+}
+
 /// Both scenarios' plans.
 #[derive(Clone, Debug)]
 pub struct PlacementPlan {

@@ -96,28 +96,8 @@ struct Args {
     /// An earlier report to compare this run with.
     #[arg(long)]
     compare: Option<PathBuf>,
-    /// Normal workflows queued in the placement phase's priority scenario
-    /// (0: skip the placement phase).
-    #[arg(long, default_value_t = 10_000)]
-    placement_normal: usize,
-    /// Low workflows queued with them.
-    #[arg(long, default_value_t = 2_000)]
-    placement_low: usize,
-    /// Critical workflows started once the worker drains the backlog.
-    #[arg(long, default_value_t = 100)]
-    placement_critical: usize,
-    /// The priority scenario's worker concurrency.
-    #[arg(long, default_value_t = 8)]
-    placement_concurrency: usize,
-    /// Run the placement phase only (skips runs 1 and 2).
-    #[arg(long)]
-    placement_only: bool,
-    /// Workflows of the spread scenario.
-    #[arg(long, default_value_t = 1_500)]
-    spread_workflows: usize,
-    /// The spread scenario's workers, by concurrency.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    spread_capacities: Vec<usize>,
+    #[command(flatten)]
+    placement: placement::PlacementArgs,
     /// Lines of each process's log to print when a run fails.
     #[arg(long, default_value_t = 80)]
     log_lines: usize,
@@ -197,7 +177,7 @@ async fn bench(args: &Args) -> Result<bool> {
         args.workers
     );
 
-    let (sqlite, sqlite_err) = if args.placement_only {
+    let (sqlite, sqlite_err) = if args.placement.placement_only {
         (json!({ "skipped": "--placement-only" }), None)
     } else {
         println!("\n[1/3] Tansu on SQLite");
@@ -211,7 +191,7 @@ async fn bench(args: &Args) -> Result<bool> {
 
     let memory_bin = args.memory_tansu_bin.clone().unwrap_or_else(tansu_bin);
     let mut memory_failed = false;
-    let memory = if args.placement_only {
+    let memory = if args.placement.placement_only {
         json!({ "skipped": "--placement-only" })
     } else if memory_workflows == 0 {
         json!({ "skipped": "--memory-workflows 0" })
@@ -247,25 +227,12 @@ async fn bench(args: &Args) -> Result<bool> {
         }
     };
 
-    let mut placement_failed = false;
-    let placement = if args.placement_normal == 0 {
-        json!({ "skipped": "--placement-normal 0" })
-    } else {
-        println!("\n[3/3] placement: priority and spread (Tansu on SQLite)");
-        let mut plan = placement::default_plan(Duration::from_secs(args.deadline_secs));
-        plan.priority.normal = args.placement_normal;
-        plan.priority.low = args.placement_low;
-        plan.priority.critical = args.placement_critical;
-        plan.priority.worker_concurrency = args.placement_concurrency;
-        plan.spread.workflows = args.spread_workflows;
-        plan.spread.capacities = args.spread_capacities.clone();
-        let (v, err) = placement::run(&plan, args.log_lines).await;
-        if let Some(e) = err {
-            eprintln!("weft-bench: the placement phase FAILED: {e:#}");
-            placement_failed = true;
-        }
-        v
-    };
+    let (placement, placement_failed) = placement::phase(
+        &args.placement,
+        Duration::from_secs(args.deadline_secs),
+        args.log_lines,
+    )
+    .await;
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -297,18 +264,13 @@ async fn bench(args: &Args) -> Result<bool> {
             "raw_messages": args.raw_messages,
             "orchestrators": args.orchestrators,
             "workers": args.workers,
-            "placement_normal": args.placement_normal,
-            "placement_low": args.placement_low,
-            "placement_critical": args.placement_critical,
-            "placement_concurrency": args.placement_concurrency,
-            "spread_workflows": args.spread_workflows,
-            "spread_capacities": args.spread_capacities,
+            "placement": args.placement.to_json(),
         },
         "sqlite": sqlite,
         "memory": memory,
         "placement": placement,
     });
-    if !args.placement_only {
+    if !args.placement.placement_only {
         print!("{}", report::table(&report_json));
     }
     print!("{}", placement::table(&report_json["placement"]));
