@@ -16,7 +16,8 @@
 //! - lanes: a Python worker declaring `--capabilities gpu` next to a Rust
 //!   worker without it runs every `requires: [gpu]` task and its share of the
 //!   `priority: critical` ones (their urgent lane), the Rust worker never a gpu
-//!   task; the Python worker's node record shows what it declared;
+//!   task; the Python worker's node record shows what it declared, and it
+//!   picks up a gpu lane registered while it runs;
 //! - resources and priority: a Python worker with `cpu=2` never runs two
 //!   `cpu: 2` tasks at once, and a `critical` one overtakes a backlog of them.
 
@@ -738,6 +739,50 @@ async fn lanes(
         "py-gpu's node record has capacity {}",
         node["capacity_limits"]
     );
+    late_lane(api, worker).await
+}
+
+/// A gpu lane that appears while the Python worker runs (a definition
+/// registered later): it subscribes again within its refresh and runs the
+/// lane's tasks.
+async fn late_lane(api: &ApiClient, worker: &mut weft_integration_tests::Process) -> Result<()> {
+    api.register_definition(
+        "type: pylate\ntasks:\n  - {name: train, handler: noop, requires: [gpu], priority: high}\n",
+    )
+    .await?;
+    let log = wait_for_log(
+        worker,
+        "lanes changed; subscribed again",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains("weft.pylate.tasks.urgent.cap-gpu"),
+        "py-gpu subscribed again, but not to the new lane:\n{}",
+        worker.log_tail(20)
+    );
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let v = api
+            .start("pylate", json!({}), Some(&format!("late-{i}")))
+            .await?;
+        ids.push(v["instance_id"].as_str().context("instance_id")?.to_owned());
+    }
+    wait_all_completed(api, "pylate", &ids).await?;
+    for id in &ids {
+        let events = api.events("pylate", id).await?;
+        let started: Vec<&str> = events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["event_type"] == "task.started")
+            .map(|e| e["data"]["node_id"].as_str().unwrap_or("?"))
+            .collect();
+        ensure!(
+            started == ["py-gpu"],
+            "{id}: the late gpu task started on {started:?}, not once on py-gpu"
+        );
+    }
     Ok(())
 }
 
