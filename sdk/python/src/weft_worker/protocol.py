@@ -4,6 +4,7 @@ worker publishes for one task attempt."""
 
 from __future__ import annotations
 
+import collections.abc
 import hashlib
 import time
 import uuid
@@ -283,7 +284,7 @@ class NodeOffer:
                 caps.add(raw)
         capacity: Dict[str, int] = {}
         pairs: List[Tuple[str, Any, str]] = []
-        if isinstance(resources, Mapping):
+        if isinstance(resources, collections.abc.Mapping):
             pairs = [(str(k).strip(), v, f"{k}={v}") for k, v in resources.items()]
         else:
             for raw in _entries(resources):
