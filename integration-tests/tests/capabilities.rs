@@ -6,9 +6,10 @@
 //!   {region: eu}` task on worker-2, the plain ones anywhere; each lane's task
 //!   topic holds exactly its own tasks' dispatches;
 //! - failover: two `gpu` workers and one without; the worker running a long
-//!   gpu task is SIGKILLed and the task completes on the other gpu worker
-//!   (a second `task.started` naming it) within the session timeout, or on
-//!   Tansu the orphan watch's bound, and slack;
+//!   gpu task (with a heartbeat timeout) is SIGKILLed, the attempt is retried
+//!   and completes on the other gpu worker (a second `task.started` naming
+//!   it) within the session timeout, or on Tansu the orphan watch's bound,
+//!   and slack;
 //! - preferred node: `assign_task_to_node` (GET
 //!   /v1/definitions/{type}/tasks/{task}/placement?preferred=) answers the
 //!   preferred worker while it is capable and healthy, another capable one
@@ -115,9 +116,12 @@ async fn a_gpu_task_whose_worker_is_killed_completes_on_the_other_gpu_worker() -
 
 async fn failover(cluster: &mut TestCluster) -> Result<()> {
     let api = cluster.api();
+    // A heartbeat timeout: the orchestrator learns of the dead worker from its
+    // silence and retries the attempt, which the other gpu worker starts.
     api.register_definition(
         "type: failover\ntasks:\n  - name: train\n    handler: sleep\n    requires: [gpu]\n    \
-         parameters: {ms: 4000}\n",
+         parameters: {ms: 4000}\n    timeout: {heartbeat: 1500ms}\n    \
+         retry: {max_attempts: 3, backoff: fixed, base_delay: 100ms}\n",
     )
     .await?;
     let id = api.start("failover", json!({}), None).await?["instance_id"]
@@ -166,8 +170,9 @@ async fn failover(cluster: &mut TestCluster) -> Result<()> {
         "the gpu task started on worker-2, which has no gpu: {nodes:?}"
     );
     println!(
-        "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, Tansu orphan bound {TANSU_ORPHAN_BOUND:?}, task 4 s)",
-        took.as_secs_f64()
+        "failover: completed on {survivor} {:.1} s after the kill (session timeout {SESSION_TIMEOUT:?}, Tansu orphan bound {TANSU_ORPHAN_BOUND:?}, task 4 s); starts {:?}",
+        took.as_secs_f64(),
+        run.starts
     );
     // Its history says where it ran: the first start on the killed worker,
     // then one on the survivor.
