@@ -78,7 +78,7 @@ impl Topics {
             "dlq" => TopicKind::Dlq,
             "heartbeats" => TopicKind::Heartbeats,
             lane => {
-                let suffix = lane.strip_prefix("tasks.")?;
+                let suffix = lane.strip_prefix("tasks.").filter(|s| !s.is_empty())?;
                 Requirements::parse_suffix(suffix)?;
                 TopicKind::Tasks
             }
@@ -93,7 +93,10 @@ impl Topics {
         let (ty, kind) = rest.split_once('.')?;
         let req = match kind.strip_prefix("tasks") {
             Some("") => Requirements::default(),
-            Some(lane) => Requirements::parse_suffix(lane.strip_prefix('.')?)?,
+            Some(lane) => {
+                let suffix = lane.strip_prefix('.').filter(|s| !s.is_empty())?;
+                Requirements::parse_suffix(suffix)?
+            }
             None => return None,
         };
         (!ty.is_empty()).then_some((ty, req))
@@ -159,5 +162,7 @@ mod tests {
             Some(("orders", Requirements::default()))
         );
         assert_eq!(t.parse_lane("weft.orders.events"), None);
+        assert_eq!(t.parse_lane("weft.orders.tasks."), None);
+        assert_eq!(t.parse("weft.orders.tasks."), None);
     }
 }
