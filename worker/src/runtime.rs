@@ -1,5 +1,8 @@
-//! The worker's main loop: one consumer feeding tasks into a bounded set of
-//! slots, committing the done prefix of each partition as tasks finish, and
+//! The worker's main loop: one consumer subscribed to the lanes the worker
+//! serves ([`crate::lanes`]) feeding a ready queue, from which tasks start —
+//! urgent lanes first — as their slot and resources free up
+//! ([`crate::capacity`]); committing the done prefix of each partition as
+//! tasks finish, and
 //! the drain on shutdown (stop fetching, let running tasks finish within
 //! their grace period — the dispatch's `grace_period_ms`, else
 //! `worker.shutdown_grace_ms` — cancel the rest, commit, leave the group).
@@ -39,9 +42,9 @@ use crate::supervise::SHUTDOWN_ABORT_AFTER;
 use crate::worker::Worker;
 use crate::{heartbeat, server};
 
-/// How long every handler slot stays busy (or a received record waits for
-/// one) before fetching pauses. Pausing
-/// drops what librdkafka prefetched for the partitions and a resume fetches it
+/// How long every handler slot stays busy before fetching of the non-urgent
+/// lanes pauses even with few records waiting (long tasks). Pausing drops
+/// what librdkafka prefetched for the partitions and a resume fetches it
 /// again; pausing at every momentary saturation (a burst larger than
 /// `worker.concurrency` of short tasks) held dispatches for seconds.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
@@ -245,7 +248,9 @@ struct Watches {
     idle_watch: (Duration, Duration),
 }
 
-/// Takes records while slots are free, until `shutdown` resolves. With
+/// Receives records into the ready queue and starts them as capacity frees,
+/// pausing the non-urgent lanes while enough of them wait, following new
+/// lanes, until `shutdown` resolves. With
 /// `watch` (the development-broker workarounds on) it also runs the join
 /// watchdog, the idle watch and the orphan watch; any rejoin of theirs arms
 /// the join watchdog again, in case the group does not finish that rebalance.
