@@ -95,8 +95,10 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
     );
 
     // The cpu:64 task: an error.occurred once the time passed, and the insight.
-    // Started once its partitions are live: a dispatch decided in a
-    // partition's start-up replay is not watched (see the report of issue 15).
+    // Started once its partitions are live: a dispatch decided while a
+    // partition replays at start-up (a start racing the registration) is not
+    // handed to the unschedulable watch, which partition/apply.rs does only
+    // when live, so it would wait silently.
     wait_type_live(&api, "huge").await?;
     let huge = start_n(&api, "huge", 1).await?;
     let error = wait_for(
