@@ -26,7 +26,7 @@ use weft_integration_tests::bench::lanes::peak_overlap;
 use weft_integration_tests::bench::priority::{self, PriorityPlan};
 use weft_integration_tests::{wait_for, ClusterOptions, TestCluster};
 
-use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, wait_type_live, POLL};
+use issue15::{all_ran_on, runs_by_task, start_n, wait_completed, POLL};
 
 const UNSCHEDULABLE_AFTER_MS: i64 = 2_000;
 const HALF_MS: i64 = 400;
@@ -55,11 +55,6 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
         "type: halves\ntasks:\n  - name: half\n    handler: sleep\n    resources: {{cpu: 2}}\n    \
          parameters: {{ms: {HALF_MS}}}\n"
     ))
-    .await?;
-    api.register_definition(
-        "type: huge\ntasks:\n  - name: whole\n    handler: sleep\n    resources: {cpu: 64}\n    \
-         parameters: {ms: 10}\n",
-    )
     .await?;
     let ids = start_n(&api, "halves", N).await?;
     wait_completed(&api, "halves", &ids, Duration::from_secs(120)).await?;
@@ -94,13 +89,34 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
         rounds * HALF_MS
     );
 
-    // The cpu:64 task: an error.occurred once the time passed, and the insight.
-    // Started once its partitions are live: a dispatch decided while a
-    // partition replays at start-up (a start racing the registration) is not
-    // handed to the unschedulable watch, which partition/apply.rs does only
-    // when live, so it would wait silently.
-    wait_type_live(&api, "huge").await?;
-    let huge = start_n(&api, "huge", 1).await?;
+    // The cpu:64 tasks: an error.occurred once the time passed, and the
+    // insight. Started right after the registration, so some are decided
+    // while the type's new partitions replay at start-up: those are watched
+    // too (a start racing the registration is no exception).
+    api.register_definition(
+        "type: huge\ntasks:\n  - name: whole\n    handler: sleep\n    resources: {cpu: 64}\n    \
+         parameters: {ms: 10}\n",
+    )
+    .await?;
+    let huge = start_n(&api, "huge", 3).await?;
+    for id in &huge[1..] {
+        wait_for(
+            "a cpu:64 task's 'no capable node' error",
+            Duration::from_secs(60),
+            POLL,
+            || async {
+                let h = api.events("huge", id).await?;
+                let reported = h["events"].as_array().is_some_and(|l| {
+                    l.iter().any(|e| {
+                        e["event_type"] == "error.occurred"
+                            && e["data"].to_string().contains("no_capable_node")
+                    })
+                });
+                Ok::<_, anyhow::Error>(reported.then_some(()))
+            },
+        )
+        .await?;
+    }
     let error = wait_for(
         "the cpu:64 task's 'no capable node' error",
         Duration::from_secs(60),
@@ -173,7 +189,7 @@ async fn resources(cluster: &mut TestCluster) -> Result<()> {
         "whole",
         runs.get("whole").context("no whole task")?,
         Some(&node),
-        1,
+        huge.len(),
     )?;
     Ok(())
 }

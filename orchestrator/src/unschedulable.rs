@@ -11,17 +11,20 @@
 //! analytics count it as the `unschedulable` insight; the attempt stays
 //! dispatched and runs as soon as a capable worker subscribes to its lane.
 //!
-//! The watch is not history: after a restart of the owner, attempts
-//! dispatched before it are not watched again (they still run when a capable
-//! worker joins).
+//! Dispatches decided while a partition replays are watched too when they
+//! were scheduled within [`REPLAY_HORIZON`] (a start that raced its type's
+//! registration, an owner that restarted): the deadline counts from the
+//! dispatch's `scheduled_at_ms`, and the decider drops a report of an attempt
+//! that has started since. Older ones are not watched again (they still run
+//! when a capable worker joins): the watch is not history.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use weft_shared::avro::AvroRecord;
 use weft_shared::event::now_ms;
 use weft_shared::ids::InstanceId;
@@ -31,20 +34,26 @@ use weft_shared::Topics;
 
 use crate::protocol::WorkflowNodeRegistry;
 
+/// How old a dispatch decided in a replay may be and still be watched.
+pub const REPLAY_HORIZON: Duration = Duration::from_secs(600);
+
 /// One dispatched attempt of a constrained lane.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Waiting {
     pub workflow_type: String,
     pub instance_id: InstanceId,
     pub task: String,
     pub attempt: u32,
     pub requirements: Requirements,
+    /// When the orchestrator scheduled it (epoch ms): the wait counts from here.
+    pub scheduled_at_ms: i64,
 }
 
 /// Where partition owners hand their constrained dispatches.
 #[derive(Clone)]
 pub struct UnschedulableWatch {
-    tx: mpsc::UnboundedSender<(Instant, Waiting)>,
+    tx: mpsc::UnboundedSender<Waiting>,
+    after: Duration,
 }
 
 impl UnschedulableWatch {
@@ -57,34 +66,41 @@ impl UnschedulableWatch {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, after, nodes, producer, topics));
-        Self { tx }
+        Self { tx, after }
     }
 
-    /// Watches `waiting`, dispatched now.
-    pub fn watch(&self, waiting: Waiting) {
-        let _ = self.tx.send((Instant::now(), waiting));
+    /// Watches `waiting` (decided live, or in a replay when recent enough).
+    pub fn watch(&self, waiting: Waiting, live: bool) {
+        let age = now_ms().saturating_sub(waiting.scheduled_at_ms);
+        let horizon = (REPLAY_HORIZON + self.after).as_millis() as i64;
+        if live || age < horizon {
+            let _ = self.tx.send(waiting);
+        }
     }
 }
 
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<(Instant, Waiting)>,
+    mut rx: mpsc::UnboundedReceiver<Waiting>,
     after: Duration,
     nodes: Arc<dyn WorkflowNodeRegistry>,
     producer: FutureProducer,
     topics: Topics,
 ) {
-    let mut queue: VecDeque<(Instant, Waiting)> = VecDeque::new();
+    // Earliest deadline first: replayed dispatches arrive out of order.
+    let mut queue: BinaryHeap<Reverse<(i64, Waiting)>> = BinaryHeap::new();
+    let after_ms = after.as_millis() as i64;
     let tick = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     loop {
         tokio::select! {
             got = rx.recv() => match got {
-                Some(w) => queue.push_back(w),
+                Some(w) => queue.push(Reverse((w.scheduled_at_ms + after_ms, w))),
                 None => return,
             },
             _ = ticker.tick() => {
-                while queue.front().is_some_and(|(at, _)| at.elapsed() >= after) {
-                    let Some((_, w)) = queue.pop_front() else { break };
+                let now = now_ms();
+                while queue.peek().is_some_and(|Reverse((due, _))| *due <= now) {
+                    let Some(Reverse((_, w))) = queue.pop() else { break };
                     check(&w, nodes.as_ref(), &producer, &topics).await;
                 }
             }

@@ -9,17 +9,20 @@
 //!
 //! [`Ready`] holds received records until they fit. Records of urgent lanes
 //! (`critical` and `high` tasks) start before the others — except that every
-//! [`NORMAL_TURN`]th start goes to the oldest other record while both wait, so
-//! a stream of urgent work cannot stop the rest. Within a class records start
-//! in arrival order; one that does not fit yet lets later ones that fit go
-//! first, until it has waited [`RESERVE_AFTER`]: then nothing passes it and
-//! the capacity it needs frees up for it.
+//! [`NORMAL_TURN`]th start goes to another record while both wait, so a
+//! stream of urgent work cannot stop the rest. Within a class each topic
+//! (a type's lane) has its own queue and the queues take turns, so one type's
+//! backlog received in a batch does not hold up another's; within a queue
+//! records start in arrival order. One that does not fit yet lets later ones
+//! that fit go first, until it has waited [`RESERVE_AFTER`]: then nothing
+//! passes it and the capacity it needs frees up for it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
 use tokio::sync::Notify;
 use weft_shared::lanes::{Requirements, SLOTS};
 
@@ -136,31 +139,43 @@ pub(crate) struct Waiting {
 /// Received records not started yet, urgent ones apart.
 #[derive(Default)]
 pub(crate) struct Ready {
-    urgent: VecDeque<Waiting>,
-    normal: VecDeque<Waiting>,
+    urgent: Class,
+    normal: Class,
+    /// Payload bytes of the non-urgent records.
+    normal_bytes: usize,
     /// Urgent starts since the last non-urgent one.
     streak: u32,
+}
+
+fn size(w: &Waiting) -> usize {
+    w.msg.payload().map_or(0, <[u8]>::len)
 }
 
 impl Ready {
     pub fn push(&mut self, w: Waiting) {
         if w.need.urgent {
-            self.urgent.push_back(w);
+            self.urgent.push(w);
         } else {
-            self.normal.push_back(w);
+            self.normal_bytes += size(&w);
+            self.normal.push(w);
         }
     }
 
+    /// Payload bytes of the non-urgent records waiting.
+    pub fn normal_bytes(&self) -> usize {
+        self.normal_bytes
+    }
+
     pub fn len(&self) -> usize {
-        self.urgent.len() + self.normal.len()
+        self.urgent.len + self.normal.len
     }
 
     pub fn urgent_len(&self) -> usize {
-        self.urgent.len()
+        self.urgent.len
     }
 
     pub fn normal_len(&self) -> usize {
-        self.normal.len()
+        self.normal.len
     }
 
     /// Drops the records `keep` refuses (those of an assignment that is
@@ -170,29 +185,100 @@ impl Ready {
         let before = self.len();
         self.urgent.retain(&mut keep);
         self.normal.retain(&mut keep);
+        self.normal_bytes = self
+            .normal
+            .queues
+            .iter()
+            .flat_map(|(_, q)| q.iter())
+            .map(size)
+            .sum();
         before - self.len()
     }
 
     /// The record to start now and its permit, if one fits.
     pub fn next(&mut self, capacity: &Arc<Capacity>) -> Option<(Waiting, Permit)> {
-        let normal_turn = self.streak + 1 >= NORMAL_TURN && !self.normal.is_empty();
+        let normal_turn = self.streak + 1 >= NORMAL_TURN && self.normal.len > 0;
         let order = if normal_turn {
             [false, true]
         } else {
             [true, false]
         };
         for urgent in order {
-            let queue = if urgent {
+            let class = if urgent {
                 &mut self.urgent
             } else {
                 &mut self.normal
             };
-            if let Some(started) = take_fitting(queue, capacity) {
-                self.streak = if urgent { self.streak + 1 } else { 0 };
+            if let Some(started) = class.take(capacity) {
+                if urgent {
+                    self.streak += 1;
+                } else {
+                    self.streak = 0;
+                    self.normal_bytes -= size(&started.0);
+                }
                 return Some(started);
             }
         }
         None
+    }
+}
+
+/// The waiting records of one class, a queue per topic served in turn: one
+/// type's (or lane's) backlog received in one go does not hold up another's.
+#[derive(Default)]
+struct Class {
+    queues: Vec<(String, VecDeque<Waiting>)>,
+    /// The queue whose turn is next.
+    turn: usize,
+    len: usize,
+}
+
+impl Class {
+    fn push(&mut self, w: Waiting) {
+        let topic = w.msg.topic();
+        match self.queues.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, q)) => q.push_back(w),
+            None => self.queues.push((topic.to_owned(), VecDeque::from([w]))),
+        }
+        self.len += 1;
+    }
+
+    fn retain(&mut self, keep: &mut impl FnMut(&Waiting) -> bool) {
+        for (_, q) in &mut self.queues {
+            q.retain(|w| keep(w));
+        }
+        self.prune();
+    }
+
+    /// The next record that fits, the queues taking turns.
+    fn take(&mut self, capacity: &Arc<Capacity>) -> Option<(Waiting, Permit)> {
+        let n = self.queues.len();
+        for k in 0..n {
+            let i = (self.turn + k) % n;
+            if let Some(started) = take_fitting(&mut self.queues[i].1, capacity) {
+                self.len -= 1;
+                if self.queues[i].1.is_empty() {
+                    // The next queue moves into this place and has the turn.
+                    self.queues.remove(i);
+                    self.turn = i;
+                } else {
+                    self.turn = i + 1;
+                }
+                if self.turn >= self.queues.len() {
+                    self.turn = 0;
+                }
+                return Some(started);
+            }
+        }
+        None
+    }
+
+    fn prune(&mut self) {
+        self.queues.retain(|(_, q)| !q.is_empty());
+        self.len = self.queues.iter().map(|(_, q)| q.len()).sum();
+        if self.turn >= self.queues.len() {
+            self.turn = 0;
+        }
     }
 }
 

@@ -49,6 +49,9 @@ use crate::{heartbeat, server};
 /// `worker.concurrency` of short tasks) held dispatches for seconds.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
 
+/// Payload bytes of waiting non-urgent records that pause their fetching too.
+const READY_BYTES: usize = 32 << 20;
+
 /// How often the done prefixes are committed: completions in between share
 /// one commit request (a commit per completion cost the broker a request and
 /// a write per task; a crash redelivers at most this much more, which the
@@ -225,12 +228,15 @@ pub(crate) async fn run(
 
 /// Records of the non-urgent lanes received ahead of free capacity before
 /// fetching them pauses: enough that a resume at half of it has records to
-/// start while the fetch travels.
+/// start for longer than the fetch travels (a pause drops what librdkafka
+/// prefetched, and a development broker may take a few hundred ms to answer
+/// the next fetch), few enough that an urgent record is read right behind
+/// them.
 fn ready_buffer(slots: i64) -> usize {
     usize::try_from(slots)
         .unwrap_or(1)
         .saturating_mul(4)
-        .max(64)
+        .max(1024)
 }
 
 /// How long after subscribing (or rejoining) the worker waits for an assignment.
@@ -320,9 +326,10 @@ async fn consume(
             tasks.spawn(execute::process(shared.clone(), w.msg, w.ticket, permit));
         }
         // Pauses fetching of the other lanes once `buffer` of their records
-        // wait, or every slot has been busy for PAUSE_AFTER (the commit tick
-        // wakes this loop often enough to notice); resumes once half of them
-        // started and a slot is free. Urgent lanes go on fetching until
+        // (or READY_BYTES) wait, and resumes once half of them started; also
+        // while every slot has been busy for PAUSE_AFTER with none of them
+        // waiting (long tasks; the commit tick wakes this loop often enough
+        // to notice), until a slot frees. Urgent lanes go on fetching until
         // `buffer` urgent records wait: they overtake the others here.
         let saturated = capacity.free_slots() <= 0;
         let busy_for = if saturated {
@@ -333,11 +340,13 @@ async fn consume(
             saturated_since = None;
             Duration::ZERO
         };
+        let (waiting, bytes) = (ready.normal_len(), ready.normal_bytes());
+        let idle_queue = saturated && waiting == 0;
         let want = Paused {
             normal: if paused.normal {
-                ready.normal_len() >= buffer / 2 || saturated
+                waiting >= buffer / 2 || bytes >= READY_BYTES / 2 || idle_queue
             } else {
-                ready.normal_len() >= buffer || (saturated && busy_for >= PAUSE_AFTER)
+                waiting >= buffer || bytes >= READY_BYTES || (idle_queue && busy_for >= PAUSE_AFTER)
             },
             urgent: ready.urgent_len() >= buffer,
         };

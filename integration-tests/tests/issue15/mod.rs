@@ -110,28 +110,3 @@ pub fn all_ran_on(task: &str, runs: &[TaskRun], node: Option<&str>, expected: us
     Ok(())
 }
 
-/// Waits until orchestrator `api` has every partition of `weft.<ty>.events`
-/// live (its `/readyz` lists them), so that what is started next is decided
-/// by a live partition processor rather than in its start-up replay.
-pub async fn wait_type_live(api: &ApiClient, ty: &str) -> Result<()> {
-    let prefix = format!("weft.{ty}.events/");
-    weft_integration_tests::wait_until(
-        &format!("every partition of weft.{ty}.events is live"),
-        Duration::from_secs(60),
-        POLL,
-        || async {
-            let Ok(r) = api.send(reqwest::Method::GET, "/readyz", None).await else {
-                return false;
-            };
-            let Some(parts) = r.body["partitions"].as_object() else {
-                return false;
-            };
-            let mine: Vec<_> = parts
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .collect();
-            !mine.is_empty() && mine.iter().all(|(_, live)| **live == true)
-        },
-    )
-    .await
-}

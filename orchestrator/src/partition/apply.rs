@@ -306,14 +306,16 @@ impl Partition {
                 self.routes
                     .of(&self.shared.topics, &self.workflow_type, def, &d.task_name);
             if let Some(watch) = self.shared.unschedulable.as_ref() {
-                if self.live && req.is_constrained() {
-                    watch.watch(crate::unschedulable::Waiting {
+                if req.is_constrained() {
+                    let waiting = crate::unschedulable::Waiting {
                         workflow_type: self.workflow_type.clone(),
                         instance_id: id,
                         task: d.task_name.clone(),
                         attempt: d.attempt,
                         requirements: req.clone(),
-                    });
+                        scheduled_at_ms: d.scheduled_at_ms,
+                    };
+                    watch.watch(waiting, self.live);
                 }
             }
             let seq = self.outbox.push(OutboxRecord {

@@ -6,7 +6,16 @@ use rdkafka::message::Timestamp;
 use rdkafka::Message;
 
 fn waiting(tracker: &mut OffsetTracker, offset: i64, urgent: bool, cpu: i64) -> Waiting {
-    let topic = "weft.t.tasks";
+    waiting_on("weft.t.tasks", tracker, offset, urgent, cpu)
+}
+
+fn waiting_on(
+    topic: &str,
+    tracker: &mut OffsetTracker,
+    offset: i64,
+    urgent: bool,
+    cpu: i64,
+) -> Waiting {
     let mut need = Requirements {
         urgent,
         ..Default::default()
@@ -107,7 +116,7 @@ fn a_record_that_does_not_fit_is_passed_until_it_has_waited_long() {
     assert_eq!(w.msg.offset(), 1);
     assert!(ready.next(&cap).is_none());
     // Once the big one waited long enough, nothing passes it.
-    ready.normal[0].since = Instant::now() - RESERVE_AFTER;
+    ready.normal.queues[0].1[0].since = Instant::now() - RESERVE_AFTER;
     ready.push(waiting(&mut tracker, 2, false, 0));
     assert!(
         ready.next(&cap).is_none(),
@@ -116,4 +125,27 @@ fn a_record_that_does_not_fit_is_passed_until_it_has_waited_long() {
     drop(held);
     let (w, _p2) = ready.next(&cap).expect("fits now");
     assert_eq!(w.msg.offset(), 0);
+}
+
+#[test]
+fn the_topics_of_a_class_take_turns() {
+    let mut tracker = OffsetTracker::new();
+    let cap = capacity(100, 100);
+    let mut ready = Ready::default();
+    // One type's backlog arrives in one batch, then another type's.
+    for i in 0..6 {
+        ready.push(waiting_on("weft.a.tasks", &mut tracker, i, false, 0));
+    }
+    for i in 0..2 {
+        ready.push(waiting_on("weft.b.tasks", &mut tracker, i, false, 0));
+    }
+    assert_eq!(ready.normal_len(), 8);
+    let mut order = Vec::new();
+    let mut permits = Vec::new();
+    while let Some((w, p)) = ready.next(&cap) {
+        order.push(format!("{}{}", &w.msg.topic()[5..6], w.msg.offset()));
+        permits.push(p);
+    }
+    assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "a3", "a4", "a5"]);
+    assert_eq!(ready.len(), 0);
 }
