@@ -1,16 +1,16 @@
-//! Publishing outbox records. Every record of a flush is handed to the
-//! idempotent producer at once (the producer keeps their order within a
-//! partition), and the flush completes only when the broker acknowledged all of
-//! them. Against a broker with transactions (`kafka.transactions = on`) a flush
+//! Publishing outbox records. The records of a flush are handed to the
+//! idempotent producer one after another, in order, before anything waits for
+//! the broker ([`enqueue`]; the producer keeps that order within a
+//! partition), and the flush completes only when the broker acknowledged all
+//! of them. Against a broker with transactions (`kafka.transactions = on`) a flush
 //! is one Kafka transaction, so `read_committed` consumers see all of a batch's
 //! decisions or none. A failed flush is retried by the caller; duplicates a
 //! retry may write carry the same idempotency keys and are dropped on apply.
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use weft_shared::config::KafkaSettings;
 use weft_shared::kafka::{client_config, headers, Role};
@@ -92,6 +92,13 @@ impl Publisher {
         Ok(Publisher::Transactional(producer))
     }
 
+    /// The producer records go through.
+    pub fn producer(&self) -> &FutureProducer {
+        match self {
+            Publisher::Plain(p) | Publisher::Transactional(p) => p,
+        }
+    }
+
     /// Sends `records` and waits until the broker acknowledged every one.
     pub async fn publish(&self, records: &[OutboxRecord]) -> Result<(), PublishError> {
         match self {
@@ -121,40 +128,95 @@ impl Publisher {
 }
 
 async fn send_all(producer: &FutureProducer, records: &[OutboxRecord]) -> Result<(), PublishError> {
-    let sends = records.iter().map(|r| {
+    enqueue(producer, records).await.acknowledged().await
+}
+
+/// How long a record waits for room in the producer's queue before it fails.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Records handed to the producer, in order, and their acknowledgements to come.
+pub struct Enqueued {
+    deliveries: Vec<Result<DeliveryFuture, KafkaError>>,
+    topics: Vec<String>,
+}
+
+/// Hands `records` to the producer one after another, in their order, before
+/// it returns: while the producer's queue is full it waits and tries the same
+/// record again, so a later record (of this call, or of a later call) never
+/// goes ahead of an earlier one. The idempotent producer then keeps that
+/// order within each partition.
+pub async fn enqueue(producer: &FutureProducer, records: &[OutboxRecord]) -> Enqueued {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for r in records {
         let pairs: Vec<(&str, &str)> = r
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let record = FutureRecord::to(&r.topic)
+        let mut record = FutureRecord::to(&r.topic)
             .key(&r.key)
             .payload(&r.payload)
             .headers(headers(&pairs));
-        producer.send(record, Duration::from_secs(30))
-    });
-    // A refused record is reported before a transient failure of another, so
-    // the caller can set it aside instead of retrying the batch for ever.
-    let mut first: Option<PublishError> = None;
-    for (index, (result, r)) in join_all(sends).await.into_iter().zip(records).enumerate() {
-        if let Err((e, _)) = result {
-            let failure = classify(&e, index);
-            let worse = match (&first, failure) {
-                (None, _) => true,
-                (Some(f), Failure::Fatal) => f.failure != Failure::Fatal,
-                (Some(f), Failure::Refused { .. }) => f.failure == Failure::Transient,
-                (Some(_), Failure::Transient) => false,
-            };
-            if worse {
-                first = Some(PublishError {
-                    topic: r.topic.clone(),
-                    reason: e.to_string(),
-                    failure,
-                });
+        let deadline = tokio::time::Instant::now() + QUEUE_TIMEOUT;
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(Ok(delivery));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    deliveries.push(Err(e));
+                    break;
+                }
             }
         }
     }
-    first.map_or(Ok(()), Err)
+    Enqueued {
+        deliveries,
+        topics: records.iter().map(|r| r.topic.clone()).collect(),
+    }
+}
+
+impl Enqueued {
+    /// Waits until the broker acknowledged every record. A refused record is
+    /// reported before a transient failure of another, so the caller can set
+    /// it aside instead of retrying the batch for ever.
+    pub async fn acknowledged(self) -> Result<(), PublishError> {
+        let mut first: Option<PublishError> = None;
+        for (index, (delivery, topic)) in self.deliveries.into_iter().zip(self.topics).enumerate() {
+            let result = match delivery {
+                Ok(fut) => match fut.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                let failure = classify(&e, index);
+                let worse = match (&first, failure) {
+                    (None, _) => true,
+                    (Some(f), Failure::Fatal) => f.failure != Failure::Fatal,
+                    (Some(f), Failure::Refused { .. }) => f.failure == Failure::Transient,
+                    (Some(_), Failure::Transient) => false,
+                };
+                if worse {
+                    first = Some(PublishError {
+                        topic,
+                        reason: e.to_string(),
+                        failure,
+                    });
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +281,33 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flights_keep_their_order_through_a_full_producer_queue() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("weft.t.events", 1, 1).expect("topic");
+        let bootstrap = cluster.bootstrap_servers();
+        // Room for 3 records: most of each flight waits for the queue.
+        let producer: FutureProducer = client_config(&settings(bootstrap.clone()), Role::Producer)
+            .set("queue.buffering.max.messages", "3")
+            .create()
+            .expect("producer");
+        let flights: Vec<Vec<OutboxRecord>> = (0..4)
+            .map(|f| (f * 50..(f + 1) * 50).map(record).collect())
+            .collect();
+        // As the pipeline does: each flight handed over in turn, its
+        // acknowledgements awaited by a task of its own.
+        let mut landing = Vec::new();
+        for flight in &flights {
+            let enqueued = enqueue(&producer, flight).await;
+            landing.push(tokio::spawn(enqueued.acknowledged()));
+        }
+        for l in landing {
+            l.await.expect("task").expect("acknowledged");
+        }
+        let expected: Vec<String> = (0..200).map(|i| format!("decision {i}")).collect();
+        assert_eq!(read_committed(&bootstrap), expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

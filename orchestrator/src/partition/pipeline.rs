@@ -7,9 +7,11 @@
 //! not two.
 //!
 //! What stays true:
-//! - the idempotent producer keeps a partition's records in the order they were
-//!   handed over, so a flight never overtakes an earlier one unless a publish
-//!   fails; a failed flight is published again, stop-and-wait, by
+//! - a flight's records are handed to the idempotent producer by the
+//!   processor itself, in order, before the next batch is decided (only the
+//!   wait for acknowledgements is a task of its own), and the producer keeps a
+//!   partition's records in the order they were handed over, so a flight
+//!   never overtakes an earlier one unless a publish fails; a failed flight is published again, stop-and-wait, by
 //!   [`Partition::flush`] (its records carry idempotency keys, and a rebuild
 //!   derives decisions from inputs, never from where a decision record sits);
 //! - an outbox entry in flight is in no other flight (a go-live or a release
@@ -90,8 +92,11 @@ impl Partition {
         }
         let (seqs, records): (Vec<u64>, Vec<OutboxRecord>) = publish.into_iter().unzip();
         self.flights.seqs.extend(seqs.iter().copied());
-        let publisher = self.publisher.clone();
-        let handle = tokio::spawn(async move { publisher.publish(&records).await });
+        // Handed to the producer here, in the processor's order; only the
+        // wait for the broker's acknowledgements runs beside it. (Enqueued by
+        // a spawned task, a flight could start before an earlier one.)
+        let enqueued = crate::publisher::enqueue(self.publisher.producer(), &records).await;
+        let handle = tokio::spawn(enqueued.acknowledged());
         self.flights.queue.push_back(Flight { seqs, handle });
         self.shared.metrics.flights.inc();
         Ok(())
