@@ -29,12 +29,14 @@ pub async fn placement(
     let def = catalog
         .latest(&ty)
         .ok_or_else(|| super::unknown_type(&ty))?;
-    let config = def.task(&task).ok_or_else(|| {
-        ApiError::not_found(format!("{ty}@{} has no task '{task}'", def.version))
-    })?;
+    let config = def
+        .task(&task)
+        .ok_or_else(|| ApiError::not_found(format!("{ty}@{} has no task '{task}'", def.version)))?;
     let req = Requirements::of_task(config).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let Some(Extension(registry)) = registry else {
-        return Err(ApiError::unavailable("this orchestrator has no node registry"));
+        return Err(ApiError::unavailable(
+            "this orchestrator has no node registry",
+        ));
     };
     let preferred = params.one("preferred")?.filter(|p| !p.is_empty());
     let caps: Vec<String> = req.capabilities.iter().cloned().collect();
