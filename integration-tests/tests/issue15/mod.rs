@@ -109,4 +109,3 @@ pub fn all_ran_on(task: &str, runs: &[TaskRun], node: Option<&str>, expected: us
     }
     Ok(())
 }
-
