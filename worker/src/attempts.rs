@@ -256,14 +256,18 @@ impl Attempts {
             .count()
     }
 
-    /// Forgets a finished attempt; returns the tickets of its duplicates. An
-    /// attempt stopped by a revocation is forgotten as taken too: its record
-    /// is another worker's now, and runs here again if it comes back.
-    pub fn finish(&mut self, execution_id: ExecutionId) -> Vec<Ticket> {
+    /// Forgets a finished attempt; returns the tickets of its duplicates.
+    /// `published`: its result went out. An attempt stopped by a revocation
+    /// before it published is forgotten as taken too: its record is another
+    /// worker's now, and runs here again if it comes back. One that published
+    /// while the revocation waited for it stays taken: its record may come
+    /// back uncommitted (an earlier record of the partition was not done), and
+    /// is then a duplicate.
+    pub fn finish(&mut self, execution_id: ExecutionId, published: bool) -> Vec<Ticket> {
         let Some(running) = self.running.remove(&execution_id) else {
             return Vec::new();
         };
-        if running.handle.revoked().is_some() {
+        if running.handle.revoked().is_some() && !published {
             self.taken.remove(&running.attempt_key);
         }
         running.duplicates
@@ -339,14 +343,22 @@ mod tests {
             "at_most_once is committed already"
         );
         assert_eq!(a.running_in(&revoked), 1, "until its runner finishes");
-        a.finish(e0);
+        a.finish(e0, false);
         assert_eq!(a.running_in(&revoked), 0);
         // the partition came back: its record runs again here
         assert!(matches!(
             a.admit("i:a:1", e0, &p0, RUN, &root),
             Admission::Run(_)
         ));
-        a.finish(e1);
+        // An attempt that published while its revocation waited stays taken:
+        // its record, back uncommitted, is a duplicate.
+        assert_eq!(a.revoke(&revoked), Some(Duration::from_millis(100)));
+        a.finish(e0, true);
+        assert!(matches!(
+            a.admit("i:a:1", e0, &p0, RUN, &root),
+            Admission::DuplicateOfFinished
+        ));
+        a.finish(e1, true);
         assert!(matches!(
             a.admit("i:b:1", e1, &p1, RUN, &root),
             Admission::DuplicateOfFinished
@@ -370,7 +382,7 @@ mod tests {
             Admission::DuplicateOfRunning
         ));
         assert_eq!(a.running(), 1);
-        assert_eq!(a.finish(exec), vec![t1.clone()]);
+        assert_eq!(a.finish(exec, true), vec![t1.clone()]);
         assert!(matches!(
             a.admit("i:x:1", exec, &t1, RUN, &root),
             Admission::DuplicateOfFinished
@@ -386,7 +398,7 @@ mod tests {
         assert_eq!(a.cancel(other, Duration::ZERO), None, "known already");
         assert!(h2.token.is_cancelled());
         assert_eq!(h2.cancelled_by_control(), Some(Duration::from_millis(250)));
-        a.finish(other);
+        a.finish(other, false);
 
         // a cancel that comes first makes the dispatch skipped
         let later = ExecutionId::random();

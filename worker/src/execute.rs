@@ -198,7 +198,7 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let duplicates = lock(&self.shared.attempts).finish(self.execution_id);
+        let duplicates = lock(&self.shared.attempts).finish(self.execution_id, self.done);
         if self.done {
             for t in &duplicates {
                 self.shared.mark_done(t);
