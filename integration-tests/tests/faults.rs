@@ -433,7 +433,15 @@ async fn scenario(cluster: &mut TestCluster, plan: &Plan, ledger: &Path) -> Resu
     let mut charge_failed: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     let mut inputs = 0usize;
     for id in &ids {
-        let h = api.events("faulty", id).await?;
+        // A replica restarted by the last kill may still be rebalancing: the
+        // API answers 503 ("try again shortly") meanwhile.
+        let h = wait_for(
+            &format!("the history of {id}"),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || async { api.events("faulty", id).await.map(Some) },
+        )
+        .await?;
         let events = h["events"].as_array().context("events")?;
         check_decisions_once(id, events)?;
         inputs += events
