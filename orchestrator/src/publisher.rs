@@ -291,6 +291,7 @@ mod tests {
         // Room for 3 records: most of each flight waits for the queue.
         let producer: FutureProducer = client_config(&settings(bootstrap.clone()), Role::Producer)
             .set("queue.buffering.max.messages", "3")
+            .set("linger.ms", "20")
             .create()
             .expect("producer");
         let flights: Vec<Vec<OutboxRecord>> = (0..4)
