@@ -61,18 +61,24 @@ cmd_install() {
     mkdir -p "$src"
     # The published crates, checked against the checksums tansu's own Cargo.lock pins.
     fetch_crate tansu "$TANSU_VERSION" "$TANSU_CRATE_SHA256" "$src"
-    local storage_sum
-    storage_sum=$(awk '/^name = "tansu-storage"$/{found=1} found && /^checksum/{gsub(/"/, "", $3); print $3; exit}' "$src/tansu-$TANSU_VERSION/Cargo.lock")
-    [[ -n $storage_sum ]] || die "tansu's Cargo.lock pins no tansu-storage checksum"
-    fetch_crate tansu-storage "$TANSU_VERSION" "$storage_sum" "$src"
-    local patch
+    # A patch names its crate after its number: NNNN-<name>-….patch applies to tansu-<name>.
+    local patch crate sum
+    local -A patched=()
+    printf '\n[patch.crates-io]\n' >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
     for patch in "$WEFT_ROOT"/scripts/tansu-patches/*.patch; do
-        log "applying $(basename "$patch")"
-        (cd "$src/tansu-storage-$TANSU_VERSION" && git apply -p1 "$patch") || die "could not apply $patch"
+        crate=tansu-$(basename "$patch" | cut -d- -f2)
+        if [[ -z ${patched[$crate]:-} ]]; then
+            sum=$(awk -v name="name = \"$crate\"" '$0 == name {found=1} found && /^checksum/{gsub(/"/, "", $3); print $3; exit}' \
+                "$src/tansu-$TANSU_VERSION/Cargo.lock")
+            [[ -n $sum ]] || die "tansu's Cargo.lock pins no $crate checksum (patch $(basename "$patch"))"
+            fetch_crate "$crate" "$TANSU_VERSION" "$sum" "$src"
+            printf '%s = { path = "../%s-%s" }\n' "$crate" "$crate" "$TANSU_VERSION" >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+            patched[$crate]=1
+        fi
+        log "applying $(basename "$patch") to $crate"
+        (cd "$src/$crate-$TANSU_VERSION" && git apply -p1 "$patch") || die "could not apply $patch to $crate"
     done
-    printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
-        >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
-    # tansu's Cargo.lock pins every other dependency; only the patched crate's source changes.
+    # tansu's Cargo.lock pins every other dependency; only the patched crates' sources change.
     # libsql: the SQLite engine `make run` uses; dynostore: the memory engine `make bench` compares with.
     cargo build --release --features libsql,dynostore --bin tansu \
         --manifest-path "$src/tansu-$TANSU_VERSION/Cargo.toml" --target-dir "$TANSU_BUILD_DIR"

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 /// The pinned Tansu version (`scripts/lib.sh` pins the same).
 pub const TANSU_VERSION: &str = "0.6.0";
 /// Weft's patches on it (`scripts/tansu-patches/`; `scripts/lib.sh` names the same).
-pub const TANSU_PATCHLEVEL: &str = "weft4";
+pub const TANSU_PATCHLEVEL: &str = "weft5";
 
 /// The directory holding `weft-orchestrator`, `weft-worker` and `weft`.
 ///
