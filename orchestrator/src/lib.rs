@@ -44,6 +44,8 @@ pub enum Error {
     Definitions(#[from] definitions::Error),
     #[error(transparent)]
     Security(#[from] api::auth::SecurityError),
+    #[error("api tls: {0}")]
+    Tls(#[from] api::tls::TlsError),
     #[error(transparent)]
     Broker(#[from] weft_shared::kafka_check::BrokerCheckError),
     #[error("cannot set up publishing: {0}")]
@@ -128,7 +130,11 @@ pub async fn run(
         shutdown: stop_rx.clone(),
     });
     let counts = Arc::new(partitioner::PartitionCounts::new(producer.clone()));
+    // TLS problems (unreadable files, a key not matching) are start-up errors.
+    let tls = api::tls::server_config(&config.api)?;
+    let forward_client = api::tls::forward_client(&config.api)?;
     let forwarder = api::forward::Forwarder::new(
+        forward_client,
         node_id.clone(),
         topics.clone(),
         registry.clone(),
@@ -169,16 +175,14 @@ pub async fn run(
             addr: addr.clone(),
             source,
         })?;
-    tracing::info!(%addr, node_id = %node_id, "http api listening");
-    let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    tracing::info!(%addr, node_id = %node_id, tls = tls.is_some(), client_certificates = !config.api.tls_client_ca_file.trim().is_empty(), "http api listening");
+    let http = tokio::spawn(api::serve::serve(
+        listener,
+        app,
+        tls,
+        std::time::Duration::from_millis(config.api.header_timeout_ms.max(1)),
+        stop_rx.clone(),
+    ));
 
     let announcer = tokio::spawn(
         replicas::tasks::Announcer {

@@ -252,14 +252,40 @@ pub struct ApiSettings {
     pub rate_limit_per_minute: u32,
     /// How long a client may take to send a request body (ms).
     pub body_timeout_ms: u64,
+    /// How long a client may take to send the request line and headers, and
+    /// to finish the TLS handshake (ms); the connection is closed after it.
+    pub header_timeout_ms: u64,
+    /// The API's certificate chain (PEM); empty: plain HTTP.
+    pub tls_cert_file: String,
+    /// The API certificate's private key (PEM).
+    pub tls_key_file: String,
+    /// The CA whose client certificates are accepted (mTLS); empty: none.
+    pub tls_client_ca_file: String,
+    /// With a client CA: whether a handshake without a client certificate is refused.
+    pub tls_require_client_cert: bool,
+    /// The CA trusted for other replicas' server certificates when forwarding;
+    /// empty: `tls_client_ca_file`.
+    pub tls_ca_file: String,
+    /// The certificate a replica presents when forwarding; empty: `tls_cert_file`.
+    pub tls_forward_cert_file: String,
+    /// Its key; empty: `tls_key_file`.
+    pub tls_forward_key_file: String,
+    /// Subjects of replicas' forwarding certificates; empty: this replica's own.
+    pub tls_replica_subjects: Vec<String>,
 }
 
 impl ApiSettings {
+    /// Whether the API is served over TLS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert_file.trim().is_empty()
+    }
+
     /// The base URL to advertise for an API listening on `http_addr`.
     pub fn advertised(&self, http_addr: &str) -> String {
         let url = self.advertise_url.trim().trim_end_matches('/');
         if url.is_empty() {
-            format!("http://{http_addr}")
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{http_addr}")
         } else {
             url.to_owned()
         }

@@ -4,13 +4,16 @@
 //! - limits: request line and headers over `api.max_header_bytes` get 431,
 //!   bodies over `api.max_body_bytes` 413, bodies slower than
 //!   `api.body_timeout_ms` 408;
-//! - who is calling ([`auth_policy`](super::auth_policy) tokens, or JWTs
-//!   verified by [`auth_jwt`](super::auth_jwt)) and whether their roles allow
+//! - who is calling ([`auth_policy`](super::auth_policy) tokens, JWTs
+//!   verified by [`auth_jwt`](super::auth_jwt), or a client certificate
+//!   verified in the TLS handshake, see [`tls`](super::tls); a bearer token
+//!   wins over a certificate) and whether their roles allow
 //!   what the route needs ([`auth_route`](super::auth_route)): 401 without
 //!   valid credentials, 403 naming the missing role. With `auth.enabled`
 //!   off (the default) every caller is `anonymous` with every role, and a
 //!   warning is logged at start;
-//! - per-caller rate limits on starts and signals ([`auth_limits`](super::auth_limits));
+//! - per-caller rate limits on starts and signals ([`auth_limits`](super::auth_limits)),
+//!   counted by the replica that serves the request (a forwarded one by its owner only);
 //! - an audit line (target `weft::audit`) for every call that changes
 //!   something: who, how they authenticated, what, which type and instance,
 //!   the answer's status — logged once, by the replica that served it (a
@@ -32,10 +35,11 @@ use weft_shared::config::WeftConfig;
 use weft_shared::secrets::Keyring;
 
 use super::auth_jwt::JwtVerifier;
-use super::auth_limits::RateLimiter;
+use super::auth_limits::{RateLimiter, RateTicket};
 use super::auth_policy::{Grant, Identity, Policy, PolicyError, Role, ALL};
 use super::auth_route::{classify, instance_of, Need, Scope};
-use super::forward::{FORWARDED_BY, SERVED_BY};
+use super::forward::{CallerCert, FORWARDED_BY, FORWARDED_SUBJECT, SERVED_BY};
+use super::tls::{replica_subjects, PeerCert};
 
 /// Why the API's security could not be set up (a start-up error).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum SecurityError {
     Jwks(String),
     #[error("auth.enabled is true but neither auth.policy_file nor auth.jwks_file is set: nobody could call the API")]
     NoCredentials,
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 /// What the guard layer knows.
@@ -56,7 +62,9 @@ struct Guard {
     policy: Policy,
     jwt: Option<JwtVerifier>,
     node_id: String,
-    limiter: RateLimiter,
+    /// Subjects of replicas' certificates, whose forwarded caller names are believed.
+    replicas: Vec<String>,
+    limiter: Arc<RateLimiter>,
     max_header_bytes: usize,
     max_body_bytes: usize,
     body_timeout: Duration,
@@ -96,7 +104,8 @@ pub fn secure(app: Router, config: &WeftConfig, node_id: &str) -> Result<Router,
         policy,
         jwt,
         node_id: node_id.to_owned(),
-        limiter: RateLimiter::per_minute(api.rate_limit_per_minute),
+        replicas: replica_subjects(api)?,
+        limiter: Arc::new(RateLimiter::per_minute(api.rate_limit_per_minute)),
         max_header_bytes: api.max_header_bytes,
         max_body_bytes: api.max_body_bytes,
         body_timeout: Duration::from_millis(api.body_timeout_ms.max(1)),
@@ -107,7 +116,7 @@ pub fn secure(app: Router, config: &WeftConfig, node_id: &str) -> Result<Router,
         .layer(axum::middleware::from_fn_with_state(guard, guard_layer)))
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     let mut resp = (status, Json(json!({ "error": message.into() }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
@@ -119,10 +128,33 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 impl Guard {
+    /// The client-certificate names the caller goes by: those of the
+    /// connection's verified certificate or, when that is a replica's and the
+    /// request names a forwarded caller, the forwarded caller's.
+    fn certificate_names(&self, req: &Request) -> Option<Vec<String>> {
+        let peer = req.extensions().get::<PeerCert>()?;
+        let from_replica = peer.names.iter().any(|n| self.replicas.contains(n));
+        let forwarded: Vec<String> = req
+            .headers()
+            .get_all(FORWARDED_SUBJECT)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        if from_replica && !forwarded.is_empty() {
+            Some(forwarded)
+        } else {
+            Some(peer.names.clone())
+        }
+    }
+
     /// The caller; `Ok(None)` without credentials.
-    fn authenticate(&self, req: &Request) -> Result<Option<Identity>, String> {
+    fn authenticate(
+        &self,
+        req: &Request,
+        cert: Option<&[String]>,
+    ) -> Result<Option<Identity>, String> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Ok(None);
+            return Ok(cert.map(|names| self.policy.certificate(names)));
         };
         let value = value
             .to_str()
@@ -236,13 +268,14 @@ async fn guard_layer(State(g): State<Arc<Guard>>, req: Request, next: Next) -> R
     if need == Need::Open {
         return next.run(req).await;
     }
-    let who = match g.authenticate(&req) {
+    let cert = g.certificate_names(&req);
+    let who = match g.authenticate(&req, cert.as_deref()) {
         Ok(Some(id)) => id,
         Ok(None) if !g.enabled => Guard::anonymous(),
         Ok(None) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
-                "authentication required: send Authorization: Bearer <token> (weft --token / WEFT_TOKEN)",
+                "authentication required: send Authorization: Bearer <token> (weft --token / WEFT_TOKEN) or a client certificate (weft --client-cert)",
             )
         }
         Err(reason) if g.enabled => {
@@ -295,16 +328,14 @@ async fn guard_layer(State(g): State<Arc<Guard>>, req: Request, next: Next) -> R
         }
     }
     if limited {
-        if let Err(retry) = g.limiter.check(&who.name) {
-            let mut resp = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("caller '{}' is over api.rate_limit_per_minute for starts and signals; retry in {} s", who.name, retry.as_secs().max(1)),
-            );
-            if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
-        }
+        // Charged by the replica that serves the request (auth_limits::charge).
+        req.extensions_mut().insert(RateTicket {
+            limiter: g.limiter.clone(),
+            caller: who.name.clone(),
+        });
+    }
+    if let Some(names) = cert {
+        req.extensions_mut().insert(CallerCert(names));
     }
     let audited = role.is_some_and(|r| r >= Role::Operator);
     let forwarded_by = req

@@ -2,9 +2,22 @@
 //! (its identity name; `anonymous` when authentication is off) holding up to
 //! `api.rate_limit_per_minute` requests, refilled continuously at that rate.
 
+//!
+//! The guard puts a [`RateTicket`] on a limited request; [`charge`], the
+//! innermost layer, takes it from the budget on the replica that serves the
+//! request. A request forwarded to its instance's owner therefore counts
+//! once, on the owner (which cannot trust a forwarding header to say it was
+//! counted before), and a request answered 503 (owner unknown or replaying)
+//! not at all. Budgets are per replica (ADR 0015).
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 
 /// Callers tracked before idle, full buckets are dropped.
 const MAX_CALLERS: usize = 10_000;
@@ -48,6 +61,36 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - *tokens) / per_sec))
+        }
+    }
+}
+
+/// A limited request's caller and the budget it is charged to.
+#[derive(Clone)]
+pub struct RateTicket {
+    pub limiter: Arc<RateLimiter>,
+    pub caller: String,
+}
+
+/// The layer that charges a [`RateTicket`]: 429 with `Retry-After` when the
+/// caller's budget is spent.
+pub async fn charge(req: Request, next: Next) -> Response {
+    let Some(t) = req.extensions().get::<RateTicket>() else {
+        return next.run(req).await;
+    };
+    match t.limiter.check(&t.caller) {
+        Ok(()) => next.run(req).await,
+        Err(retry) => {
+            let secs = retry.as_secs().max(1);
+            tracing::info!(caller = %t.caller, retry_s = secs, "rate limited");
+            let mut resp = super::auth::refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("caller '{}' is over api.rate_limit_per_minute for starts and signals; retry in {secs} s", t.caller),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
         }
     }
 }

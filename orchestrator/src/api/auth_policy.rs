@@ -1,6 +1,7 @@
 //! The authorization policy (`auth.policy_file`, TOML): namespaces — named
-//! sets of workflow types — and bearer tokens, stored as SHA-256 hashes,
-//! each with an identity name and role grants. A grant is `role:namespace`;
+//! sets of workflow types — bearer tokens, stored as SHA-256 hashes, and
+//! client-certificate subjects (mTLS, see [`super::tls`]), each with an
+//! identity name and role grants. A grant is `role:namespace`;
 //! `*` is the namespace of every type. Roles nest: `admin` ⊇ `operator` ⊇
 //! `reader`. JWT callers carry grants of the same form in a claim (see
 //! [`super::auth_jwt`]).
@@ -13,6 +14,11 @@
 //! name = "ci-bot"
 //! sha256 = "<hex of sha256(token)>"   # printf %s "$TOKEN" | sha256sum
 //! roles = ["operator:payments", "reader:*"]
+//!
+//! [[certificates]]
+//! subject = "deploy-bot.example.com"   # the certificate's CN, or one of its DNS/URI SANs
+//! name = "deploy-bot"                  # optional; default: the subject
+//! roles = ["admin:*"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -84,9 +90,10 @@ impl Grant {
 /// Who is calling and what they may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// The token's name or the JWT's `sub`.
+    /// The token's name, the JWT's `sub` or the client certificate's name.
     pub name: String,
-    /// How the caller authenticated: `token`, `jwt`, or `anonymous` (auth off).
+    /// How the caller authenticated: `token`, `jwt`, `certificate`, or
+    /// `anonymous` (auth off).
     pub method: &'static str,
     pub grants: Vec<Grant>,
 }
@@ -111,7 +118,25 @@ struct RawPolicy {
     #[serde(default)]
     tokens: Vec<RawToken>,
     #[serde(default)]
+    certificates: Vec<RawCertificate>,
+    #[serde(default)]
     jwt: RawJwt,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    subject: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+struct CertificateEntry {
+    subject: String,
+    name: String,
+    grants: Vec<Grant>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +165,7 @@ struct TokenEntry {
 pub struct Policy {
     namespaces: BTreeMap<String, Vec<String>>,
     tokens: Vec<TokenEntry>,
+    certificates: Vec<CertificateEntry>,
     /// The JWT claim holding grants (default `roles`).
     pub roles_claim: String,
 }
@@ -151,6 +177,14 @@ impl fmt::Debug for Policy {
             .field(
                 "tokens",
                 &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "certificates",
+                &self
+                    .certificates
+                    .iter()
+                    .map(|c| &c.subject)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -183,30 +217,30 @@ impl Policy {
                     t.name
                 )
             })?;
-            let grants = t
-                .roles
-                .iter()
-                .map(|g| Grant::parse(g))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("token '{}': {e}", t.name))?;
-            if let Some(g) = grants
-                .iter()
-                .find(|g| g.namespace != ALL && !raw.namespaces.contains_key(&g.namespace))
-            {
-                return Err(format!(
-                    "token '{}': grant on unknown namespace '{}'",
-                    t.name, g.namespace
-                ));
-            }
+            let grants = grants(&raw.namespaces, &t.roles, &format!("token '{}'", t.name))?;
             tokens.push(TokenEntry {
                 name: t.name,
                 hash,
                 grants,
             });
         }
+        let mut certificates = Vec::new();
+        for c in raw.certificates {
+            let subject = c.subject.trim().to_owned();
+            if subject.is_empty() {
+                return Err("a [[certificates]] entry has an empty subject".into());
+            }
+            let what = format!("certificate '{subject}'");
+            certificates.push(CertificateEntry {
+                grants: grants(&raw.namespaces, &c.roles, &what)?,
+                name: c.name.unwrap_or_else(|| subject.clone()),
+                subject,
+            });
+        }
         Ok(Self {
             namespaces: raw.namespaces,
             tokens,
+            certificates,
             roles_claim: raw.jwt.roles_claim.unwrap_or_else(|| "roles".to_owned()),
         })
     }
@@ -226,6 +260,29 @@ impl Policy {
             method: "token",
             grants: t.grants.clone(),
         })
+    }
+
+    /// The identity of a verified client certificate with `names` (its CN and
+    /// SANs, see [`super::tls::PeerCert`]): the first `[[certificates]]`
+    /// entry naming one of them, or a caller without grants named after the
+    /// first name.
+    pub fn certificate(&self, names: &[String]) -> Identity {
+        let entry = self
+            .certificates
+            .iter()
+            .find(|c| names.iter().any(|n| *n == c.subject));
+        match entry {
+            Some(c) => Identity {
+                name: c.name.clone(),
+                method: "certificate",
+                grants: c.grants.clone(),
+            },
+            None => Identity {
+                name: names.first().cloned().unwrap_or_else(|| "?".into()),
+                method: "certificate",
+                grants: Vec::new(),
+            },
+        }
     }
 
     /// Whether `namespace` holds workflow type `ty`.
@@ -259,6 +316,29 @@ impl Policy {
         out.push(ALL.to_owned());
         out
     }
+}
+
+/// The grants `roles` of the entry `what`, each on a known namespace.
+fn grants(
+    namespaces: &BTreeMap<String, Vec<String>>,
+    roles: &[String],
+    what: &str,
+) -> Result<Vec<Grant>, String> {
+    let grants = roles
+        .iter()
+        .map(|g| Grant::parse(g))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if let Some(g) = grants
+        .iter()
+        .find(|g| g.namespace != ALL && !namespaces.contains_key(&g.namespace))
+    {
+        return Err(format!(
+            "{what}: grant on unknown namespace '{}'",
+            g.namespace
+        ));
+    }
+    Ok(grants)
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
@@ -325,6 +405,45 @@ roles = ["admin:*"]
         assert!(p.allows(&root, Role::Operator, Some("anything")));
         assert_eq!(p.namespaces_of("refund"), vec!["payments", "*"]);
         assert!(!format!("{p:?}").contains(&sha("alice-token")));
+    }
+
+    #[test]
+    fn certificates_resolve_by_common_name_or_san() {
+        let p = Policy::parse(
+            r#"
+[namespaces]
+ops = ["jobs"]
+
+[[certificates]]
+subject = "deploy.example.com"
+name = "deploy-bot"
+roles = ["admin:*"]
+
+[[certificates]]
+subject = "watcher"
+roles = ["reader:ops"]
+"#,
+        )
+        .unwrap();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let bot = p.certificate(&names(&["bot", "deploy.example.com"]));
+        assert_eq!(
+            (bot.name.as_str(), bot.method),
+            ("deploy-bot", "certificate")
+        );
+        assert!(p.allows(&bot, Role::Admin, None));
+        let w = p.certificate(&names(&["watcher"]));
+        assert_eq!(w.name, "watcher");
+        assert!(p.allows(&w, Role::Reader, Some("jobs")));
+        assert!(!p.allows(&w, Role::Operator, Some("jobs")));
+        let stranger = p.certificate(&names(&["mallory"]));
+        assert_eq!(stranger.name, "mallory");
+        assert!(stranger.grants.is_empty());
+        assert!(
+            Policy::parse("[[certificates]]\nsubject='a'\nroles=['reader:nope']")
+                .unwrap_err()
+                .contains("certificate 'a': grant on unknown namespace 'nope'")
+        );
     }
 
     #[test]

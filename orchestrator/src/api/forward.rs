@@ -39,6 +39,15 @@ use crate::status::{scope, Status};
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-weft-forwarded-by");
 /// Set on every answer to the node id of the replica that produced it.
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-weft-served-by");
+/// Set on a forwarded request, once per name, to the client-certificate
+/// names of the caller (mTLS); the owner believes it only from a replica's
+/// certificate (`api.tls_replica_subjects`).
+pub const FORWARDED_SUBJECT: HeaderName = HeaderName::from_static("x-weft-forwarded-subject");
+
+/// The certificate names the guard authenticated a request's caller by
+/// (the caller's own, or those a replica forwarded); forwarded on.
+#[derive(Clone, Debug)]
+pub struct CallerCert(pub Vec<String>);
 
 /// Largest request body forwarded.
 const MAX_BODY: usize = 16 << 20;
@@ -70,8 +79,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// `http` is the client requests go to other replicas with
+    /// ([`super::tls::forward_client`]: https when the API is served over TLS).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        http: reqwest::Client,
         node_id: String,
         topics: Topics,
         registry: Arc<Registry>,
@@ -80,11 +92,6 @@ impl Forwarder {
         partitioner: Option<Partitioner>,
         counts: Arc<PartitionCounts>,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .expect("an HTTP client without TLS builds");
         Self {
             node_id,
             topics,
@@ -151,6 +158,14 @@ impl Forwarder {
         headers.remove(header::CONTENT_LENGTH);
         if let Ok(v) = HeaderValue::from_str(&self.node_id) {
             headers.insert(FORWARDED_BY, v);
+        }
+        // The mTLS caller's certificate names, vouched for by this replica's
+        // own certificate; a client's header of that name never passes.
+        headers.remove(FORWARDED_SUBJECT);
+        if let Some(CallerCert(names)) = parts.extensions.get::<CallerCert>() {
+            for v in names.iter().filter_map(|n| HeaderValue::from_str(n).ok()) {
+                headers.append(FORWARDED_SUBJECT, v);
+            }
         }
         let sent = self
             .http

@@ -13,7 +13,7 @@
 //! [`workflows`] (start, get, list), [`history`] (events, state at, replay),
 //! [`control`] (cancel, pause, resume, signals), [`watch`] (server-sent
 //! events), [`insight`] (traces and analytics), [`openapi`] (the document), [`params`] (request parsing),
-//! [`views`] (JSON shapes), [`error`]; [`applied`] (read your writes); [`dlq`] (dead letters); [`forward`] sends requests about an
+//! [`views`] (JSON shapes), [`error`]; [`serve`] (connections, TLS and header timeouts, [`tls`]); [`applied`] (read your writes); [`dlq`] (dead letters); [`forward`] sends requests about an
 //! instance whose partition another replica owns to that replica.
 
 mod applied;
@@ -39,6 +39,8 @@ mod placement;
 mod scatter;
 mod schedules;
 mod sealing;
+pub mod serve;
+pub mod tls;
 mod types;
 mod views;
 mod watch;
@@ -213,6 +215,7 @@ pub fn router(state: AppState) -> Router {
     routes()
         .merge(crate::ui::router())
         .fallback(no_route)
+        .layer(axum::middleware::from_fn(auth_limits::charge))
         .layer(axum::middleware::from_fn(forward::forward))
         .with_state(state)
 }

@@ -463,6 +463,12 @@ fn api_advertise_url() {
     let e = env(&[("WEFT_API_ADVERTISE_URL", "http://orch-1.weft:8080/")]);
     let c = load(None, e, &[]).unwrap();
     assert_eq!(c.api.advertised("0.0.0.0:8080"), "http://orch-1.weft:8080");
+    let e = env(&[("WEFT_API_TLS_CERT_FILE", "/tls/api.crt")]);
+    let c = load(None, e, &[]).unwrap();
+    assert_eq!(c.api.advertised("127.0.0.1:8443"), "https://127.0.0.1:8443");
+    let e = env(&[("WEFT_API_TLS_REPLICA_SUBJECTS", "orch-a,orch-b")]);
+    let c = load(None, e, &[]).unwrap();
+    assert_eq!(c.api.tls_replica_subjects, ["orch-a", "orch-b"]);
     assert!(env_err(&[("WEFT_API_ADVERTISE_URL", "orch-1:8080")])
         .contains("api.advertise_url must be empty or an http:// or https:// URL"));
 }
