@@ -24,6 +24,7 @@ pub mod state;
 pub mod telemetry;
 pub mod topics;
 pub mod transactions;
+pub mod usage;
 
 pub use data::{DataMap, WorkflowData};
 pub use definition::WorkflowDefinition;

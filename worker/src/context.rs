@@ -17,6 +17,7 @@ use weft_shared::secrets::{SecretValue, Secrets, SECRETS_KEY};
 use weft_shared::TaskDispatch;
 
 use crate::error::TaskError;
+use crate::usage::{ChildUsage, Reports};
 
 /// The context of one task attempt, handed to its handler.
 #[derive(Clone, Debug)]
@@ -56,6 +57,8 @@ pub struct TaskContext {
     pub cancel: CancellationToken,
     /// Asks the attempt's heartbeat loop for a heartbeat now.
     liveness: Liveness,
+    /// What the handler reports about its run (child usage, metrics).
+    pub(crate) reports: Reports,
 }
 
 /// The handle behind [`TaskContext::heartbeat`]: wakes the attempt's task
@@ -103,6 +106,7 @@ impl TaskContext {
             node_id: node_id.to_owned(),
             cancel,
             liveness: Liveness::default(),
+            reports: Reports::default(),
         }
     }
 
@@ -133,6 +137,7 @@ impl TaskContext {
             node_id: "test".to_owned(),
             cancel: CancellationToken::new(),
             liveness: Liveness::default(),
+            reports: Reports::default(),
         }
     }
 
@@ -171,6 +176,20 @@ impl TaskContext {
         if let Some(notify) = &self.liveness.0 {
             notify.notify_one();
         }
+    }
+
+    /// Reports a number about this attempt (rows processed, bytes sent, …):
+    /// it travels in the result as `weft.metric.<name>` and shows in the
+    /// task's trace span. At most 32 names; non-finite values are ignored.
+    pub fn record_metric(&self, name: &str, value: f64) {
+        self.reports.metric(name, value);
+    }
+
+    /// Reports what a child process the handler ran and reaped used: the
+    /// attempt's CPU time and peak memory are then its children's (added up,
+    /// the largest) rather than the worker process's.
+    pub fn report_child_usage(&self, usage: ChildUsage) {
+        self.reports.child(usage);
     }
 
     /// A string parameter; `Ok(None)` when absent, `invalid_parameters` when not a string.

@@ -35,6 +35,7 @@ use crate::publish::Publisher;
 use crate::results::{confirm_started, publish, start, wait_for_head, Head, Published};
 use crate::supervise::{shutdown_grace, supervise, Outcome};
 use crate::task_heartbeat::Beats;
+use crate::usage::{Meter, Reports};
 
 /// What every task of a running worker shares.
 pub(crate) struct Shared {
@@ -330,6 +331,8 @@ async fn run_attempt(
     tracing::info!("task started");
 
     let begun = Instant::now();
+    let meter = Meter::start();
+    let reports = Reports::default();
     let mut beats = None;
     let outcome = if semantics == ExecutionSemantics::ExactlyOnce && !shared.transactions {
         Outcome::Finished(Err(TaskError::terminal(
@@ -338,8 +341,9 @@ async fn run_attempt(
         )))
     } else {
         let b = beats.insert(Beats::start(shared, d));
-        supervise(shared, d, &attempt, b.liveness()).await
+        supervise(shared, d, &attempt, b.liveness(), reports.clone()).await
     };
+    let usage = meter.finish(&reports);
     // The handler is done: its slot takes the next record while the result travels.
     drop(slot);
     shared
@@ -397,7 +401,7 @@ async fn run_attempt(
         }
     }
 
-    let (event, outcome_label) = match result {
+    let (mut event, outcome_label) = match result {
         Ok(output) => (
             attempt_event(d, AttemptEvent::Completed, output, &shared.node_id),
             OUTCOME_COMPLETED,
@@ -410,6 +414,7 @@ async fn run_attempt(
             )
         }
     };
+    usage.write(&mut event.metadata);
     let published = publish(shared, &event, &d.traceparent, transactional, Some(ticket)).await;
     drop(beats);
     if published != Published::Yes {
@@ -423,6 +428,8 @@ async fn run_attempt(
     if outcome_label == OUTCOME_COMPLETED {
         tracing::info!(
             duration_ms = begun.elapsed().as_millis() as u64,
+            cpu_ms = usage.resources.get(weft_shared::usage::CPU_MS).copied().unwrap_or(0),
+            usage_scope = %usage.scope,
             "task completed"
         );
     }

@@ -50,6 +50,7 @@ mod server;
 mod supervise;
 mod task_heartbeat;
 mod unowned;
+mod usage;
 mod worker;
 
 pub use context::TaskContext;
@@ -64,4 +65,5 @@ pub use offsets::{OffsetTracker, Position, Ticket};
 pub use server::router;
 pub use supervise::{DEADLINE_GRACE, SHUTDOWN_ABORT_AFTER};
 pub use task_heartbeat::MIN_INTERVAL as MIN_TASK_HEARTBEAT_INTERVAL;
+pub use usage::ChildUsage;
 pub use worker::{Worker, WorkerBuilder};

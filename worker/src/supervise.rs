@@ -20,6 +20,7 @@ use crate::attempts::AttemptHandle;
 use crate::context::{Liveness, TaskContext};
 use crate::error::TaskError;
 use crate::execute::Shared;
+use crate::usage::Reports;
 
 /// Grace period of a handler told to stop at its deadline, when the dispatch sets none.
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
@@ -67,6 +68,7 @@ pub(crate) async fn supervise(
     d: &TaskDispatch,
     attempt: &AttemptHandle,
     liveness: Liveness,
+    reports: Reports,
 ) -> Outcome {
     let handler = match shared.registry.resolve(&d.handler) {
         Ok(h) => h,
@@ -76,6 +78,7 @@ pub(crate) async fn supervise(
     let deadline_at = deadline_ms(d, now_ms());
     let mut ctx =
         TaskContext::from_dispatch(d, &shared.node_id, token.clone()).with_liveness(liveness);
+    ctx.reports = reports;
     // the handler sees the effective deadline (execution timeout included)
     ctx.deadline = deadline_at
         .and_then(|ms| u64::try_from(ms).ok())

@@ -75,9 +75,9 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
                 end_time_ms: t.finished_at_ms,
                 duration_ms: t.started_at_ms.zip(t.finished_at_ms).map(|(a, b)| b - a),
                 node_id: t.node_id.clone().unwrap_or_default(),
-                resource_usage: BTreeMap::new(),
-                metrics: BTreeMap::new(),
-                checkpoints: Vec::new(),
+                resource_usage: t.resource_usage.clone(),
+                metrics: t.metrics.clone(),
+                checkpoints: t.checkpoint.clone().into_iter().collect(),
             }
         })
         .collect();
@@ -136,8 +136,27 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
         created_at_ms: s.created_at_ms,
         updated_at_ms: s.updated_at_ms,
         checkpoint_data,
-        resource_usage: BTreeMap::new(),
+        resource_usage: total_usage(s),
     }
+}
+
+/// The instance's usage over its tasks' last attempts: CPU and wall time
+/// added up, peak memory the largest.
+fn total_usage(s: &InstanceState) -> BTreeMap<String, i64> {
+    use weft_shared::usage::{CPU_MS, PEAK_RSS_KB, WALL_MS};
+    let mut total = BTreeMap::new();
+    for t in s.tasks.values() {
+        for (k, v) in &t.resource_usage {
+            let e = total.entry(k.clone()).or_insert(0i64);
+            match k.as_str() {
+                PEAK_RSS_KB => *e = (*e).max(*v),
+                CPU_MS | WALL_MS => *e = e.saturating_add(*v),
+                _ => {}
+            }
+        }
+    }
+    total.retain(|k, _| [CPU_MS, WALL_MS, PEAK_RSS_KB].contains(&k.as_str()));
+    total
 }
 
 /// The instance state a snapshot holds (the inverse of [`to_snapshot`]). A

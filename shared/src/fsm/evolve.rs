@@ -9,6 +9,7 @@ use crate::fsm::meta;
 use crate::fsm::timer::{timers_of, TimerKind};
 use crate::model::{CompensationAction, ErrorInfo};
 use crate::state::{TaskState, WorkflowState};
+use crate::usage::Usage;
 
 /// A history event that cannot be folded into the state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +132,9 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
             t.started_at_ms = None;
             t.finished_at_ms = None;
             t.node_id = None;
+            t.resource_usage.clear();
+            t.metrics.clear();
+            t.usage_scope.clear();
         }
         T::TaskStarted => {
             let (name, _) = task_ref(event)?;
@@ -148,6 +152,7 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
             t.error = None;
             t.finished_at_ms = Some(ts);
             t.completed_seq = event.sequence_number;
+            record_usage(t, event);
             if let Some(signal) = event.metadata.get(meta::SIGNAL) {
                 s.signals.remove(signal);
             }
@@ -171,6 +176,7 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
             let t = task_to(s, &name, to)?;
             t.error = Some(err.clone());
             t.finished_at_ms = Some(ts);
+            record_usage(t, event);
             s.error_history.push(err);
         }
         T::TaskCancelled => {
@@ -206,6 +212,14 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
         T::DependencyFailed | T::ResourceAllocated | T::ResourceReleased => {}
     }
     Ok(())
+}
+
+/// Keeps the resource usage a result event reports on its task.
+fn record_usage(t: &mut TaskRuntime, event: &WorkflowEvent) {
+    let u = Usage::read(&event.metadata);
+    t.resource_usage = u.resources;
+    t.metrics = u.metrics;
+    t.usage_scope = u.scope;
 }
 
 /// Clears the timers `event` makes moot, then adds the ones it sets.

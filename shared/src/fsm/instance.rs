@@ -28,6 +28,26 @@ pub struct TaskRuntime {
     /// Sequence number of its `task.completed` (saga compensation runs in reverse of it).
     #[serde(default)]
     pub completed_seq: u64,
+    /// What the last ended attempt used, as its worker measured it (`cpu_ms`,
+    /// `wall_ms`, `peak_rss_kb`; see `crate::usage`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_usage: BTreeMap<String, i64>,
+    /// The metrics the last ended attempt's handler reported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Where `resource_usage` was measured (`child` or `process`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub usage_scope: String,
+    /// The last checkpoint an attempt of the task saved: the next attempt starts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<DataMap>,
+    /// Checkpoints recorded for the task, over all its attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checkpoints: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for TaskRuntime {
@@ -43,6 +63,11 @@ impl Default for TaskRuntime {
             started_at_ms: None,
             finished_at_ms: None,
             completed_seq: 0,
+            resource_usage: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            usage_scope: String::new(),
+            checkpoint: None,
+            checkpoints: 0,
         }
     }
 }

@@ -44,6 +44,15 @@ pub struct TaskStats {
     /// Attempts started, by the node (worker) that ran them.
     #[serde(default)]
     pub nodes: BTreeMap<String, u64>,
+    /// CPU time of ended attempts whose worker measured it (`cpu_ms`).
+    #[serde(default)]
+    pub cpu_ms: Histogram,
+    /// Wall time of the handler of ended attempts, as their worker measured it.
+    #[serde(default)]
+    pub wall_ms: Histogram,
+    /// The largest peak memory (KiB) any attempt reported.
+    #[serde(default)]
+    pub peak_rss_kb: u64,
 }
 
 /// Aggregates of one workflow type (over some partitions).
@@ -133,6 +142,7 @@ impl TypeStats {
                         if let Some(started) = rt.started_at_ms {
                             ts.run_ms.record((at_ms - started).max(0) as u64);
                         }
+                        ts.record_usage(&rt.resource_usage);
                     }
                 }
             }
@@ -157,12 +167,32 @@ impl TypeStats {
             mine.run_ms.merge(&t.run_ms);
             mine.unschedulable += t.unschedulable;
             add_counts(&mut mine.nodes, &t.nodes);
+            mine.cpu_ms.merge(&t.cpu_ms);
+            mine.wall_ms.merge(&t.wall_ms);
+            mine.peak_rss_kb = mine.peak_rss_kb.max(t.peak_rss_kb);
         }
     }
 
     /// Instances that reached a terminal state.
     pub fn ended(&self) -> u64 {
         self.finished.values().sum()
+    }
+}
+
+impl TaskStats {
+    /// Folds in what an ended attempt's worker measured (nothing when it measured nothing).
+    fn record_usage(&mut self, usage: &BTreeMap<String, i64>) {
+        use crate::usage::{CPU_MS, PEAK_RSS_KB, WALL_MS};
+        let get = |k: &str| usage.get(k).and_then(|v| u64::try_from(*v).ok());
+        if let Some(v) = get(CPU_MS) {
+            self.cpu_ms.record(v);
+        }
+        if let Some(v) = get(WALL_MS) {
+            self.wall_ms.record(v);
+        }
+        if let Some(v) = get(PEAK_RSS_KB) {
+            self.peak_rss_kb = self.peak_rss_kb.max(v);
+        }
     }
 }
 

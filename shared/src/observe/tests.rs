@@ -326,3 +326,67 @@ fn a_retry_without_backoff_folded_as_one_step_is_still_counted() {
     assert_eq!(stats.tasks["a"].attempts, 1);
     assert_eq!(stats.tasks["a"].outcomes.get("retrying"), Some(&1));
 }
+
+#[test]
+fn measured_usage_reaches_the_state_analytics_and_the_task_span() {
+    let mut d = Driver::new(defs());
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    d.input(T::TaskStarted, Some(("a", 1)), DataMap::new());
+    let usage = |cpu: &'static str, rss: &'static str| {
+        [
+            ("weft.usage.cpu_ms", cpu),
+            ("weft.usage.wall_ms", "300"),
+            ("weft.usage.peak_rss_kb", rss),
+            ("weft.usage.scope", "child"),
+            ("weft.metric.rows", "7"),
+        ]
+    };
+    d.input_with(
+        T::TaskFailed,
+        Some(("a", 1)),
+        DataMap::from([
+            ("error_type".to_owned(), "boom".into()),
+            ("message".to_owned(), "it broke".into()),
+            ("retryable".to_owned(), WorkflowData::Bool(true)),
+        ]),
+        &usage("100", "4000"),
+    );
+    d.fire_due();
+    d.input(T::TaskStarted, Some(("a", 2)), DataMap::new());
+    d.input_with(
+        T::TaskCompleted,
+        Some(("a", 2)),
+        DataMap::new(),
+        &usage("250", "9000"),
+    );
+    let rt = d.state.as_ref().unwrap().task("a");
+    assert_eq!(rt.resource_usage["cpu_ms"], 250);
+    assert_eq!(rt.usage_scope, "child");
+    assert_eq!(rt.metrics["rows"], 7.0);
+
+    let mut stats = TypeStats::default();
+    record_all(&mut stats, &d.history);
+    let a = &stats.tasks["a"];
+    assert_eq!(a.cpu_ms.count, 2, "both attempts measured");
+    assert_eq!(a.peak_rss_kb, 9000);
+    let r = stats.report("shop", &Thresholds::default());
+    let ta = r.tasks.iter().find(|t| t.name == "a").unwrap();
+    assert_eq!(ta.cpu.max_ms, 250);
+    assert_eq!(ta.wall.count, 2);
+    assert_eq!(ta.peak_rss_kb, 9000);
+    // a task no worker measured reports nothing
+    assert_eq!(stats.tasks.get("m1").map_or(0, |t| t.cpu_ms.count), 0);
+
+    let trace = build(&d.history, Some(&defs().0[0])).unwrap();
+    let spans: Vec<_> = trace
+        .spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Task && s.name == "task a")
+        .collect();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0].attributes["task.cpu_ms"], "100");
+    assert_eq!(spans[1].attributes["task.cpu_ms"], "250");
+    assert_eq!(spans[1].attributes["task.peak_rss_kb"], "9000");
+    assert_eq!(spans[1].attributes["task.usage_scope"], "child");
+    assert_eq!(spans[1].attributes["task.metric.rows"], "7");
+}

@@ -300,6 +300,22 @@ impl Builder<'_> {
             span.attributes
                 .insert("task.run_ms".into(), (at - started).max(0).to_string());
         }
+        // What the worker measured: `task.cpu_ms`, `task.wall_ms`, `task.peak_rss_kb`, …
+        for (k, v) in &rt.resource_usage {
+            span.attributes.insert(format!("task.{k}"), v.to_string());
+        }
+        if !rt.usage_scope.is_empty() {
+            span.attributes
+                .insert("task.usage_scope".into(), rt.usage_scope.clone());
+        }
+        for (k, v) in &rt.metrics {
+            span.attributes
+                .insert(format!("task.metric.{k}"), v.to_string());
+        }
+        if rt.checkpoints > 0 {
+            span.attributes
+                .insert("task.checkpoints".into(), rt.checkpoints.to_string());
+        }
         let status = match to {
             TaskState::Completed => SpanStatus::Ok,
             TaskState::Skipped => SpanStatus::Unset,

@@ -9,6 +9,7 @@
 //! own credentials (`WEFT_SECRETS_*`, `WEFT_AUTH_*`, `WEFT_KAFKA_PROPERTY_*`)
 //! are not passed on.
 
+use std::io::Read;
 use std::process::Stdio;
 
 use weft_shared::data::{data_map_to_json, DataMap, WorkflowData};
@@ -17,6 +18,7 @@ use crate::builtins::{truncate_utf8, MAX_OUTPUT_BYTES};
 use crate::context::TaskContext;
 use crate::error::TaskError;
 use crate::handler::{Handler, HandlerFuture};
+use crate::usage::wait_child;
 
 /// Runs shell commands when `enabled`.
 pub struct Shell {
@@ -47,7 +49,9 @@ impl Handler for Shell {
 
 async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
     let input = data_map_to_json(&ctx.merged_input()).to_string();
-    let mut cmd = tokio::process::Command::new("sh");
+    // A std child reaped by `wait4` ourselves, so that its rusage (CPU time,
+    // peak memory) is the attempt's measured usage.
+    let mut cmd = std::process::Command::new("sh");
     // The worker's own credentials (keys, broker passwords) stay with it.
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_worker_credential) {
@@ -57,7 +61,7 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
     for (name, value) in &ctx.secrets {
         cmd.env(secret_env(name), value.expose());
     }
-    let child = cmd
+    let mut child = cmd
         .arg("-c")
         .arg(command)
         .env("WEFT_INPUT", input)
@@ -68,27 +72,34 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| TaskError::retryable("shell_error", format!("could not start sh: {e}")))?;
-    let output = tokio::select! {
-        out = child.wait_with_output() => {
-            out.map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?
-        }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32);
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let mut waited = tokio::task::spawn_blocking(move || wait_child(child));
+    let (status, usage) = tokio::select! {
+        w = &mut waited => w
+            .map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?
+            .map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?,
         () = ctx.cancel.cancelled() => {
-            // dropping the child kills it (kill_on_drop)
+            // The waiting thread reaps it.
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
             return Err(TaskError::retryable("cancelled", "command killed by worker shutdown"));
         }
     };
-    let text = |bytes: &[u8]| {
+    ctx.report_child_usage(usage);
+    let text = |bytes: Vec<u8>| {
         truncate_utf8(
-            String::from_utf8_lossy(bytes).trim().to_owned(),
+            String::from_utf8_lossy(&bytes).trim().to_owned(),
             MAX_OUTPUT_BYTES,
         )
     };
-    let stdout = text(&output.stdout);
-    let stderr = text(&output.stderr);
-    match output.status.code() {
+    let stdout = text(stdout.await.unwrap_or_default());
+    let stderr = text(stderr.await.unwrap_or_default());
+    match status.code() {
         Some(0) => Ok(DataMap::from([
             ("exit_code".to_owned(), WorkflowData::Int(0)),
             ("stdout".to_owned(), WorkflowData::Str(stdout)),
@@ -106,6 +117,17 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
             "command was killed by a signal",
         )),
     }
+}
+
+/// Reads a child's pipe to its end on a blocking thread.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 /// Whether the worker's environment variable `name` may carry its
@@ -151,10 +173,13 @@ mod tests {
 
     #[tokio::test]
     async fn runs_the_command_with_input_in_env() {
-        let out = Shell { enabled: true }
-            .call(ctx(r#"printf '%s\n' "$WEFT_INPUT"; echo warn >&2"#))
-            .await
-            .unwrap();
+        let c = ctx(r#"printf '%s\n' "$WEFT_INPUT"; echo warn >&2"#);
+        let reports = c.reports.clone();
+        let out = Shell { enabled: true }.call(c).await.unwrap();
+        let meter = crate::usage::Meter::start();
+        let usage = meter.finish(&reports);
+        assert_eq!(usage.scope, "child", "{usage:?}");
+        assert!(usage.resources["peak_rss_kb"] > 0, "{usage:?}");
         assert_eq!(out["exit_code"], WorkflowData::Int(0));
         let stdout = out["stdout"].as_str().unwrap();
         let json: serde_json::Value = serde_json::from_str(stdout).unwrap();

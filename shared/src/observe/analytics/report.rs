@@ -63,6 +63,15 @@ pub struct TaskReport {
     /// Attempts started, by the node that ran them.
     #[serde(default)]
     pub nodes: std::collections::BTreeMap<String, u64>,
+    /// CPU time of ended attempts, as their workers measured it (ms; count 0: none reported).
+    #[serde(default)]
+    pub cpu: Summary,
+    /// Wall time of the handlers of ended attempts, as their workers measured it (ms).
+    #[serde(default)]
+    pub wall: Summary,
+    /// The largest peak memory any attempt reported (KiB; 0: none reported).
+    #[serde(default)]
+    pub peak_rss_kb: u64,
 }
 
 /// The analytics of one workflow type.
@@ -136,6 +145,9 @@ impl TypeStats {
                 nodes: t.nodes.clone(),
                 queue: t.queue_ms.summary(),
                 run: t.run_ms.summary(),
+                cpu: t.cpu_ms.summary(),
+                wall: t.wall_ms.summary(),
+                peak_rss_kb: t.peak_rss_kb,
                 time_share: if total_time > 0.0 {
                     round(task_time(t) / total_time)
                 } else {
