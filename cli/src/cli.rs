@@ -42,6 +42,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEFT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// A CA certificate (PEM) to trust for an https:// API, besides the public ones.
+    #[arg(long, global = true, env = "WEFT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// A client certificate (PEM) to present to an https:// API that asks for
+    /// one (mTLS); needs --client-key.
+    #[arg(long, global = true, env = "WEFT_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "WEFT_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

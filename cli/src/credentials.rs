@@ -1,6 +1,8 @@
 //! What the CLI authenticates with and the secrets it passes on. The API
 //! token: `--token` or `WEFT_TOKEN`, else the file `--token-file` or
-//! `WEFT_TOKEN_FILE` names (its first line). Secrets of `weft start`:
+//! `WEFT_TOKEN_FILE` names (its first line). TLS: `--ca-cert`,
+//! `--client-cert` and `--client-key` (or `WEFT_CA_CERT`, `WEFT_CLIENT_CERT`,
+//! `WEFT_CLIENT_KEY`), read into [`Tls`]. Secrets of `weft start`:
 //! `--secret NAME=VALUE`, `--secret NAME=@FILE` (the file's content), or
 //! `--secrets-file FILE` (a JSON object of names to strings). Secret values
 //! are never printed, also not in error messages.
@@ -10,6 +12,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+pub use crate::api::Tls;
 
 /// The bearer token to send, if any.
 pub fn token(flag_or_env: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
@@ -25,6 +29,32 @@ pub fn token(flag_or_env: Option<&str>, file: Option<&Path>) -> Result<Option<St
         Some(t) => Ok(Some(t.to_owned())),
         None => bail!("the token file {} is empty", path.display()),
     }
+}
+
+/// The TLS material of `--ca-cert`, `--client-cert` and `--client-key`: a
+/// client certificate needs its key and the other way round.
+pub fn tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Tls> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let ca_pem = ca
+        .map(|p| read("CA certificate (--ca-cert)", p))
+        .transpose()?;
+    let identity_pem = match (cert, key) {
+        (None, None) => None,
+        (Some(_), None) => bail!("--client-cert needs --client-key (WEFT_CLIENT_KEY)"),
+        (None, Some(_)) => bail!("--client-key needs --client-cert (WEFT_CLIENT_CERT)"),
+        (Some(c), Some(k)) => {
+            let mut pem = read("client certificate (--client-cert)", c)?;
+            pem.push(b'\n');
+            pem.extend(read("client key (--client-key)", k)?);
+            Some(pem)
+        }
+    };
+    Ok(Tls {
+        ca_pem,
+        identity_pem,
+    })
 }
 
 /// The secrets of `weft start` as the API's `secrets` body field; `None` when none is given.
@@ -82,6 +112,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn tls_needs_certificate_and_key_together() {
+        let dir = scratch("tls");
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, "CERT").unwrap();
+        std::fs::write(&k, "KEY").unwrap();
+        let t = tls(Some(&c), Some(&c), Some(&k)).unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(&b"CERT"[..]));
+        assert_eq!(t.identity_pem.as_deref(), Some(&b"CERT\nKEY"[..]));
+        let e = |r: Result<Tls>| format!("{:#}", r.unwrap_err());
+        assert!(e(tls(None, Some(&c), None)).contains("needs --client-key"));
+        assert!(e(tls(None, None, Some(&k))).contains("needs --client-cert"));
+        assert!(e(tls(Some(&dir.join("nope")), None, None)).contains("--ca-cert"));
+        assert!(tls(None, None, None).unwrap().identity_pem.is_none());
     }
 
     #[test]

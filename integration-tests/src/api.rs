@@ -37,6 +37,15 @@ impl ApiClient {
         }
     }
 
+    /// A client for `base_url` sending with `http` (e.g. one trusting a test
+    /// CA and presenting a client certificate, for an https:// API).
+    pub fn with_http(base_url: impl Into<String>, http: reqwest::Client) -> Self {
+        Self {
+            base: base_url.into().trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -53,6 +53,11 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// How the broker is started (default: Tansu on SQLite).
     pub broker: BrokerOptions,
+    /// With the orchestrators' API served over TLS (their `api.tls_*`
+    /// settings are the test's to pass): the client that reaches it (trusting
+    /// the test CA, with a client certificate for mTLS). Orchestrators' URLs
+    /// are then `https://`, and readiness and [`TestCluster::api_at`] use it.
+    pub api_http: Option<reqwest::Client>,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +71,7 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(120),
             broker: BrokerOptions::default(),
+            api_http: None,
         }
     }
 }
@@ -100,6 +106,12 @@ impl ClusterOptions {
         self
     }
 
+    /// The API is served over TLS and reached with `http` (see [`Self::api_http`]).
+    pub fn api_tls(mut self, http: reqwest::Client) -> Self {
+        self.api_http = Some(http);
+        self
+    }
+
     /// Adds arguments for every orchestrator (`--set orchestrator.x=y`).
     pub fn orchestrator_args<I, S>(mut self, args: I) -> Self
     where
@@ -127,6 +139,8 @@ pub struct Node {
     node_id: String,
     http_addr: SocketAddr,
     data_dir: Option<PathBuf>,
+    /// The client of an API served over TLS (see [`ClusterOptions::api_http`]).
+    api_http: Option<reqwest::Client>,
 }
 
 impl Node {
@@ -144,9 +158,22 @@ impl Node {
         self.http_addr
     }
 
-    /// `http://<http_addr>`.
+    /// `http://<http_addr>` (`https://` for an orchestrator whose API is served over TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.api_http.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
+    /// A client of the node's HTTP endpoints (its API for an orchestrator).
+    pub fn client(&self) -> ApiClient {
+        match &self.api_http {
+            Some(http) => ApiClient::with_http(self.http_url(), http.clone()),
+            None => ApiClient::new(self.http_url()),
+        }
     }
 
     /// The orchestrator's `--data-dir` (RocksDB); `None` for workers.
@@ -253,6 +280,7 @@ impl TestCluster {
             node_id,
             http_addr,
             data_dir: Some(data_dir),
+            api_http: self.opts.api_http.clone(),
         });
         Ok(i)
     }
@@ -275,6 +303,7 @@ impl TestCluster {
             node_id,
             http_addr,
             data_dir: None,
+            api_http: None,
         });
         Ok(i)
     }
@@ -410,7 +439,7 @@ impl TestCluster {
 
     /// An API client of orchestrator `i`.
     pub fn api_at(&self, i: usize) -> ApiClient {
-        ApiClient::new(self.api_url(i))
+        self.orchestrators[i].client()
     }
 
     pub fn orchestrators(&self) -> &[Node] {
@@ -465,7 +494,7 @@ impl TestCluster {
 /// Waits until `node` answers `/readyz` with 200; fails (with its log tail) if it
 /// exits or `timeout` passes.
 pub async fn wait_node_ready(node: &mut Node, timeout: Duration) -> Result<()> {
-    let api = ApiClient::new(node.http_url());
+    let api = node.client();
     let deadline = Instant::now() + timeout;
     loop {
         if api.is_ready().await {

@@ -52,6 +52,28 @@ pub struct EventRange {
     pub limit: Option<u64>,
 }
 
+/// TLS material for an https:// API (see `crate::credentials::tls`).
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// A CA bundle (PEM) to trust besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM, concatenated), for mTLS.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity holds a private key: never shown.
+        f.debug_struct("Tls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field(
+                "identity_pem",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// A client for one orchestrator.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -72,6 +94,12 @@ impl Client {
     /// A client that sends `token` as `Authorization: Bearer <token>` (marked
     /// sensitive: never shown by the HTTP stack's logs).
     pub fn authenticated(base: &str, token: Option<&str>) -> ApiResult<Self> {
+        Self::secured(base, token, &Tls::default())
+    }
+
+    /// A client with a token and TLS material (an extra CA to trust, a
+    /// client certificate for mTLS).
+    pub fn secured(base: &str, token: Option<&str>, tls: &Tls) -> ApiResult<Self> {
         let trimmed = base.trim().trim_end_matches('/');
         let bad = |reason: String| ApiError::BadBaseUrl {
             url: base.to_string(),
@@ -79,7 +107,7 @@ impl Client {
         };
         let url = Url::parse(trimmed).map_err(|e| bad(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(bad("expected an http:// URL".into()));
+            return Err(bad("expected an http:// or https:// URL".into()));
         }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
@@ -88,14 +116,37 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let builder = || -> ApiResult<reqwest::ClientBuilder> {
+            let mut b = reqwest::Client::builder().use_rustls_tls();
+            if let Some(pem) = &tls.ca_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| bad(format!("--ca-cert: {}", error_chain(&e))))?;
+                if certs.is_empty() {
+                    return Err(bad("--ca-cert holds no PEM certificate".into()));
+                }
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            if let Some(pem) = &tls.identity_pem {
+                let id = reqwest::Identity::from_pem(pem).map_err(|e| {
+                    bad(format!(
+                        "--client-cert/--client-key: not a PEM certificate and key ({})",
+                        error_chain(&e)
+                    ))
+                })?;
+                b = b.identity(id);
+            }
+            Ok(b)
+        };
+        let http = builder()?
             .default_headers(headers.clone())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
-        let stream_http = reqwest::Client::builder()
+        let stream_http = builder()?
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))

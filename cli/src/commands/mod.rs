@@ -29,7 +29,12 @@ use crate::cli::{Cli, Command, DefCommand};
 /// Run one command against the API named by `cli.api`, printing to stdout.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let token = crate::credentials::token(cli.token.as_deref(), cli.token_file.as_deref())?;
-    let client = Client::authenticated(&cli.api, token.as_deref())?;
+    let tls = crate::credentials::tls(
+        cli.ca_cert.as_deref(),
+        cli.client_cert.as_deref(),
+        cli.client_key.as_deref(),
+    )?;
+    let client = Client::secured(&cli.api, token.as_deref(), &tls)?;
     let mut out = std::io::stdout().lock();
     let out: &mut dyn Write = &mut out;
     match cli.command {
