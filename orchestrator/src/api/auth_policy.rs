@@ -270,7 +270,7 @@ impl Policy {
         let entry = self
             .certificates
             .iter()
-            .find(|c| names.iter().any(|n| *n == c.subject));
+            .find(|c| names.contains(&c.subject));
         match entry {
             Some(c) => Identity {
                 name: c.name.clone(),
