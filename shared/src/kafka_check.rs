@@ -89,8 +89,15 @@ fn check_blocking(settings: &KafkaSettings, within: Duration) -> Result<(), Brok
         };
     let start = Instant::now();
     while start.elapsed() < within {
-        // Error events reach the context only while the client is polled.
+        // Error events reach the context only while the client is polled, and
+        // a poll returns at the first one: take all that are queued, or the
+        // one naming the cause can wait behind others until the check ends.
         let _ = consumer.poll(Duration::from_millis(100));
+        for _ in 0..1000 {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
         let ok = consumer
             .fetch_metadata(None, Duration::from_secs(2))
             .is_ok();
@@ -116,7 +123,10 @@ fn check_blocking(settings: &KafkaSettings, within: Duration) -> Result<(), Brok
                     reason,
                 });
             }
-            if matches!(code, Some(RDKafkaErrorCode::SSL)) || reason.contains("SSL handshake") {
+            if matches!(code, Some(RDKafkaErrorCode::SSL))
+                || reason.contains("SSL handshake")
+                || reason.contains("certificate verify failed")
+            {
                 return Err(BrokerCheckError::Tls {
                     bootstrap: settings.bootstrap.clone(),
                     protocol,
