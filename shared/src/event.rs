@@ -29,6 +29,7 @@ string_enum!(
         TaskFailed = "task.failed",
         TaskCancelled = "task.cancelled",
         TaskSkipped = "task.skipped",
+        TaskCheckpointed = "task.checkpointed",
         DependencyResolved = "dependency.resolved",
         DependencyFailed = "dependency.failed",
         StateTransitioned = "state.transitioned",
@@ -125,8 +126,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_24_event_types_round_trip() {
-        assert_eq!(WorkflowEventType::ALL.len(), 24);
+    fn all_25_event_types_round_trip() {
+        assert_eq!(WorkflowEventType::ALL.len(), 25);
         for t in WorkflowEventType::ALL {
             assert_eq!(t.as_str().parse::<WorkflowEventType>().unwrap(), *t);
         }

@@ -4,6 +4,7 @@
 //! Both binaries and the worker SDK build on it; nothing here keeps state.
 
 pub mod avro;
+pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod data;

@@ -11,11 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use weft_shared::checkpoint::UPSTREAM_KEY;
 use weft_shared::data::{DataMap, WorkflowData};
 use weft_shared::ids::{ExecutionId, InstanceId};
 use weft_shared::secrets::{SecretValue, Secrets, SECRETS_KEY};
 use weft_shared::TaskDispatch;
 
+use crate::checkpoint::Checkpointer;
 use crate::error::TaskError;
 use crate::usage::{ChildUsage, Reports};
 
@@ -59,6 +61,11 @@ pub struct TaskContext {
     liveness: Liveness,
     /// What the handler reports about its run (child usage, metrics).
     pub(crate) reports: Reports,
+    /// The last checkpoint an earlier attempt of this task saved: resume
+    /// from it (`None` on a first attempt, or when none was saved).
+    pub checkpoint: Option<DataMap>,
+    /// Where [`TaskContext::save_checkpoint`] sends checkpoints.
+    pub(crate) checkpointer: Checkpointer,
 }
 
 /// The handle behind [`TaskContext::heartbeat`]: wakes the attempt's task
@@ -89,6 +96,9 @@ impl TaskContext {
             Some(WorkflowData::Str(s)) => Some(s),
             _ => None,
         };
+        // The last checkpoint travels as a reserved upstream entry.
+        let mut upstream = dispatch.upstream.clone();
+        let checkpoint = upstream.remove(UPSTREAM_KEY);
         Self {
             instance_id: dispatch.instance_id,
             workflow_type: dispatch.workflow_type.clone(),
@@ -101,12 +111,14 @@ impl TaskContext {
             secrets: Secrets::new(),
             sealed,
             parameters: dispatch.parameters.clone(),
-            upstream: dispatch.upstream.clone(),
+            upstream,
             deadline,
             node_id: node_id.to_owned(),
             cancel,
             liveness: Liveness::default(),
             reports: Reports::default(),
+            checkpoint,
+            checkpointer: Checkpointer::None,
         }
     }
 
@@ -138,6 +150,8 @@ impl TaskContext {
             cancel: CancellationToken::new(),
             liveness: Liveness::default(),
             reports: Reports::default(),
+            checkpoint: None,
+            checkpointer: Checkpointer::Memory(Arc::default()),
         }
     }
 
@@ -176,6 +190,21 @@ impl TaskContext {
         if let Some(notify) = &self.liveness.0 {
             notify.notify_one();
         }
+    }
+
+    /// Saves a checkpoint: if this attempt fails and the task is retried
+    /// (on any worker, after any crash), the next attempt's
+    /// [`TaskContext::checkpoint`] is the last one saved. Returns once the
+    /// broker has it. Keep it small (the position to resume from): over 64
+    /// KiB as JSON it is refused (terminal `checkpoint_too_large`); while the
+    /// worker is stopping it fails with the retryable `checkpoint_not_saved`.
+    pub async fn save_checkpoint(&self, data: DataMap) -> Result<(), TaskError> {
+        self.checkpointer.save(data).await.map(|_| ())
+    }
+
+    /// The checkpoints a context made with [`TaskContext::for_test`] saved.
+    pub fn saved_checkpoints(&self) -> Vec<DataMap> {
+        self.checkpointer.saved()
     }
 
     /// Reports a number about this attempt (rows processed, bytes sent, …):

@@ -27,6 +27,8 @@ pub enum AttemptEvent {
     Started,
     Completed,
     Failed,
+    /// A checkpoint the handler saved (see [`checkpoint_event`]).
+    Checkpointed,
 }
 
 impl AttemptEvent {
@@ -35,6 +37,7 @@ impl AttemptEvent {
             AttemptEvent::Started => WorkflowEventType::TaskStarted,
             AttemptEvent::Completed => WorkflowEventType::TaskCompleted,
             AttemptEvent::Failed => WorkflowEventType::TaskFailed,
+            AttemptEvent::Checkpointed => WorkflowEventType::TaskCheckpointed,
         }
     }
 
@@ -44,6 +47,7 @@ impl AttemptEvent {
             AttemptEvent::Started => "started",
             AttemptEvent::Completed => "completed",
             AttemptEvent::Failed => "failed",
+            AttemptEvent::Checkpointed => "checkpointed",
         }
     }
 }
@@ -78,6 +82,31 @@ pub fn attempt_event(
         idempotency_key: format!("{exec}:{}", what.kind()),
         source_node_id: node_id.to_owned(),
     }
+}
+
+/// Checkpoint number `seq` (1, 2, …) of `dispatch`'s attempt: `task.checkpointed`
+/// with the checkpoint as data, `weft.checkpoint_seq` in its metadata, and an
+/// id and idempotency key (`<execution_id>:checkpoint:<seq>`) of its own.
+pub fn checkpoint_event(
+    dispatch: &TaskDispatch,
+    seq: u32,
+    data: DataMap,
+    node_id: &str,
+) -> WorkflowEvent {
+    let exec = dispatch.execution_id;
+    let mut e = attempt_event(dispatch, AttemptEvent::Checkpointed, data, node_id);
+    e.event_id = EventId::derived(&[
+        b"worker",
+        exec.as_bytes(),
+        b"checkpoint",
+        &seq.to_be_bytes(),
+    ]);
+    e.idempotency_key = weft_shared::checkpoint::idempotency_key(exec, seq);
+    e.metadata.insert(
+        weft_shared::checkpoint::META_SEQ.to_owned(),
+        seq.to_string(),
+    );
+    e
 }
 
 /// The data of `task.started`: which handler runs it and where.

@@ -23,6 +23,7 @@ use weft_shared::topics::{headers, TopicKind};
 use weft_shared::TaskDispatch;
 
 use crate::attempts::{Admission, AdmitOptions, AttemptHandle, Attempts};
+use crate::checkpoint::Checkpointer;
 use crate::consumer::lock;
 use crate::error::TaskError;
 use crate::events::{attempt_event, started_data, AttemptEvent};
@@ -341,7 +342,16 @@ async fn run_attempt(
         )))
     } else {
         let b = beats.insert(Beats::start(shared, d));
-        supervise(shared, d, &attempt, b.liveness(), reports.clone()).await
+        let checkpoints = Checkpointer::kafka(shared.clone(), d);
+        supervise(
+            shared,
+            d,
+            &attempt,
+            b.liveness(),
+            reports.clone(),
+            checkpoints,
+        )
+        .await
     };
     let usage = meter.finish(&reports);
     // The handler is done: its slot takes the next record while the result travels.

@@ -30,6 +30,7 @@
 mod attempts;
 pub mod builtins;
 mod capacity;
+mod checkpoint;
 mod claims;
 mod consumer;
 mod context;
@@ -56,7 +57,8 @@ mod worker;
 pub use context::TaskContext;
 pub use error::{TaskError, WorkerError};
 pub use events::{
-    attempt_event, AttemptEvent, META_ATTEMPT, META_EXECUTION_ID, META_TASK, SOURCE_KIND_INPUT,
+    attempt_event, checkpoint_event, AttemptEvent, META_ATTEMPT, META_EXECUTION_ID, META_TASK,
+    SOURCE_KIND_INPUT,
 };
 pub use handler::{Handler, HandlerFuture, Registry, Typed};
 pub use heartbeat::HEARTBEAT_INTERVAL;

@@ -17,6 +17,7 @@ use weft_shared::event::now_ms;
 use weft_shared::TaskDispatch;
 
 use crate::attempts::AttemptHandle;
+use crate::checkpoint::Checkpointer;
 use crate::context::{Liveness, TaskContext};
 use crate::error::TaskError;
 use crate::execute::Shared;
@@ -69,6 +70,7 @@ pub(crate) async fn supervise(
     attempt: &AttemptHandle,
     liveness: Liveness,
     reports: Reports,
+    checkpointer: Checkpointer,
 ) -> Outcome {
     let handler = match shared.registry.resolve(&d.handler) {
         Ok(h) => h,
@@ -79,6 +81,7 @@ pub(crate) async fn supervise(
     let mut ctx =
         TaskContext::from_dispatch(d, &shared.node_id, token.clone()).with_liveness(liveness);
     ctx.reports = reports;
+    ctx.checkpointer = checkpointer;
     // the handler sees the effective deadline (execution timeout included)
     ctx.deadline = deadline_at
         .and_then(|ms| u64::try_from(ms).ok())

@@ -367,7 +367,7 @@ impl Partition {
         // names the attempt it is about to schedule).
         let from_worker = matches!(
             input.event_type,
-            T::TaskStarted | T::TaskCompleted | T::TaskFailed
+            T::TaskStarted | T::TaskCompleted | T::TaskFailed | T::TaskCheckpointed
         );
         if let (true, Some(task), Some(attempt)) = (
             from_worker,

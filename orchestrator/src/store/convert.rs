@@ -25,6 +25,9 @@ use super::{Error, Result};
 /// `checkpoint_data` key of the state's unmapped fields (JSON).
 pub const STATE_KEY: &str = "weft.state";
 
+/// `checkpoint_data` key prefix of a task's last checkpoint (JSON), by task name.
+pub const CHECKPOINT_PREFIX: &str = "weft.checkpoint.";
+
 /// Top-level state fields carried by the snapshot's own fields.
 const MAPPED: &[&str] = &[
     "workflow_type",
@@ -104,6 +107,15 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
         STATE_KEY.into(),
         WorkflowData::Str(Value::Object(rest).to_string()),
     );
+    // Each task's last checkpoint, for tools (the state above holds it too).
+    for (name, t) in &s.tasks {
+        if let Some(cp) = &t.checkpoint {
+            checkpoint_data.insert(
+                format!("{CHECKPOINT_PREFIX}{name}"),
+                WorkflowData::Str(weft_shared::data::data_map_to_json(cp).to_string()),
+            );
+        }
+    }
     let context = definition
         .and_then(|d| weft_shared::lanes::ContextLimits::of_metadata(&d.metadata).ok())
         .unwrap_or_default();

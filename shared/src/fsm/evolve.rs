@@ -179,6 +179,13 @@ fn fold_state(s: &mut InstanceState, event: &WorkflowEvent, ts: i64) -> Result<(
             record_usage(t, event);
             s.error_history.push(err);
         }
+        T::TaskCheckpointed => {
+            // Checked when decided: the current attempt of a task that runs.
+            let (name, _) = task_ref(event)?;
+            let t = s.tasks.entry(name).or_default();
+            t.checkpoint = Some(event.data.clone());
+            t.checkpoints += 1;
+        }
         T::TaskCancelled => {
             let (name, _) = task_ref(event)?;
             task_to(s, &name, TaskState::Cancelled)?.finished_at_ms = Some(ts);

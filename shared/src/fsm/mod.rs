@@ -16,6 +16,8 @@ pub use react::isolation;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_checkpoint;
+#[cfg(test)]
 mod tests_reliability;
 pub mod timer;
 

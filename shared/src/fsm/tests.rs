@@ -30,7 +30,7 @@ impl DefinitionLookup for Defs {
     }
 }
 
-fn diamond(max_attempts: u32) -> Defs {
+pub(crate) fn diamond(max_attempts: u32) -> Defs {
     let retry = RetryConfiguration {
         max_attempts,
         base_delay_ms: 10,

@@ -2,7 +2,7 @@
 //! `http`, `shell` (only with `worker.enable_shell`), `choose` (a decision's
 //! branches), `workflow` (a child workflow, [`ChildWorkflow`]; registered by
 //! the worker, which has the Kafka settings), and for testing failure paths `fail`, `flaky`, `ledger` (an
-//! effect applied once per idempotency key) and `tally` (logs every call). Built-ins read their settings
+//! effect applied once per idempotency key), `tally` (logs every call) and `steps` (checkpoints after each step). Built-ins read their settings
 //! from the task `parameters` only — never from workflow input, so input
 //! cannot pick a URL, a command or a file (`choose` reads the one input key
 //! its parameters name).
@@ -15,6 +15,7 @@ pub mod ledger;
 mod noop;
 mod shell;
 mod sleep;
+pub mod steps;
 pub mod tally;
 pub mod workflow;
 
@@ -28,6 +29,7 @@ pub use ledger::Ledger;
 pub use noop::Noop;
 pub use shell::Shell;
 pub use sleep::Sleep;
+pub use steps::Steps;
 pub use tally::Tally;
 pub use workflow::ChildWorkflow;
 
@@ -35,7 +37,7 @@ use crate::handler::Registry;
 
 /// The handler names of the built-in kinds.
 pub const NAMES: &[&str] = &[
-    "noop", "sleep", "http", "shell", "fail", "flaky", "ledger", "choose", "tally",
+    "noop", "sleep", "http", "shell", "fail", "flaky", "ledger", "choose", "tally", "steps",
 ];
 
 /// Largest body or stream kept in an output (bytes); longer ones are cut.
@@ -62,6 +64,7 @@ pub fn register_with(registry: &mut Registry, enable_shell: bool, http: Http) {
     registry.insert_if_absent("ledger", Arc::new(Ledger));
     registry.insert_if_absent("choose", Arc::new(Choose));
     registry.insert_if_absent("tally", Arc::new(Tally));
+    registry.insert_if_absent("steps", Arc::new(Steps));
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
@@ -93,7 +96,10 @@ mod tests {
         register(&mut r, false);
         assert_eq!(
             r.names(),
-            ["choose", "fail", "flaky", "http", "ledger", "noop", "shell", "sleep", "tally"]
+            [
+                "choose", "fail", "flaky", "http", "ledger", "noop", "shell", "sleep", "steps",
+                "tally"
+            ]
         );
     }
 }

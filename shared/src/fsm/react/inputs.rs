@@ -178,6 +178,54 @@ pub(super) fn task_result(
     run.finish()
 }
 
+/// A checkpoint a running attempt saved (`task.checkpointed`): recorded for
+/// the current attempt of a task that is scheduled or running, stale for an
+/// older attempt or an ended task or workflow, rejected for an unknown task,
+/// a task the orchestrator runs itself, or one over the size limit.
+pub(super) fn checkpoint(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
+    let (def, task, attempt) = match task_context(state, defs, input) {
+        Ok(c) => c,
+        Err(d) => return d,
+    };
+    let s = state.expect("task_context checked the instance");
+    let name = &task.name;
+    if s.state.is_terminal() {
+        return stale(s, format!("workflow is already {}", s.state));
+    }
+    if matches!(
+        task.task_type,
+        TaskType::Wait | TaskType::Parallel | TaskType::Sequential
+    ) {
+        let what = format!(
+            "task '{name}' is a {} task the orchestrator runs itself",
+            task.task_type
+        );
+        return reject(Some(s), input, Rejection::IllegalTransition { what });
+    }
+    let rt = s.task(name);
+    if attempt != rt.attempt || !matches!(rt.state, TaskState::Scheduled | TaskState::Running) {
+        return stale(
+            s,
+            format!(
+                "checkpoint of attempt {attempt} of task '{name}', which is at attempt {} ({})",
+                rt.attempt, rt.state
+            ),
+        );
+    }
+    if let Err(why) = crate::checkpoint::check_size(&input.data) {
+        let what = format!("task '{name}': {why}");
+        return reject(Some(s), input, Rejection::IllegalTransition { what });
+    }
+    match Run::start(Some(s), Some(def), input) {
+        Ok(run) => run.finish(),
+        Err(rejected) => rejected,
+    }
+}
+
 /// Whether a failed attempt is retried, and after how long.
 pub(super) fn retry_decision(
     task: &TaskConfiguration,

@@ -52,6 +52,7 @@ pub(super) fn decide(
         T::TaskStarted | T::TaskCompleted | T::TaskFailed => {
             inputs::task_result(state, defs, input)
         }
+        T::TaskCheckpointed => inputs::checkpoint(state, defs, input),
         T::WorkflowCancelled => inputs::cancel(state, defs, input),
         T::WorkflowPaused => inputs::pause(state, defs, input),
         T::WorkflowResumed => inputs::resume(state, defs, input),
@@ -216,6 +217,15 @@ impl<'a> Run<'a> {
                     upstream.insert(c.task_name.clone(), out);
                 }
             }
+        }
+        // A retried attempt starts from the last checkpoint of an earlier one.
+        if let Some(cp) = self
+            .state
+            .tasks
+            .get(&task.name)
+            .and_then(|t| t.checkpoint.clone())
+        {
+            upstream.insert(crate::checkpoint::UPSTREAM_KEY.to_owned(), cp);
         }
         self.dispatches.push(TaskDispatch {
             workflow_type: self.state.workflow_type.clone(),
