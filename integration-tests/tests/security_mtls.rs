@@ -394,6 +394,13 @@ roles = ["reader:payments"]
                 .is_some_and(|v| v == "orchestrator-1"),
             "forwarded to the owner"
         );
+        // A list gathers the other replica's part with bob's identity too.
+        let list = format!("{}/v1/workflows?type=pay&limit=1000", api0.base_url());
+        let (s, body) = status(bob.get(&list)).await.map_err(anyhow::Error::msg)?;
+        ensure!(s == 200, "bob lists through replica 0: {s} {body}");
+        for id in owned.iter().flatten() {
+            ensure!(body.contains(id.as_str()), "the list lacks {id}: {body}");
+        }
         // bob may not cancel it: the owner answers 403 for bob (not for the forwarding replica).
         let (s, body) = status(bob.post(format!("{url}/cancel")).json(&json!({})))
             .await

@@ -334,7 +334,13 @@ async fn guard_layer(State(g): State<Arc<Guard>>, req: Request, next: Next) -> R
             caller: who.name.clone(),
         });
     }
+    // Downstream (forwarding, scattered lists) sees only the names the caller
+    // was authenticated by, never a header a client sent.
+    req.headers_mut().remove(FORWARDED_SUBJECT);
     if let Some(names) = cert {
+        for v in names.iter().filter_map(|n| HeaderValue::from_str(n).ok()) {
+            req.headers_mut().append(FORWARDED_SUBJECT, v);
+        }
         req.extensions_mut().insert(CallerCert(names));
     }
     let audited = role.is_some_and(|r| r >= Role::Operator);

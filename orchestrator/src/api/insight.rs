@@ -94,7 +94,7 @@ pub async fn analytics(
     if let (Some(Extension(fw)), Some(plan)) = (&fw, &plan) {
         if !plan.peers.is_empty() {
             let path = format!("/v1/analytics/{ty}");
-            for answer in scatter::gather(fw, &plan.peers, &path, "").await? {
+            for answer in scatter::gather(fw, &plan.peers, &path, "", &headers).await? {
                 let theirs: BTreeMap<i32, TypeStats> =
                     serde_json::from_value(answer["partitions"].clone()).map_err(|e| {
                         ApiError::internal(format!("a peer's analytics are malformed: {e}"))

@@ -18,7 +18,7 @@ use weft_shared::event::now_ms;
 use weft_shared::fsm::InstanceState;
 use weft_shared::ids::InstanceId;
 
-use super::forward::{Forwarder, FORWARDED_BY};
+use super::forward::{Forwarder, FORWARDED_BY, FORWARDED_SUBJECT};
 use super::ApiError;
 use crate::status::scope;
 use crate::store;
@@ -92,14 +92,24 @@ pub async fn plan(
 }
 
 /// The answer of each peer to `GET path?query` (a sub-request: the peer
-/// answers for its own partitions only).
+/// answers for its own partitions only), sent with the caller's credentials
+/// from `headers` (its `Authorization`, or the certificate names the guard
+/// put in `X-Weft-Forwarded-Subject`), which the peer checks again.
 pub async fn gather(
     fw: &Arc<Forwarder>,
     peers: &[(String, String)],
     path: &str,
     query: &str,
+    headers: &HeaderMap,
 ) -> Result<Vec<Value>, ApiError> {
+    let mut caller = HeaderMap::new();
+    for name in [header::AUTHORIZATION, FORWARDED_SUBJECT] {
+        for v in headers.get_all(&name) {
+            caller.append(name.clone(), v.clone());
+        }
+    }
     let asks = peers.iter().map(|(node, url)| {
+        let caller = caller.clone();
         let url = format!("{}{path}?{query}", url.trim_end_matches('/'));
         let fw = fw.clone();
         async move {
@@ -112,6 +122,7 @@ pub async fn gather(
             let answer = fw
                 .http()
                 .get(&url)
+                .headers(caller)
                 .header(FORWARDED_BY, fw.node_id.as_str())
                 .header(header::ACCEPT, "application/json")
                 .timeout(super::forward::ANSWER_TIMEOUT)

@@ -220,8 +220,14 @@ pub async fn list(
     if plan.peers.is_empty() {
         return Ok(Json(local));
     }
-    let mut pages =
-        scatter::gather(&fw, &plan.peers, "/v1/workflows", uri.query().unwrap_or("")).await?;
+    let mut pages = scatter::gather(
+        &fw,
+        &plan.peers,
+        "/v1/workflows",
+        uri.query().unwrap_or(""),
+        &headers,
+    )
+    .await?;
     pages.push(local);
     let (items, next_cursor) = scatter::merge(pages, query.limit);
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
