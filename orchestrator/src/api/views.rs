@@ -42,6 +42,11 @@ pub fn instance(s: &InstanceState, def: Option<&WorkflowDefinition>) -> Value {
                 "finished_at_ms": t.finished_at_ms,
                 "output": t.output.as_ref().map(data_map_to_json),
                 "error": t.error.as_ref().map(error_json),
+                "resource_usage": t.resource_usage,
+                "usage_scope": t.usage_scope,
+                "metrics": t.metrics,
+                "checkpoint": t.checkpoint.as_ref().map(data_map_to_json),
+                "checkpoints": t.checkpoints,
             })
         })
         .collect();
