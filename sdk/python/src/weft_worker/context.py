@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import TerminalError
+from .protocol import (
+    CHECKPOINT_UPSTREAM_KEY,
+    MAX_CHECKPOINT_BYTES,
+    MAX_METRICS,
+    checkpoint_size,
+    data_problem,
+)
 
 
 class TaskContext:
@@ -32,6 +40,8 @@ class TaskContext:
         cancel: Optional[threading.Event] = None,
         heartbeat: Optional[Callable[[], None]] = None,
         deadline_ms: Optional[int] = None,
+        save_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
+        metrics: Optional[Dict[str, float]] = None,
     ) -> None:
         self.dispatch = dispatch
         self.workflow_type: str = dispatch["workflow_type"]
@@ -44,6 +54,13 @@ class TaskContext:
         self.input: Dict[str, Any] = dict(dispatch.get("input") or {})
         self.parameters: Dict[str, Any] = dict(dispatch.get("parameters") or {})
         self.upstream: Dict[str, Dict[str, Any]] = dict(dispatch.get("upstream") or {})
+        #: The last checkpoint an earlier attempt of this task saved (resume from it), or None.
+        self.checkpoint: Optional[Dict[str, Any]] = self.upstream.pop(CHECKPOINT_UPSTREAM_KEY, None)
+        #: What :meth:`save_checkpoint` saved, in a context made by :meth:`for_test`.
+        self.saved_checkpoints: List[Dict[str, Any]] = []
+        #: What :meth:`record_metric` recorded.
+        self.metrics: Dict[str, float] = metrics if metrics is not None else {}
+        self._save_checkpoint = save_checkpoint
         self.traceparent: str = dispatch.get("traceparent") or ""
         #: When the attempt must be finished (epoch ms), if it has a deadline.
         self.deadline_ms = deadline_ms
@@ -58,8 +75,10 @@ class TaskContext:
         input: Optional[Dict[str, Any]] = None,
         parameters: Optional[Dict[str, Any]] = None,
         attempt: int = 1,
+        checkpoint: Optional[Dict[str, Any]] = None,
     ) -> "TaskContext":
-        """A context for calling a handler directly, outside a worker."""
+        """A context for calling a handler directly, outside a worker (``checkpoint``:
+        the one an earlier attempt saved; what the handler saves is in ``saved_checkpoints``)."""
         dispatch = {
             "workflow_type": "test",
             "instance_id": "00000000-0000-4000-8000-000000000000",
@@ -70,6 +89,7 @@ class TaskContext:
             "idempotency_key": f"test/{handler}",
             "input": input or {},
             "parameters": parameters or {},
+            "upstream": {CHECKPOINT_UPSTREAM_KEY: checkpoint} if checkpoint is not None else {},
         }
         return cls(dispatch, "test")
 
@@ -94,6 +114,32 @@ class TaskContext:
         """Sends a task heartbeat now rather than at the next tick (when the task has a heartbeat timeout)."""
         if self._heartbeat is not None:
             self._heartbeat()
+
+    def save_checkpoint(self, data: Dict[str, Any]) -> None:
+        """Saves a checkpoint: if this attempt fails and the task is retried (on any
+        worker, after any crash), the next attempt's :attr:`checkpoint` is the last
+        one saved. Returns once the broker has it. Over 64 KiB as JSON it is refused
+        (``TerminalError('checkpoint_too_large')``)."""
+        problem = data_problem(data, "a checkpoint")
+        if problem:
+            raise TerminalError("checkpoint_invalid", problem)
+        size = checkpoint_size(data)
+        if size > MAX_CHECKPOINT_BYTES:
+            raise TerminalError(
+                "checkpoint_too_large",
+                f"checkpoint is {size} bytes as JSON, over the limit of {MAX_CHECKPOINT_BYTES}; "
+                "keep a checkpoint to the position to resume from and put bulk data elsewhere",
+            )
+        if self._save_checkpoint is None:
+            self.saved_checkpoints.append(dict(data))
+        else:
+            self._save_checkpoint(dict(data))
+
+    def record_metric(self, name: str, value: float) -> None:
+        """Reports a number about this attempt (rows processed, ...): it travels in the
+        result as ``weft.metric.<name>``. At most 32 names; non-finite values are ignored."""
+        if math.isfinite(value) and (len(self.metrics) < MAX_METRICS or name in self.metrics):
+            self.metrics[name] = float(value)
 
     def remaining(self) -> Optional[float]:
         """Seconds left before the deadline (0 once it passed), if there is one."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections.abc
 import hashlib
+import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -342,7 +344,26 @@ def _entries(given: Union[Iterable[str], str, None]) -> List[str]:
 STARTED = "started"
 COMPLETED = "completed"
 FAILED = "failed"
-_EVENT_TYPES = {STARTED: "task.started", COMPLETED: "task.completed", FAILED: "task.failed"}
+CHECKPOINTED = "checkpointed"
+_EVENT_TYPES = {
+    STARTED: "task.started",
+    COMPLETED: "task.completed",
+    FAILED: "task.failed",
+    CHECKPOINTED: "task.checkpointed",
+}
+
+#: The dispatch ``upstream`` entry holding the task's last checkpoint (no task can be named so).
+CHECKPOINT_UPSTREAM_KEY = "weft.checkpoint"
+#: Metadata key of a checkpoint's number within its attempt (1, 2, ...).
+META_CHECKPOINT_SEQ = "weft.checkpoint_seq"
+#: The largest checkpoint, as compact JSON (bytes).
+MAX_CHECKPOINT_BYTES = 64 * 1024
+#: Result metadata: ``weft.usage.<name>`` (cpu_ms, wall_ms, peak_rss_kb), the scope, ``weft.metric.<name>``.
+USAGE_PREFIX = "weft.usage."
+USAGE_SCOPE = "weft.usage.scope"
+METRIC_PREFIX = "weft.metric."
+#: The most metrics one result carries.
+MAX_METRICS = 32
 
 
 def attempt_event(dispatch: Dict[str, Any], kind: str, data: Dict[str, Any], node_id: str) -> Dict[str, Any]:
@@ -373,6 +394,37 @@ def attempt_event(dispatch: Dict[str, Any], kind: str, data: Dict[str, Any], nod
         "idempotency_key": f"{exec_id}:{kind}",
         "source_node_id": node_id,
     }
+
+
+def checkpoint_event(dispatch: Dict[str, Any], seq: int, data: Dict[str, Any], node_id: str) -> Dict[str, Any]:
+    """Checkpoint number ``seq`` (1, 2, ...) of ``dispatch``'s attempt: ``task.checkpointed``
+    with the checkpoint as data, keyed ``<execution_id>:checkpoint:<seq>``."""
+    exec_id = dispatch["execution_id"]
+    event = attempt_event(dispatch, CHECKPOINTED, data, node_id)
+    event["event_id"] = str(
+        derive_uuid(b"worker", uuid.UUID(exec_id).bytes, b"checkpoint", seq.to_bytes(4, "big"))
+    )
+    event["idempotency_key"] = f"{exec_id}:checkpoint:{seq}"
+    event["metadata"][META_CHECKPOINT_SEQ] = str(seq)
+    return event
+
+
+def checkpoint_size(data: Dict[str, Any]) -> int:
+    """The size the limit counts: the checkpoint as compact JSON."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def write_usage(
+    metadata: Dict[str, str], resources: Mapping[str, int], metrics: Mapping[str, float], scope: str
+) -> None:
+    """Puts an attempt's measured usage and its handler's metrics into a result's metadata."""
+    for k, v in resources.items():
+        metadata[USAGE_PREFIX + k] = str(int(v))
+    if scope:
+        metadata[USAGE_SCOPE] = scope
+    for k, v in list(metrics.items())[:MAX_METRICS]:
+        if math.isfinite(v):
+            metadata[METRIC_PREFIX + k] = repr(float(v))
 
 
 def started_data(dispatch: Dict[str, Any], node_id: str) -> Dict[str, Any]:

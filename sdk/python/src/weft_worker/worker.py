@@ -58,6 +58,8 @@ from .protocol import (
     ResourceSpec,
     Topics,
     attempt_event,
+    checkpoint_event,
+    write_usage,
     data_problem,
     event_headers,
     failure_data,
@@ -795,6 +797,8 @@ class Worker:
             return marked
         log.info("task %s attempt %d started (%s)", d["task_name"], d["attempt"], d["handler"])
 
+        usage = _Meter()
+        metrics: Dict[str, float] = {}
         if semantics == EXACTLY_ONCE and not self.transactions:
             log.error(
                 "task %s is exactly_once but this worker has no Kafka transactions (transactions=False); failing it",
@@ -805,7 +809,8 @@ class Worker:
                 "exactly_once needs a broker with transactions; run the worker with transactions=True against Apache Kafka",
             )
         else:
-            outcome, result = self._supervise(d, attempt)
+            outcome, result = self._supervise(d, attempt, metrics)
+        resources = usage.finish()
 
         if outcome == "cancelled":
             log.info("task %s attempt %d cancelled; no result is published", d["task_name"], d["attempt"])
@@ -822,6 +827,8 @@ class Worker:
             event = attempt_event(d, FAILED, failure_data(result.error_type, result.message, result.retryable), self.node_id)
         else:
             event = attempt_event(d, COMPLETED, result, self.node_id)
+        # Handlers run on threads of this process: the CPU and memory figures are the process's.
+        write_usage(event["metadata"], resources, metrics, USAGE_SCOPE_PROCESS)
         if not self._publish(event, d, transactional, ticket, attempt):
             self._count("abandoned")
             return marked
@@ -830,7 +837,9 @@ class Worker:
             self._done(ticket)
         return True
 
-    def _supervise(self, d: Dict[str, Any], attempt: _Attempt) -> Tuple[str, Any]:
+    def _supervise(
+        self, d: Dict[str, Any], attempt: _Attempt, metrics: Optional[Dict[str, float]] = None
+    ) -> Tuple[str, Any]:
         """Runs the handler until it returns, its deadline passes, a control record
         cancels it, or the worker's shutdown grace period ends.
 
@@ -844,7 +853,23 @@ class Worker:
             )
         beats = _Heartbeats(self, d)
         deadline = deadline_ms(d, now_ms())
-        ctx = TaskContext(d, self.node_id, cancel=attempt.cancel, heartbeat=beats.now, deadline_ms=deadline)
+        seq = [0]
+
+        def save_checkpoint(data: Dict[str, Any]) -> None:
+            seq[0] += 1
+            event = checkpoint_event(d, seq[0], data, self.node_id)
+            if not self._publish(event, d, False, None):
+                raise RetryableError("checkpoint_not_saved", "the worker is stopping; the checkpoint was not saved")
+
+        ctx = TaskContext(
+            d,
+            self.node_id,
+            cancel=attempt.cancel,
+            heartbeat=beats.now,
+            deadline_ms=deadline,
+            save_checkpoint=save_checkpoint,
+            metrics=metrics,
+        )
         box: Dict[str, Any] = {}
         returned = threading.Event()
 
@@ -1086,3 +1111,39 @@ class _Heartbeats:
                 log.warning("could not publish a task heartbeat: %s", e)
             self._asked.wait(self.every)
             self._asked.clear()
+
+
+#: ``weft.usage.scope`` of figures that are the worker process's.
+USAGE_SCOPE_PROCESS = "process"
+
+
+class _Meter:
+    """What one attempt used: the handler's wall time, and the CPU time the
+    worker process used meanwhile and its peak resident memory (``resource``'s
+    rusage; handlers run on threads of this process, so nothing finer is honest)."""
+
+    def __init__(self) -> None:
+        self._began = time.monotonic()
+        self._cpu = _cpu_s()
+
+    def finish(self) -> Dict[str, int]:
+        out = {"wall_ms": int((time.monotonic() - self._began) * 1000)}
+        try:
+            import resource
+
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+        except (ImportError, OSError):  # not on this platform
+            return out
+        out["cpu_ms"] = max(0, int((ru.ru_utime + ru.ru_stime - self._cpu) * 1000))
+        out["peak_rss_kb"] = int(ru.ru_maxrss)  # KiB on Linux
+        return out
+
+
+def _cpu_s() -> float:
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+    except (ImportError, OSError):
+        return 0.0
