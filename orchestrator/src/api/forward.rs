@@ -3,8 +3,10 @@
 //! Only the owner of an events partition has the instance's projection, so a
 //! request to `/v1/workflows/{ty}/{id}` or anything under it (history, state,
 //! replay, control endpoints, `/watch` streams) that reaches another replica
-//! is forwarded over HTTP to the owner, whose answer (a stream included) is
-//! passed back as it comes. The partition is the one the producers chose for
+//! is forwarded over HTTP (HTTPS when the API is served over TLS, see
+//! [`super::tls::forward_client`]) to the owner, whose answer (a stream
+//! included) is passed back as it comes; the caller's `Authorization` or
+//! certificate names ([`FORWARDED_SUBJECT`]) go with it. The partition is the one the producers chose for
 //! the instance id (see [`crate::partitioner`]); the owner is this replica if
 //! its [`Status`] has the partition, else whoever the replica announcements
 //! ([`Replicas`]) name. A forwarded request carries [`FORWARDED_BY`] and is

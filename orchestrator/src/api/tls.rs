@@ -230,8 +230,13 @@ pub fn replica_subjects(api: &ApiSettings) -> Result<Vec<String>, TlsError> {
 /// `api.tls_ca_file` (or the client CA) and presenting the forwarding
 /// certificate when the API is served over TLS; plain HTTP otherwise.
 pub fn forward_client(api: &ApiSettings) -> Result<reqwest::Client, TlsError> {
+    // The server closes a connection idle for api.header_timeout_ms (hyper's
+    // header timeout runs while it waits for the next request): the pool lets
+    // idle connections go sooner, so it does not reuse one being closed.
+    let idle = Duration::from_millis((api.header_timeout_ms / 2).max(1));
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(idle)
         .no_proxy();
     if !api.tls() {
         return builder
