@@ -485,7 +485,7 @@ roles = ["reader:payments"]
             trickle(
                 addr,
                 &[0x16, 0x03, 0x01, 0x02, 0x00],
-                Duration::from_secs(10),
+                Duration::from_secs(6),
             )
         })
         .await??;
@@ -512,7 +512,7 @@ async fn slow_headers_are_cut_off() -> Result<()> {
         trickle(
             addr,
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ",
-            Duration::from_secs(10),
+            Duration::from_secs(6),
         )
     })
     .await??;
