@@ -12,6 +12,8 @@
 //!   span show.
 //! - After `--rebuild` the orchestrator serves the same instance, checkpoint
 //!   and usage included: they come from the log only.
+//! - The Python worker (the same wire protocol) does the same with its own
+//!   `steps` built-in, and reports process-scoped usage.
 
 mod security;
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
+use weft_integration_tests::python;
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 use weft_shared::avro::AvroRecord;
 use weft_shared::TaskDispatch;
@@ -93,15 +96,7 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
     .await?;
 
     // The handler's own log: steps 0 and 1 on attempt 1, 2..4 on attempt 2, each once.
-    let log = std::fs::read_to_string(dir.join("steps.log"))?;
-    let runs: Vec<(String, String)> = log
-        .lines()
-        .filter(|l| l.starts_with(&id))
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[1].to_owned(), f[2].to_owned())
-        })
-        .collect();
+    let runs = steps_run(dir, &id)?;
     let expected: Vec<(String, String)> =
         [("1", "0"), ("1", "1"), ("2", "2"), ("2", "3"), ("2", "4")]
             .iter()
@@ -196,7 +191,7 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
         .find(|e| e["event_type"] == "task.completed" && e["metadata"]["weft.task"] == "burn")
         .context("burn's task.completed")?;
     ensure!(
-        result["metadata"]["weft.usage.cpu_ms"] == cpu.to_string(),
+        int_str(&result["metadata"]["weft.usage.cpu_ms"]) == Some(cpu),
         "{result}"
     );
 
@@ -229,8 +224,8 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
         .context("burn's span")?;
     let attrs = &burn_span["attributes"];
     ensure!(
-        attrs["task.cpu_ms"] == cpu.to_string()
-            && attrs["task.peak_rss_kb"] == rss.to_string()
+        int_str(&attrs["task.cpu_ms"]) == Some(cpu)
+            && int_str(&attrs["task.peak_rss_kb"]) == Some(rss)
             && attrs["task.usage_scope"] == "child",
         "{burn_span}"
     );
@@ -252,4 +247,104 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
     .await?;
     ensure!(rebuilt == done, "rebuilt:\n{rebuilt}\nlive:\n{done}");
     Ok(())
+}
+
+/// A JSON string holding a whole number, as metadata and span attributes do.
+fn int_str(v: &Value) -> Option<i64> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+/// The steps the handler's log shows for instance `id`, as (attempt, step).
+fn steps_run(dir: &std::path::Path, id: &str) -> Result<Vec<(String, String)>> {
+    let log = std::fs::read_to_string(dir.join("steps.log"))?;
+    Ok(log
+        .lines()
+        .filter(|l| l.starts_with(id))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[1].to_owned(), f[2].to_owned())
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_worker_checkpoints_and_resumes_the_same_way() -> Result<()> {
+    let py = python::python()?;
+    let dir = tempfile::tempdir()?;
+    let cluster = TestCluster::start(ClusterOptions::new(1, 0)).await?;
+    let logs = cluster.dir().join("logs");
+    let mut worker = python::start_worker(&py, "py-ckpt", &cluster.bootstrap(), &[], &logs).await?;
+    let result = async {
+        let api = cluster.api();
+        let def = format!(
+            r#"
+type: ckpt-py
+tasks:
+  - name: work
+    handler: steps
+    parameters: {{steps: 4, fail_at: 1, dir: "{}"}}
+    retry: {{max_attempts: 3, backoff: fixed, base_delay: 50ms}}
+"#,
+            dir.path().display()
+        );
+        api.register_definition(&def).await?;
+        let started = api.start("ckpt-py", json!({}), None).await?;
+        let id = started["instance_id"]
+            .as_str()
+            .context("instance_id")?
+            .to_owned();
+        let done = wait_for(
+            "ckpt-py completes",
+            Duration::from_secs(120),
+            Duration::from_millis(200),
+            || async {
+                let v = api.get("ckpt-py", &id).await?;
+                ensure!(v["state"] != "failed", "workflow failed: {v}");
+                anyhow::Ok((v["state"] == "completed").then_some(v))
+            },
+        )
+        .await?;
+        let runs = steps_run(dir.path(), &id)?;
+        let want: Vec<(String, String)> = [("1", "0"), ("2", "1"), ("2", "2"), ("2", "3")]
+            .iter()
+            .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+            .collect();
+        ensure!(runs == want, "steps run (attempt, step): {runs:?}");
+        let work = task(&done, "work")?;
+        ensure!(
+            work["output"]["resumed_at"] == 1
+                && work["checkpoint"] == json!({"next_step": 4})
+                && work["checkpoints"] == 4,
+            "{work}"
+        );
+        ensure!(
+            work["usage_scope"] == "process"
+                && work["resource_usage"]["wall_ms"].as_i64().is_some()
+                && work["resource_usage"]["peak_rss_kb"].as_i64() > Some(0),
+            "{work}"
+        );
+        let history = api.events("ckpt-py", &id).await?;
+        let keys: Vec<String> = history["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter(|e| e["event_type"] == "task.checkpointed")
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["metadata"]["weft.attempt"].as_str().unwrap_or(""),
+                    e["metadata"]["weft.checkpoint_seq"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        ensure!(keys == ["1:1", "2:1", "2:2", "2:3"], "{keys:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", worker.log_tail(60));
+        cluster.print_logs(60);
+    }
+    worker.kill9();
+    result
 }

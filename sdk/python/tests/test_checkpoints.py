@@ -98,3 +98,18 @@ def test_the_meter_measures_wall_cpu_and_peak_memory_of_the_process():
     assert usage["wall_ms"] >= 50
     assert usage["cpu_ms"] >= 1
     assert usage["peak_rss_kb"] > 0
+
+
+def test_steps_fails_at_k_and_the_retry_resumes_from_the_checkpoint(tmp_path):
+    from weft_worker import RetryableError, builtins
+
+    params = {"steps": 4, "fail_at": 2, "dir": str(tmp_path)}
+    first = TaskContext.for_test("steps", parameters=params)
+    with pytest.raises(RetryableError) as e:
+        builtins.steps(first)
+    assert e.value.error_type == "step_failed"
+    assert first.saved_checkpoints == [{"next_step": 1}, {"next_step": 2}]
+    second = TaskContext.for_test("steps", parameters=params, attempt=2, checkpoint=first.saved_checkpoints[-1])
+    assert builtins.steps(second) == {"resumed_at": 2, "steps_run": 2, "next_step": 4}
+    lines = (tmp_path / "steps.log").read_text().splitlines()
+    assert [line.split("\t")[1:] for line in lines] == [["1", "0"], ["1", "1"], ["2", "2"], ["2", "3"]]

@@ -158,7 +158,7 @@ def test_the_node_record_shows_capabilities_labels_capacity_and_load():
     topic, value = w._producer.sent[-1]
     record = codec.decode("NodeRecord", value)
     assert topic == "weft.nodes"
-    assert record["capabilities"] == sorted({"gpu", "region=eu", "noop", "sleep", "fail", "choose"})
+    assert record["capabilities"] == sorted({"gpu", "region=eu", "noop", "sleep", "fail", "choose", "steps"})
     assert record["labels"]["region"] == "eu" and record["labels"]["sdk"] == "python"
     assert record["capacity_limits"] == {"cpu": 4, SLOTS: 3, "concurrency": 3}
     assert record["current_load"] == {"cpu": 3, SLOTS: 1, "in_flight": 0}

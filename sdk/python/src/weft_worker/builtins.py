@@ -1,12 +1,14 @@
 """Built-in handlers with the same names, parameters and results as the Rust
 worker's (``README.md``, "Built-in handlers"), so a Python worker can share a
 consumer group with ``weft-worker`` on workflows that use them: ``noop``,
-``sleep``, ``fail`` and ``choose``. Like the Rust ones they read their settings
+``sleep``, ``fail``, ``choose`` and ``steps`` (checkpoints after each step). Like the Rust ones they read their settings
 from the task's parameters only."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from typing import Any, Callable, Dict, List
 
 from .context import TaskContext
@@ -93,10 +95,40 @@ def choose(ctx: TaskContext) -> Dict[str, Any]:
     return {"branches": _names(ctx.input[key], f"input '{key}'")}
 
 
+def steps(ctx: TaskContext) -> Dict[str, Any]:
+    """Like Rust's ``steps``: runs steps ``0..steps`` (default 5), each taking
+    ``step_ms``, saving the checkpoint ``{next_step}`` after each, resuming from
+    an earlier attempt's checkpoint; on attempt 1 fails with the retryable
+    ``step_failed`` on reaching step ``fail_at``. Each step run is a line
+    ``<idempotency key>\t<attempt>\t<step>`` of ``<dir>/steps.log`` (``dir``
+    parameter, else ``WEFT_LEDGER_DIR``)."""
+    total = max(0, ctx.param_int("steps") or 5)
+    fail_at = ctx.param_int("fail_at")
+    step_ms = max(0, ctx.param_int("step_ms") or 0)
+    folder = ctx.param_str("dir") or os.environ.get("WEFT_LEDGER_DIR")
+    log_path = os.path.join(folder, "steps.log") if folder else None
+    resumed_at = int((ctx.checkpoint or {}).get("next_step", 0))
+    step = resumed_at
+    while step < total:
+        if ctx.attempt == 1 and fail_at == step:
+            raise RetryableError("step_failed", f"step {step} failed on attempt 1")
+        if step_ms:
+            time.sleep(step_ms / 1000.0)
+        if log_path:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(f"{ctx.idempotency_key}\t{ctx.attempt}\t{step}\n")
+                f.flush()
+                os.fsync(f.fileno())
+        step += 1
+        ctx.save_checkpoint({"next_step": step})
+    return {"resumed_at": resumed_at, "steps_run": step - resumed_at, "next_step": step}
+
+
 #: Name -> handler of every built-in.
 BUILTINS: Dict[str, Callable[[TaskContext], Dict[str, Any]]] = {
     "noop": noop,
     "sleep": sleep,
     "fail": fail,
     "choose": choose,
+    "steps": steps,
 }

@@ -302,7 +302,7 @@ class Worker:
         return register
 
     def with_builtins(self) -> "Worker":
-        """Registers the built-ins (noop, sleep, fail, choose) not registered yet."""
+        """Registers the built-ins (noop, sleep, fail, choose, steps) not registered yet."""
         for name, fn in BUILTINS.items():
             self.handlers.setdefault(name, fn)
         return self
