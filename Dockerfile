@@ -25,11 +25,11 @@ COPY . .
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_TERM_COLOR=never \
     LIBZ_SYS_STATIC=1
-# Not --locked: the `ssl` feature adds openssl-sys, which the workspace's
-# Cargo.lock does not list (the workspace builds librdkafka without SSL).
+# --locked: the workspace's rdkafka has the `ssl` feature (librdkafka with
+# OpenSSL, for SSL, SASL_SSL and SCRAM), so Cargo.lock lists everything.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p weft-orchestrator -p weft-worker -p weft-cli --features rdkafka/ssl \
+    cargo build --release --locked -p weft-orchestrator -p weft-worker -p weft-cli \
     && mkdir -p /out \
     && cp target/release/weft-orchestrator target/release/weft-worker target/release/weft /out/
 

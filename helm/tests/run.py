@@ -1088,7 +1088,10 @@ def check_image_rules(dockerfile: Path) -> None:
     assert re.search(r"cargo build --release\b", build), "not built with the release profile"
     for pkg in ("weft-orchestrator", "weft-worker", "weft-cli"):
         assert f"-p {pkg}" in build
-    assert "rdkafka/ssl" in build, "librdkafka without SSL cannot reach SASL_SSL or SSL listeners"
+    assert "--locked" in build, "the image must build what Cargo.lock pins"
+    workspace = (ROOT / "Cargo.toml").read_text()
+    rdkafka = re.search(r"^rdkafka = \{.*\}$", workspace, re.M)
+    assert rdkafka and '"ssl"' in rdkafka.group(0), "librdkafka without SSL cannot reach SASL_SSL or SSL listeners"
     # The chart's securityContext runs the images as this user.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 65532
