@@ -233,7 +233,15 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
         .iter()
         .find(|s| s["name"] == "task work" && s["attributes"]["task.attempt"] == "1")
         .context("work's first span")?;
-    ensure!(work_1["attributes"]["task.checkpoints"] == "2", "{work_1}");
+    ensure!(
+        work_1["attributes"]["task.checkpoints"] == "2"
+            && work_1["events"].as_array().is_some_and(|es| es
+                .iter()
+                .filter(|e| e["name"] == "checkpoint")
+                .count()
+                == 2),
+        "{work_1}"
+    );
 
     // A rebuild from the topics gives the same instance, checkpoint and usage included.
     cluster.rebuild_orchestrator(0).await?;

@@ -81,3 +81,27 @@ fn unknown_tasks_and_oversized_checkpoints_are_rejected() {
         "a rejection is in the history"
     );
 }
+
+#[test]
+fn checkpoints_are_events_of_their_task_span() {
+    let mut d = Driver::new(diamond(3));
+    d.input(T::WorkflowCreated, None, DataMap::new());
+    d.input(T::TaskStarted, Some(("a", 1)), DataMap::new());
+    d.input_with(
+        T::TaskCheckpointed,
+        Some(("a", 1)),
+        at(1),
+        &[(crate::checkpoint::META_SEQ, "1")],
+    );
+    d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new());
+    let trace = crate::observe::trace::build(&d.history, Some(&diamond(3).0[0])).unwrap();
+    let span = trace.spans.iter().find(|s| s.name == "task a").unwrap();
+    let cp: Vec<_> = span
+        .events
+        .iter()
+        .filter(|e| e.name == "checkpoint")
+        .collect();
+    assert_eq!(cp.len(), 1, "{span:?}");
+    assert_eq!(cp[0].attributes["checkpoint.seq"], "1");
+    assert_eq!(span.attributes["task.checkpoints"], "1");
+}

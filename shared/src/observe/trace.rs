@@ -104,6 +104,9 @@ pub fn build(
         for t in transitions(state.as_ref(), &next) {
             b.apply(&t, e, &next);
         }
+        if e.event_type == crate::event::WorkflowEventType::TaskCheckpointed {
+            b.checkpoint(e);
+        }
         state = Some(next);
     }
     let Some(s) = state else {
@@ -148,6 +151,31 @@ impl Builder<'_> {
                 to,
             } => self.task(task, *attempt, *from, *to, e, s),
         }
+    }
+
+    /// A checkpoint saved: an event `checkpoint` on its task's open span.
+    fn checkpoint(&mut self, e: &WorkflowEvent) {
+        let Some(task) = e.metadata.get(crate::fsm::meta::TASK) else {
+            return;
+        };
+        let Some((_, i)) = self.task_spans.get(task) else {
+            return;
+        };
+        let mut attributes = BTreeMap::new();
+        for (key, name) in [
+            (crate::checkpoint::META_SEQ, "checkpoint.seq"),
+            (crate::fsm::meta::ATTEMPT, "attempt"),
+        ] {
+            if let Some(v) = e.metadata.get(key) {
+                attributes.insert(name.to_owned(), v.clone());
+            }
+        }
+        attributes.insert("sequence".into(), e.sequence_number.to_string());
+        self.spans[*i].events.push(SpanEvent {
+            at_ms: e.timestamp_ms,
+            name: "checkpoint".into(),
+            attributes,
+        });
     }
 
     fn root_id(&self) -> Option<String> {
