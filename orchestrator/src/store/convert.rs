@@ -7,7 +7,9 @@
 //! history, one `TaskResult` per task that left `pending` (state, attempt,
 //! output, error, start and end), the compensation log, and, given the
 //! definition, its tasks and default timeouts and retry policy. The root event
-//! of the instance is the context's correlation id. Everything else the state
+//! of the instance is the context's correlation id; the context's
+//! `isolation_level` is the definition's, and its `secrets` hold the input's
+//! sealed envelope (`weft.secrets`, ciphertext only). Everything else the state
 //! holds (a task's scheduled event and times, timers, unconsumed signals, the
 //! error that ended the workflow, and any field added later) travels as JSON
 //! in `checkpoint_data["weft.state"]`, with the mapped fields left out.
@@ -129,9 +131,20 @@ pub fn to_snapshot(s: &InstanceState, definition: Option<&WorkflowDefinition>) -
             workflow_type: s.workflow_type.clone(),
             instance_id: s.instance_id,
             correlation_id: CorrelationId(s.created_event_id.0),
-            isolation_level: Default::default(),
+            isolation_level: definition
+                .map(weft_shared::fsm::isolation::level_of)
+                .unwrap_or_default(),
             data: s.input.clone(),
-            secrets: BTreeMap::new(),
+            // Only ever the sealed envelope (ciphertext, ADR 0014): the
+            // orchestrator holds no key to open it.
+            secrets: weft_shared::secrets::sealed_in(&s.input)
+                .map(|sealed| {
+                    BTreeMap::from([(
+                        weft_shared::secrets::SECRETS_KEY.to_owned(),
+                        sealed.to_owned(),
+                    )])
+                })
+                .unwrap_or_default(),
             capabilities: context.capabilities.into_iter().collect(),
             resource_limits: context.resource_limits,
             timeout_config: definition

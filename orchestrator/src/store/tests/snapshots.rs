@@ -158,3 +158,40 @@ fn a_snapshot_saved_from_outside_is_used() {
         .insert("weft.state".into(), "[1, 2]".into());
     assert!(store.save_snapshot(&bad).is_err());
 }
+
+#[test]
+fn the_context_carries_the_isolation_level_and_only_the_sealed_secrets() {
+    use weft_shared::event::WorkflowEventType as T;
+    use weft_shared::model::IsolationLevel;
+    use weft_shared::secrets::SECRETS_KEY;
+    use weft_shared::{DataMap, WorkflowData};
+
+    let mut defs = diamond(&["t"]);
+    defs.0[0]
+        .metadata
+        .insert("isolation_level".into(), "serializable".into());
+    let sealed = "wsec1.k1.d3JhcHBlZC1rZXktYnl0ZXMtZm9yLXRoZS10ZXN0.Y2lwaGVydGV4dC1ieXRlcw";
+    let mut input = DataMap::new();
+    input.insert("n".into(), WorkflowData::Int(7));
+    input.insert(SECRETS_KEY.into(), WorkflowData::Str(sealed.into()));
+    let mut d = Driver::new("t", InstanceId::random(), 1_000);
+    d.input(&defs, T::WorkflowCreated, None, input);
+    let s = fold(&d.history).unwrap();
+
+    let snap = to_snapshot(&s, defs.get("t", s.definition_version));
+    assert_eq!(snap.context.isolation_level, IsolationLevel::Serializable);
+    assert_eq!(
+        snap.context.secrets,
+        [(SECRETS_KEY.to_owned(), sealed.to_owned())].into()
+    );
+    let back = WorkflowSnapshot::decode(&snap.encode()).unwrap();
+    assert_eq!(from_snapshot(&back).unwrap(), s);
+
+    // Without a definition the level is the default; without secrets, none.
+    let plain = to_snapshot(&fold(&d.history).unwrap(), None);
+    assert_eq!(plain.context.isolation_level, IsolationLevel::default());
+    let mut d = Driver::new("t", InstanceId::random(), 1_000);
+    d.create(&defs);
+    let none = to_snapshot(&fold(&d.history).unwrap(), defs.get("t", 1));
+    assert!(none.context.secrets.is_empty());
+}
