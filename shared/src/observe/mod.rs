@@ -73,3 +73,5 @@ pub(crate) fn stable_hash(parts: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_child;

@@ -8,6 +8,12 @@
 //! event id (the parent span a worker sees in `traceparent`), the root span's
 //! the `workflow.created` event id. Other ids are stable hashes, so the same
 //! history always gives the same trace.
+//!
+//! A child workflow (ADR 0019) nests under its parent: its `workflow.created`
+//! carries the W3C traceparent of the parent's task attempt
+//! ([`META_PARENT_TRACEPARENT`]), so its trace id is the parent's and its root
+//! span's parent is the parent's task span — one tree in Jaeger or Tempo.
+//! Without it (an ordinary workflow) the trace is the instance's own.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +25,63 @@ use crate::event::WorkflowEvent;
 use crate::fsm::{evolve, EvolveError, InstanceState, Plan};
 use crate::ids::{EventId, InstanceId};
 use crate::state::{TaskState, WorkflowState};
+
+/// Metadata on a child's `workflow.created`: the parent's type, instance and
+/// task, and the W3C traceparent of the parent's task attempt.
+pub const META_PARENT_TYPE: &str = "weft.parent_type";
+pub const META_PARENT_INSTANCE: &str = "weft.parent_instance";
+pub const META_PARENT_TASK: &str = "weft.parent_task";
+pub const META_PARENT_TRACEPARENT: &str = "weft.parent_traceparent";
+
+/// Where a child workflow's trace hangs in its parent's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceParent {
+    /// 32 hex digits: the parent's trace id (the child's trace id too).
+    pub trace_id: String,
+    /// 16 hex digits: the parent's task span, the child's root span's parent.
+    pub span_id: String,
+    pub workflow_type: Option<String>,
+    pub instance_id: Option<String>,
+    pub task: Option<String>,
+}
+
+impl TraceParent {
+    /// The parent named by a `workflow.created`'s metadata; `None` when it
+    /// carries no well-formed traceparent.
+    pub fn of_created(e: &WorkflowEvent) -> Option<Self> {
+        let (trace_id, span_id) = parse_traceparent(e.metadata.get(META_PARENT_TRACEPARENT)?)?;
+        let get = |k: &str| e.metadata.get(k).cloned();
+        Some(Self {
+            trace_id,
+            span_id,
+            workflow_type: get(META_PARENT_TYPE),
+            instance_id: get(META_PARENT_INSTANCE),
+            task: get(META_PARENT_TASK),
+        })
+    }
+}
+
+/// `(trace id, span id)` of a W3C traceparent `00-<32 hex>-<16 hex>-<2 hex>`
+/// (lower case, neither id all zeros).
+pub fn parse_traceparent(tp: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    let [version, trace, span, flags] = parts.as_slice() else {
+        return None;
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    if !hex(version, 2) || *version == "ff" || !hex(flags, 2) {
+        return None;
+    }
+    if !hex(trace, 32) || !hex(span, 16) || zero(trace) || zero(span) {
+        return None;
+    }
+    Some(((*trace).to_owned(), (*span).to_owned()))
+}
 
 /// What a span stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -65,10 +128,14 @@ pub struct Span {
 /// The trace of one workflow instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Trace {
-    /// 32 hex digits: the instance id.
+    /// 32 hex digits: the instance id, or its parent's trace id for a child
+    /// workflow.
     pub trace_id: String,
     pub workflow_type: String,
     pub instance_id: InstanceId,
+    /// A child workflow's parent: its trace and task span.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<TraceParent>,
     /// The root span first, then the others in the order they opened.
     pub spans: Vec<Span>,
 }
@@ -97,6 +164,7 @@ pub fn build(
         root: None,
         state_span: None,
         task_spans: HashMap::new(),
+        parent: None,
     };
     let mut state: Option<InstanceState> = None;
     for e in history {
@@ -122,10 +190,15 @@ pub fn build(
         root.attributes
             .insert("workflow.events".into(), s.last_seq.to_string());
     }
+    let trace_id = match &b.parent {
+        Some(p) => p.trace_id.clone(),
+        None => s.instance_id.0.simple().to_string(),
+    };
     Ok(Trace {
-        trace_id: s.instance_id.0.simple().to_string(),
+        trace_id,
         workflow_type: s.workflow_type,
         instance_id: s.instance_id,
+        parent: b.parent,
         spans: b.spans,
     })
 }
@@ -138,6 +211,8 @@ struct Builder<'d> {
     state_span: Option<usize>,
     /// Open span of each task's current attempt: `(attempt, span index)`.
     task_spans: HashMap<String, (u32, usize)>,
+    /// The parent of a child workflow, from its `workflow.created`.
+    parent: Option<TraceParent>,
 }
 
 impl Builder<'_> {
@@ -199,9 +274,21 @@ impl Builder<'_> {
             let mut attributes = BTreeMap::new();
             attributes.insert("workflow.type".into(), s.workflow_type.clone());
             attributes.insert("workflow.id".into(), s.instance_id.to_string());
+            self.parent = TraceParent::of_created(e);
+            if let Some(p) = &self.parent {
+                for (k, v) in [
+                    ("workflow.parent.type", &p.workflow_type),
+                    ("workflow.parent.id", &p.instance_id),
+                    ("workflow.parent.task", &p.task),
+                ] {
+                    if let Some(v) = v {
+                        attributes.insert(k.into(), v.clone());
+                    }
+                }
+            }
             let i = self.open(new_span(
                 span_id_of(s.created_event_id),
-                None,
+                self.parent.as_ref().map(|p| p.span_id.clone()),
                 format!("workflow {}", s.workflow_type),
                 SpanKind::Workflow,
                 at,
