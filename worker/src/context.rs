@@ -52,6 +52,8 @@ pub struct TaskContext {
     pub deadline: Option<SystemTime>,
     /// The id of the worker node running the attempt.
     pub node_id: String,
+    /// W3C traceparent of the attempt's task span (empty when unknown).
+    pub traceparent: String,
     /// Fired when the attempt must stop: a cancel control record (the workflow
     /// or task was cancelled), the deadline passed, or the worker stops past
     /// its shutdown grace period. Return promptly; the handler is aborted after
@@ -114,6 +116,7 @@ impl TaskContext {
             upstream,
             deadline,
             node_id: node_id.to_owned(),
+            traceparent: dispatch.traceparent.clone(),
             cancel,
             liveness: Liveness::default(),
             reports: Reports::default(),
@@ -147,6 +150,7 @@ impl TaskContext {
             upstream: BTreeMap::new(),
             deadline: None,
             node_id: "test".to_owned(),
+            traceparent: String::new(),
             cancel: CancellationToken::new(),
             liveness: Liveness::default(),
             reports: Reports::default(),

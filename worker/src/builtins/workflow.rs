@@ -40,10 +40,11 @@ use crate::context::TaskContext;
 use crate::error::TaskError;
 use crate::handler::{Handler, HandlerFuture};
 
-/// Metadata on a child's `workflow.created`: the parent.
-pub const META_PARENT_TYPE: &str = "weft.parent_type";
-pub const META_PARENT_INSTANCE: &str = "weft.parent_instance";
-pub const META_PARENT_TASK: &str = "weft.parent_task";
+/// Metadata on a child's `workflow.created`: the parent, and the traceparent
+/// of the parent's task attempt (the child's trace nests under it).
+pub use weft_shared::observe::trace::{
+    META_PARENT_INSTANCE, META_PARENT_TASK, META_PARENT_TRACEPARENT, META_PARENT_TYPE,
+};
 
 /// Starts a child workflow and waits for it.
 #[derive(Clone)]
@@ -145,6 +146,10 @@ fn created(
         .insert(META_PARENT_INSTANCE.into(), ctx.instance_id.to_string());
     e.metadata
         .insert(META_PARENT_TASK.into(), ctx.task_name.clone());
+    if !ctx.traceparent.is_empty() {
+        e.metadata
+            .insert(META_PARENT_TRACEPARENT.into(), ctx.traceparent.clone());
+    }
     Ok(e)
 }
 
@@ -363,5 +368,26 @@ impl Inner {
         out.insert("child_workflow_type".into(), WorkflowData::Str(child_type));
         out.insert("child_state".into(), WorkflowData::Str(ended.state.into()));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_childs_start_carries_the_parent_and_its_task_span() {
+        let mut ctx = TaskContext::for_test("workflow", DataMap::new(), DataMap::new());
+        let plain = created(&ctx, "child", None).unwrap();
+        assert_eq!(plain.metadata[META_PARENT_TASK], ctx.task_name);
+        assert!(!plain.metadata.contains_key(META_PARENT_TRACEPARENT));
+        ctx.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+        let e = created(&ctx, "child", None).unwrap();
+        assert_eq!(e.metadata[META_PARENT_TRACEPARENT], ctx.traceparent);
+        assert_eq!(
+            e.metadata[META_PARENT_INSTANCE],
+            ctx.instance_id.to_string()
+        );
+        assert_eq!(e.instance_id, child_id("child", &ctx));
     }
 }
