@@ -60,7 +60,9 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Need {
             limited: true,
         },
         ["v1", "workflows", ty, _id] if get => role(Role::Reader, ty),
-        ["v1", "workflows", ty, _id, "events" | "state" | "trace" | "watch"] if get => {
+        ["v1", "workflows", ty, _id, "events" | "state" | "trace" | "watch" | "children"]
+            if get =>
+        {
             role(Role::Reader, ty)
         }
         ["v1", "workflows", ty, _id, "replay"] if post => role(Role::Reader, ty),
@@ -146,6 +148,7 @@ mod tests {
         assert_eq!(need(M::GET, "/v1/workflows/pay/abc"), r("pay"));
         assert_eq!(need(M::GET, "/v1/workflows/pay/abc/events"), r("pay"));
         assert_eq!(need(M::GET, "/v1/workflows/pay/abc/trace"), r("pay"));
+        assert_eq!(need(M::GET, "/v1/workflows/pay/abc/children"), r("pay"));
         assert_eq!(need(M::GET, "/v1/workflows/pay/abc/watch"), r("pay"));
         assert_eq!(need(M::POST, "/v1/workflows/pay/abc/replay"), r("pay"));
         assert_eq!(need(M::GET, "/v1/analytics/pay"), r("pay"));

@@ -23,6 +23,7 @@ mod auth_jwt;
 mod auth_limits;
 pub mod auth_policy;
 mod auth_route;
+mod children;
 mod control;
 mod defs;
 mod dlq;
@@ -158,6 +159,9 @@ pub const ROUTES: &[Route] = &[
     }),
     route(Method::GET, "/v1/workflows/{ty}/{id}/trace", || {
         get(insight::trace)
+    }),
+    route(Method::GET, "/v1/workflows/{ty}/{id}/children", || {
+        get(children::list)
     }),
     route(Method::GET, "/v1/analytics/{ty}", || {
         get(insight::analytics)

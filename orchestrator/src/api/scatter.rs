@@ -102,12 +102,7 @@ pub async fn gather(
     query: &str,
     headers: &HeaderMap,
 ) -> Result<Vec<Value>, ApiError> {
-    let mut caller = HeaderMap::new();
-    for name in [header::AUTHORIZATION, FORWARDED_SUBJECT] {
-        for v in headers.get_all(&name) {
-            caller.append(name.clone(), v.clone());
-        }
-    }
+    let caller = caller(headers);
     let asks = peers.iter().map(|(node, url)| {
         let caller = caller.clone();
         let url = format!("{}{path}?{query}", url.trim_end_matches('/'));
@@ -138,6 +133,54 @@ pub async fn gather(
         }
     });
     futures::future::try_join_all(asks).await
+}
+
+/// The caller's credentials in `headers`, to send on to a peer.
+fn caller(headers: &HeaderMap) -> HeaderMap {
+    let mut caller = HeaderMap::new();
+    for name in [header::AUTHORIZATION, FORWARDED_SUBJECT] {
+        for v in headers.get_all(&name) {
+            caller.append(name.clone(), v.clone());
+        }
+    }
+    caller
+}
+
+/// One instance `ty`/`id` as served by its owner `(node id, URL)` (a
+/// sub-request with the caller's credentials); `None` when it answers 404.
+pub async fn instance_at(
+    fw: &Forwarder,
+    (node, url): (&str, &str),
+    ty: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Value>, ApiError> {
+    let url = format!("{}/v1/workflows/{ty}/{id}", url.trim_end_matches('/'));
+    let failed = |why: String| {
+        tracing::warn!(%url, owner = %node, error = %why, "a peer did not answer for an instance");
+        ApiError::unavailable(format!(
+            "replica {node} did not answer for {ty} {id} ({why}); try again shortly"
+        ))
+    };
+    let answer = fw
+        .http()
+        .get(&url)
+        .headers(caller(headers))
+        .header(FORWARDED_BY, fw.node_id.as_str())
+        .header(header::ACCEPT, "application/json")
+        .timeout(super::forward::ANSWER_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = answer.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let body: Value = answer.json().await.map_err(|e| failed(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failed(format!("{status}: {}", body["error"])));
+    }
+    Ok(Some(body))
 }
 
 /// Merges pages (each in (created_at, id) order, each at most `limit` long)

@@ -2,12 +2,14 @@
 //! instance ([`transitions`]), the trace of a workflow as spans per workflow,
 //! state and task attempt ([`trace`], encoded as OTLP JSON by [`otlp`]), and
 //! per-type analytics — success rates, durations and bottleneck insights —
-//! kept as mergeable aggregates ([`analytics`]).
+//! kept as mergeable aggregates ([`analytics`]); and the children a parent
+//! started ([`children`]).
 //!
 //! Everything here is a pure function of events and states, so a trace or an
 //! aggregate rebuilt from the topics equals the one built live.
 
 pub mod analytics;
+pub mod children;
 pub mod otlp;
 pub mod trace;
 

@@ -82,12 +82,11 @@ impl Inner {
 
 /// The child of an attempt.
 pub fn child_id(child_type: &str, ctx: &TaskContext) -> InstanceId {
-    InstanceId::for_idempotency_key(
+    weft_shared::observe::children::child_instance_id(
         child_type,
-        &format!(
-            "child:{}:{}:{}",
-            ctx.instance_id, ctx.task_name, ctx.attempt
-        ),
+        ctx.instance_id,
+        &ctx.task_name,
+        ctx.attempt,
     )
 }
 
