@@ -259,6 +259,15 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ChildrenArgs {
+    #[command(flatten)]
+    pub instance: InstanceRef,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct AnalyticsArgs {
     /// The workflow type.
     #[arg(value_name = "TYPE")]

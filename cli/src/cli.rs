@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::args::{
-    AnalyticsArgs, CancelArgs, InstanceRef, ListArgs, PauseResumeArgs, ReplayArgs, SignalArgs,
-    StateArgs, TraceArgs, WatchArgs,
+    AnalyticsArgs, CancelArgs, ChildrenArgs, InstanceRef, ListArgs, PauseResumeArgs, ReplayArgs,
+    SignalArgs, StateArgs, TraceArgs, WatchArgs,
 };
 
 /// Where the orchestrator's HTTP API listens unless `--api` / `WEFT_API` say otherwise.
@@ -80,6 +80,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show an instance's trace: spans per workflow, state and task attempt, as a waterfall.
     Trace(TraceArgs),
+    /// List the child workflows an instance started: type, id, state, and the parent task and attempt.
+    Children(ChildrenArgs),
     /// Show a workflow type's success rate, durations, per-task figures, bottleneck and insights.
     Analytics(AnalyticsArgs),
     /// Cancel an instance.

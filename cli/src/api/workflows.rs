@@ -76,6 +76,15 @@ impl Client {
     }
 
     /// `GET /v1/workflows/{type}/{id}/trace?format=otlp|spans`.
+    /// `GET /v1/workflows/{ty}/{id}/children`.
+    pub async fn children(&self, workflow_type: &str, instance_id: &str) -> ApiResult<Value> {
+        let url = self.url(
+            &["v1", "workflows", workflow_type, instance_id, "children"],
+            &[],
+        );
+        self.send(url.clone(), self.http.get(url)).await
+    }
+
     pub async fn trace(
         &self,
         workflow_type: &str,

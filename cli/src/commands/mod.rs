@@ -3,6 +3,7 @@
 //! `Display` (with `{:#}`) is a single line for `error: ...`.
 
 pub mod admin;
+pub mod children;
 pub mod control;
 pub mod def;
 pub mod dlq;
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay(args) => replay::run(&client, &args, out).await?,
         Command::Watch(args) => return watch::run(&client, &args, out).await,
         Command::Trace(args) => insight::trace(&client, &args, out).await?,
+        Command::Children(args) => children::run(&client, &args, out).await?,
         Command::Analytics(args) => insight::analytics(&client, &args, out).await?,
         Command::Cancel(args) => {
             let action = ControlAction::Cancel {
