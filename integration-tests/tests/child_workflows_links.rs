@@ -1,0 +1,212 @@
+//! Child workflows linked both ways (issue 18 item 1, ADR 0019 amendment),
+//! with the real binaries on a real broker and two orchestrator replicas:
+//! `GET /v1/workflows/{ty}/{id}/children` and `weft children` list exactly
+//! the child each parent started (type, id, state, parent task and attempt),
+//! asked at either replica, whichever owns the parent or the child; and the
+//! child's trace nests under the parent's task span: the API's span list and
+//! OTLP (served, and pushed to a collector) give the child's spans the
+//! parent's trace id and the parent's task span as the child root's parent.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+use weft_integration_tests::cli::weft;
+use weft_integration_tests::collector::Collector;
+use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
+
+mod issue18;
+
+const KID: &str = "type: kid\ntasks:\n  - name: work\n    handler: noop\n";
+const MOM: &str = "type: mom\ntasks:\n  - name: spawn\n    handler: workflow\n    parameters: {workflow_type: kid}\n  - name: after\n    handler: noop\n    depends_on: [spawn]\n";
+/// Enough parents that some child lands on the other replica than its parent.
+const PARENTS: usize = 4;
+const DEADLINE: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(250);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn children_are_listed_and_their_traces_nest_under_the_parent_task() -> Result<()> {
+    let collector = Collector::start().await?;
+    let opts =
+        ClusterOptions::new(2, 1).env("WEFT_ORCHESTRATOR_OTLP_ENDPOINT", collector.url.clone());
+    let cluster = TestCluster::start(opts).await?;
+    let result = scenario(&cluster, &collector).await;
+    if result.is_err() {
+        cluster.print_logs(80);
+    }
+    result
+}
+
+/// `GET path` answered 2xx, retried while a partition changes owner (503).
+async fn get(api: &ApiClient, path: &str) -> Result<Value> {
+    wait_for(&format!("GET {path}"), DEADLINE, POLL, || async {
+        let r = api.send(Method::GET, path, None).await?;
+        if r.status.as_u16() == 503 {
+            return anyhow::Ok(None);
+        }
+        ensure!(r.status.is_success(), "GET {path}: {} {}", r.status, r.body);
+        Ok(Some(r.body))
+    })
+    .await
+}
+
+fn spans(otlp: &Value) -> Vec<Value> {
+    otlp["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
+    let apis = [cluster.api_at(0), cluster.api_at(1)];
+    for def in [KID, MOM] {
+        apis[0].register_definition(def).await?;
+    }
+    for ty in ["kid", "mom"] {
+        issue18::wait_spread(cluster, &apis, ty).await?;
+    }
+    let mut moms = Vec::new();
+    for n in 0..PARENTS {
+        let v = apis[n % 2].start("mom", json!({ "n": n }), None).await?;
+        moms.push(v["instance_id"].as_str().context("id")?.to_owned());
+    }
+    for mom in &moms {
+        let done = wait_for(
+            &format!("parent {mom} completes"),
+            DEADLINE,
+            POLL,
+            || async {
+                let v = get(&apis[0], &format!("/v1/workflows/mom/{mom}")).await?;
+                ensure!(v["state"] != "failed", "parent failed: {v}");
+                anyhow::Ok((v["state"] == "completed").then_some(v))
+            },
+        )
+        .await?;
+        let spawn = done["tasks"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == "spawn"))
+            .context("spawn task")?;
+        let attempt = spawn["attempt"].as_u64().context("attempt")?;
+        let child = spawn["output"]["child_instance_id"]
+            .as_str()
+            .context("child id")?
+            .to_owned();
+
+        // The children query, at both replicas (one owns the parent, one not).
+        for api in &apis {
+            let v = get(api, &format!("/v1/workflows/mom/{mom}/children")).await?;
+            let list = v["children"].as_array().context("children")?;
+            ensure!(list.len() == 1, "exactly one child of {mom}: {v}");
+            let c = &list[0];
+            ensure!(
+                c["workflow_type"] == "kid"
+                    && c["instance_id"] == child.as_str()
+                    && c["state"] == "completed"
+                    && c["parent_task"] == "spawn"
+                    && c["parent_attempt"] == attempt,
+                "the child of {mom} at {}: {c}",
+                api.base_url()
+            );
+        }
+        let none = get(&apis[1], &format!("/v1/workflows/kid/{child}/children")).await?;
+        ensure!(
+            none["children"] == json!([]),
+            "a child has no children: {none}"
+        );
+        // The CLI, as a table and as JSON.
+        let run = weft(&apis[1], &["children", "mom", mom], DEADLINE).await?;
+        let out = run.ok()?;
+        let row = out
+            .lines()
+            .find(|l| l.contains(&child))
+            .with_context(|| format!("the child in `weft children`: {out}"))?;
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        ensure!(
+            cols == [
+                "kid",
+                child.as_str(),
+                "completed",
+                "spawn",
+                &attempt.to_string()
+            ],
+            "{row}"
+        );
+        let run = weft(&apis[0], &["children", "mom", mom, "--json"], DEADLINE).await?;
+        let v: Value = serde_json::from_str(run.ok()?)?;
+        ensure!(v["children"][0]["instance_id"] == child.as_str(), "{v}");
+
+        // Traces: the child's hangs under the parent's spawn span.
+        let pt = get(
+            &apis[0],
+            &format!("/v1/workflows/mom/{mom}/trace?format=spans"),
+        )
+        .await?;
+        let ct = get(
+            &apis[1],
+            &format!("/v1/workflows/kid/{child}/trace?format=spans"),
+        )
+        .await?;
+        ensure!(
+            pt.get("parent").is_none(),
+            "a parent of its own has none: {pt}"
+        );
+        let trace_id = pt["trace_id"].as_str().context("trace id")?;
+        ensure!(trace_id == mom.replace('-', ""), "{pt}");
+        let spawn_span = pt["spans"]
+            .as_array()
+            .and_then(|ss| {
+                ss.iter()
+                    .filter(|s| s["name"] == "task spawn")
+                    .find(|s| s["attributes"]["task.attempt"] == attempt.to_string())
+            })
+            .context("the spawn span")?["span_id"]
+            .clone();
+        ensure!(
+            ct["trace_id"] == trace_id,
+            "the child in the parent's trace: {ct}"
+        );
+        ensure!(ct["parent"]["span_id"] == spawn_span, "{ct}");
+        ensure!(ct["parent"]["instance_id"] == mom.as_str(), "{ct}");
+        let root = &ct["spans"][0];
+        ensure!(
+            root["kind"] == "workflow" && root["parent_span_id"] == spawn_span,
+            "the child's root span under the spawn span {spawn_span}: {root}"
+        );
+        let otlp = get(&apis[0], &format!("/v1/workflows/kid/{child}/trace")).await?;
+        let ss = spans(&otlp);
+        ensure!(
+            !ss.is_empty() && ss.iter().all(|s| s["traceId"] == trace_id),
+            "{otlp}"
+        );
+        ensure!(ss[0]["parentSpanId"] == spawn_span, "{}", ss[0]);
+    }
+
+    // The pushed traces: each child's spans arrive under its parent's trace id.
+    for mom in &moms {
+        let trace_id = mom.replace('-', "");
+        wait_for(
+            &format!("the pushed trace of {mom}'s child"),
+            DEADLINE,
+            POLL,
+            || async {
+                let pushed: Vec<Value> = collector
+                    .received()
+                    .iter()
+                    .flat_map(spans)
+                    .filter(|s| s["traceId"] == trace_id.as_str())
+                    .collect();
+                let kid_root = pushed
+                    .iter()
+                    .find(|s| s["name"] == "workflow kid" && s.get("parentSpanId").is_some());
+                let spawn = pushed.iter().find(|s| s["name"] == "task spawn");
+                anyhow::Ok(match (kid_root, spawn) {
+                    (Some(k), Some(sp)) if k["parentSpanId"] == sp["spanId"] => Some(()),
+                    _ => None,
+                })
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
