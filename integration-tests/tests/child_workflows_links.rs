@@ -156,9 +156,9 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
         let spawn_span = pt["spans"]
             .as_array()
             .and_then(|ss| {
-                ss.iter()
-                    .filter(|s| s["name"] == "task spawn")
-                    .find(|s| s["attributes"]["task.attempt"] == attempt.to_string())
+                ss.iter().filter(|s| s["name"] == "task spawn").find(|s| {
+                    s["attributes"]["task.attempt"].as_str() == Some(&attempt.to_string())
+                })
             })
             .context("the spawn span")?["span_id"]
             .clone();

@@ -35,6 +35,7 @@ const EXPECTED: &[(&str, &str, u16)] = &[
     ("post", "/v1/workflows/{ty}/{id}/replay", 200),
     ("get", "/v1/workflows/{ty}/{id}/watch", 200),
     ("get", "/v1/workflows/{ty}/{id}/trace", 200),
+    ("get", "/v1/workflows/{ty}/{id}/children", 200), // none: diamond starts no child
     ("get", "/v1/analytics/{ty}", 200),
     ("post", "/v1/workflows/{ty}/{id}/cancel", 409), // it completed
     ("post", "/v1/workflows/{ty}/{id}/resume", 409), // it is not paused

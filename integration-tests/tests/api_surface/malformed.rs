@@ -31,6 +31,7 @@ const CASES: &[Case] = &[
     ("GET", "{w}/events?frm=1", None, 400, "'frm'"),
     ("GET", "{w}/state?at=0", None, 400, "'at'"),
     ("GET", "{w}/trace?format=jaeger", None, 400, "'format'"),
+    ("GET", "{w}/children?parent=1", None, 400, "'parent'"),
     ("GET", "/v1/analytics/diamond?min_samples=0", None, 400, "'min_samples'"),
     ("GET", "/v1/analytics/diamond?slow=5", None, 400, "'slow'"),
     ("GET", "/v1/analytics/nosuchtype", None, 404, "nosuchtype"),
