@@ -2,7 +2,8 @@
 //! with the real binaries on a real broker and two orchestrator replicas:
 //! `GET /v1/workflows/{ty}/{id}/children` and `weft children` list exactly
 //! the child each parent started (type, id, state, parent task and attempt),
-//! asked at either replica, whichever owns the parent or the child; and the
+//! asked at either replica, with at least one child on the other replica than
+//! its parent (`x-weft-served-by` tells); and the
 //! child's trace nests under the parent's task span: the API's span list and
 //! OTLP (served, and pushed to a collector) give the child's spans the
 //! parent's trace id and the parent's task span as the child root's parent.
@@ -20,8 +21,10 @@ mod issue18;
 
 const KID: &str = "type: kid\ntasks:\n  - name: work\n    handler: noop\n";
 const MOM: &str = "type: mom\ntasks:\n  - name: spawn\n    handler: workflow\n    parameters: {workflow_type: kid}\n  - name: after\n    handler: noop\n    depends_on: [spawn]\n";
-/// Enough parents that some child lands on the other replica than its parent.
+/// Parents started at least, and at most while no child has landed on the
+/// other replica than its parent.
 const PARENTS: usize = 4;
+const MAX_PARENTS: usize = 16;
 const DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(250);
 
@@ -66,121 +69,36 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
     for ty in ["kid", "mom"] {
         issue18::wait_spread(cluster, &apis, ty).await?;
     }
-    let mut moms = Vec::new();
+    // Parents until some child lives on the other replica than its parent
+    // (each does with even odds), so the children query reads one remotely.
+    let (mut moms, mut crossed) = (Vec::new(), 0);
+    let mut started = Vec::new();
     for n in 0..PARENTS {
         let v = apis[n % 2].start("mom", json!({ "n": n }), None).await?;
-        moms.push(v["instance_id"].as_str().context("id")?.to_owned());
+        started.push(v["instance_id"].as_str().context("id")?.to_owned());
     }
-    for mom in &moms {
-        let done = wait_for(
-            &format!("parent {mom} completes"),
-            DEADLINE,
-            POLL,
-            || async {
-                let v = get(&apis[0], &format!("/v1/workflows/mom/{mom}")).await?;
-                ensure!(v["state"] != "failed", "parent failed: {v}");
-                anyhow::Ok((v["state"] == "completed").then_some(v))
-            },
-        )
-        .await?;
-        let spawn = done["tasks"]
-            .as_array()
-            .and_then(|ts| ts.iter().find(|t| t["name"] == "spawn"))
-            .context("spawn task")?;
-        let attempt = spawn["attempt"].as_u64().context("attempt")?;
-        let child = spawn["output"]["child_instance_id"]
-            .as_str()
-            .context("child id")?
-            .to_owned();
-
-        // The children query, at both replicas (one owns the parent, one not).
-        for api in &apis {
-            let v = get(api, &format!("/v1/workflows/mom/{mom}/children")).await?;
-            let list = v["children"].as_array().context("children")?;
-            ensure!(list.len() == 1, "exactly one child of {mom}: {v}");
-            let c = &list[0];
-            ensure!(
-                c["workflow_type"] == "kid"
-                    && c["instance_id"] == child.as_str()
-                    && c["state"] == "completed"
-                    && c["parent_task"] == "spawn"
-                    && c["parent_attempt"] == attempt,
-                "the child of {mom} at {}: {c}",
-                api.base_url()
-            );
-        }
-        let none = get(&apis[1], &format!("/v1/workflows/kid/{child}/children")).await?;
-        ensure!(
-            none["children"] == json!([]),
-            "a child has no children: {none}"
-        );
-        // The CLI, as a table and as JSON.
-        let run = weft(&apis[1], &["children", "mom", mom], DEADLINE).await?;
-        let out = run.ok()?;
-        let row = out
-            .lines()
-            .find(|l| l.contains(&child))
-            .with_context(|| format!("the child in `weft children`: {out}"))?;
-        let cols: Vec<&str> = row.split_whitespace().collect();
-        ensure!(
-            cols == [
-                "kid",
-                child.as_str(),
-                "completed",
-                "spawn",
-                &attempt.to_string()
-            ],
-            "{row}"
-        );
-        let run = weft(&apis[0], &["children", "mom", mom, "--json"], DEADLINE).await?;
-        let v: Value = serde_json::from_str(run.ok()?)?;
-        ensure!(v["children"][0]["instance_id"] == child.as_str(), "{v}");
-
-        // Traces: the child's hangs under the parent's spawn span.
-        let pt = get(
-            &apis[0],
-            &format!("/v1/workflows/mom/{mom}/trace?format=spans"),
-        )
-        .await?;
-        let ct = get(
-            &apis[1],
-            &format!("/v1/workflows/kid/{child}/trace?format=spans"),
-        )
-        .await?;
-        ensure!(
-            pt.get("parent").is_none(),
-            "a parent of its own has none: {pt}"
-        );
-        let trace_id = pt["trace_id"].as_str().context("trace id")?;
-        ensure!(trace_id == mom.replace('-', ""), "{pt}");
-        let spawn_span = pt["spans"]
-            .as_array()
-            .and_then(|ss| {
-                ss.iter().filter(|s| s["name"] == "task spawn").find(|s| {
-                    s["attributes"]["task.attempt"].as_str() == Some(&attempt.to_string())
-                })
-            })
-            .context("the spawn span")?["span_id"]
-            .clone();
-        ensure!(
-            ct["trace_id"] == trace_id,
-            "the child in the parent's trace: {ct}"
-        );
-        ensure!(ct["parent"]["span_id"] == spawn_span, "{ct}");
-        ensure!(ct["parent"]["instance_id"] == mom.as_str(), "{ct}");
-        let root = &ct["spans"][0];
-        ensure!(
-            root["kind"] == "workflow" && root["parent_span_id"] == spawn_span,
-            "the child's root span under the spawn span {spawn_span}: {root}"
-        );
-        let otlp = get(&apis[0], &format!("/v1/workflows/kid/{child}/trace")).await?;
-        let ss = spans(&otlp);
-        ensure!(
-            !ss.is_empty() && ss.iter().all(|s| s["traceId"] == trace_id),
-            "{otlp}"
-        );
-        ensure!(ss[0]["parentSpanId"] == spawn_span, "{}", ss[0]);
+    loop {
+        let Some(mom) = started.pop() else {
+            if crossed > 0 || moms.len() >= MAX_PARENTS {
+                break;
+            }
+            let v = apis[0]
+                .start("mom", json!({ "n": moms.len() }), None)
+                .await?;
+            started.push(v["instance_id"].as_str().context("id")?.to_owned());
+            continue;
+        };
+        let child = check(&apis, &mom).await?;
+        let parent_at = served_by(&apis[0], &format!("/v1/workflows/mom/{mom}")).await?;
+        let child_at = served_by(&apis[0], &format!("/v1/workflows/kid/{child}")).await?;
+        crossed += usize::from(parent_at != child_at);
+        moms.push(mom);
     }
+    ensure!(
+        crossed > 0,
+        "no child of {} parents on the other replica",
+        moms.len()
+    );
 
     // The pushed traces: each child's spans arrive under its parent's trace id.
     for mom in &moms {
@@ -209,4 +127,130 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// Checks the children query, the CLI and the traces of parent `mom` once it
+/// completed; returns its child's id.
+async fn check(apis: &[ApiClient; 2], mom: &str) -> Result<String> {
+    let done = wait_for(
+        &format!("parent {mom} completes"),
+        DEADLINE,
+        POLL,
+        || async {
+            let v = get(&apis[0], &format!("/v1/workflows/mom/{mom}")).await?;
+            ensure!(v["state"] != "failed", "parent failed: {v}");
+            anyhow::Ok((v["state"] == "completed").then_some(v))
+        },
+    )
+    .await?;
+    let spawn = done["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == "spawn"))
+        .context("spawn task")?;
+    let attempt = spawn["attempt"].as_u64().context("attempt")?;
+    let child = spawn["output"]["child_instance_id"]
+        .as_str()
+        .context("child id")?
+        .to_owned();
+
+    // The children query, at both replicas (one owns the parent, one not).
+    for api in apis {
+        let v = get(api, &format!("/v1/workflows/mom/{mom}/children")).await?;
+        let list = v["children"].as_array().context("children")?;
+        ensure!(list.len() == 1, "exactly one child of {mom}: {v}");
+        let c = &list[0];
+        ensure!(
+            c["workflow_type"] == "kid"
+                && c["instance_id"] == child.as_str()
+                && c["state"] == "completed"
+                && c["parent_task"] == "spawn"
+                && c["parent_attempt"] == attempt,
+            "the child of {mom} at {}: {c}",
+            api.base_url()
+        );
+    }
+    let none = get(&apis[1], &format!("/v1/workflows/kid/{child}/children")).await?;
+    ensure!(
+        none["children"] == json!([]),
+        "a child has no children: {none}"
+    );
+    // The CLI, as a table and as JSON.
+    let run = weft(&apis[1], &["children", "mom", mom], DEADLINE).await?;
+    let out = run.ok()?;
+    let row = out
+        .lines()
+        .find(|l| l.contains(&child))
+        .with_context(|| format!("the child in `weft children`: {out}"))?;
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    ensure!(
+        cols == [
+            "kid",
+            child.as_str(),
+            "completed",
+            "spawn",
+            &attempt.to_string()
+        ],
+        "{row}"
+    );
+    let run = weft(&apis[0], &["children", "mom", mom, "--json"], DEADLINE).await?;
+    let v: Value = serde_json::from_str(run.ok()?)?;
+    ensure!(v["children"][0]["instance_id"] == child.as_str(), "{v}");
+
+    // Traces: the child's hangs under the parent's spawn span.
+    let pt = get(
+        &apis[0],
+        &format!("/v1/workflows/mom/{mom}/trace?format=spans"),
+    )
+    .await?;
+    let ct = get(
+        &apis[1],
+        &format!("/v1/workflows/kid/{child}/trace?format=spans"),
+    )
+    .await?;
+    ensure!(
+        pt.get("parent").is_none(),
+        "a parent of its own has none: {pt}"
+    );
+    let trace_id = pt["trace_id"].as_str().context("trace id")?;
+    ensure!(trace_id == mom.replace('-', ""), "{pt}");
+    let spawn_span = pt["spans"]
+        .as_array()
+        .and_then(|ss| {
+            ss.iter()
+                .filter(|s| s["name"] == "task spawn")
+                .find(|s| s["attributes"]["task.attempt"].as_str() == Some(&attempt.to_string()))
+        })
+        .context("the spawn span")?["span_id"]
+        .clone();
+    ensure!(
+        ct["trace_id"] == trace_id,
+        "the child in the parent's trace: {ct}"
+    );
+    ensure!(ct["parent"]["span_id"] == spawn_span, "{ct}");
+    ensure!(ct["parent"]["instance_id"] == mom, "{ct}");
+    let root = &ct["spans"][0];
+    ensure!(
+        root["kind"] == "workflow" && root["parent_span_id"] == spawn_span,
+        "the child's root span under the spawn span {spawn_span}: {root}"
+    );
+    let otlp = get(&apis[0], &format!("/v1/workflows/kid/{child}/trace")).await?;
+    let ss = spans(&otlp);
+    ensure!(
+        !ss.is_empty() && ss.iter().all(|s| s["traceId"] == trace_id),
+        "{otlp}"
+    );
+    ensure!(ss[0]["parentSpanId"] == spawn_span, "{}", ss[0]);
+    Ok(child)
+}
+
+/// The replica that serves `path` (`x-weft-served-by`).
+async fn served_by(api: &ApiClient, path: &str) -> Result<String> {
+    let resp = reqwest::get(format!("{}{path}", api.base_url())).await?;
+    ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    Ok(resp
+        .headers()
+        .get("x-weft-served-by")
+        .and_then(|v| v.to_str().ok())
+        .context("x-weft-served-by")?
+        .to_owned())
 }
