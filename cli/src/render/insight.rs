@@ -40,6 +40,16 @@ pub fn waterfall(trace: &Value) -> Vec<String> {
         trace["trace_id"].as_str().unwrap_or("?"),
         spans.len()
     )];
+    let parent = &trace["parent"];
+    if let Some(span) = parent["span_id"].as_str() {
+        let text = |k: &str| parent[k].as_str().unwrap_or("?");
+        lines.push(format!(
+            "child of {} {}, task {} (span {span})",
+            text("workflow_type"),
+            text("instance_id"),
+            text("task")
+        ));
+    }
     let mut stack = vec![(*root, 0usize)];
     while let Some((span, depth)) = stack.pop() {
         lines.push(span_line(span, t0, depth));
@@ -206,6 +216,17 @@ mod tests {
             "+    600ms      open      task m #2  queued 1.2s  on w-1"
         );
         assert_eq!(waterfall(&json!({"spans": []})), vec!["(no spans)"]);
+    }
+
+    #[test]
+    fn a_child_workflows_waterfall_names_its_parent() {
+        let t = json!({"trace_id": "ab", "parent": {"trace_id": "ab", "span_id": "s1",
+                "workflow_type": "mom", "instance_id": "m-1", "task": "spawn"},
+            "spans": [{"span_id": "r", "parent_span_id": "s1", "name": "workflow kid",
+                "start_ms": 0, "end_ms": 5, "status": {"code": "ok"}, "attributes": {}}]});
+        let lines = waterfall(&t);
+        assert_eq!(lines[1], "child of mom m-1, task spawn (span s1)");
+        assert_eq!(lines[2], "+      0ms       5ms  workflow kid  ok");
     }
 
     #[test]
