@@ -240,6 +240,12 @@ async fn check(apis: &[ApiClient; 2], mom: &str) -> Result<String> {
         "{otlp}"
     );
     ensure!(ss[0]["parentSpanId"] == spawn_span, "{}", ss[0]);
+    let run = weft(&apis[0], &["trace", "kid", &child], DEADLINE).await?;
+    let out = run.ok()?;
+    ensure!(
+        out.contains(&format!("child of mom {mom}, task spawn")),
+        "weft trace names the parent: {out}"
+    );
     Ok(child)
 }
 
