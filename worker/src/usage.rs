@@ -137,7 +137,7 @@ fn proc_hwm_kb(who: &str) -> Option<i64> {
 /// one `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, cheap enough for every attempt.
 fn process_cpu_us() -> i64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec.saturating_mul(1_000_000) + i64::from(t.tv_nsec / 1000)
+    t.tv_sec.saturating_mul(1_000_000) + t.tv_nsec / 1000
 }
 
 /// How long the worker's own `VmHWM` is reused before `/proc/self/status` is
