@@ -114,13 +114,7 @@ pub async fn gather(
                     "replica {node} did not answer its part ({why}); try again shortly"
                 ))
             };
-            let answer = fw
-                .http()
-                .get(&url)
-                .headers(caller)
-                .header(FORWARDED_BY, fw.node_id.as_str())
-                .header(header::ACCEPT, "application/json")
-                .timeout(super::forward::ANSWER_TIMEOUT)
+            let answer = peer_get(&fw, &url, caller)
                 .send()
                 .await
                 .map_err(|e| failed(e.to_string()))?;
@@ -133,6 +127,16 @@ pub async fn gather(
         }
     });
     futures::future::try_join_all(asks).await
+}
+
+/// A GET of `url` at a peer, on the caller's behalf (`caller`: its credentials).
+fn peer_get(fw: &Forwarder, url: &str, caller: HeaderMap) -> reqwest::RequestBuilder {
+    fw.http()
+        .get(url)
+        .headers(caller)
+        .header(FORWARDED_BY, fw.node_id.as_str())
+        .header(header::ACCEPT, "application/json")
+        .timeout(super::forward::ANSWER_TIMEOUT)
 }
 
 /// The caller's credentials in `headers`, to send on to a peer.
@@ -162,13 +166,7 @@ pub async fn instance_at(
             "replica {node} did not answer for {ty} {id} ({why}); try again shortly"
         ))
     };
-    let answer = fw
-        .http()
-        .get(&url)
-        .headers(caller(headers))
-        .header(FORWARDED_BY, fw.node_id.as_str())
-        .header(header::ACCEPT, "application/json")
-        .timeout(super::forward::ANSWER_TIMEOUT)
+    let answer = peer_get(fw, &url, caller(headers))
         .send()
         .await
         .map_err(|e| failed(e.to_string()))?;

@@ -96,30 +96,54 @@ fn task_context<'d>(
     Ok((def, task, attempt))
 }
 
-pub(super) fn task_result(
-    state: Option<&InstanceState>,
-    defs: &dyn DefinitionLookup,
+/// What a worker's report (a result or a checkpoint) is about, or the
+/// decision for it: [`task_context`], then stale once the workflow ended, and
+/// rejected for a task the orchestrator runs itself (no worker reports on it).
+fn worker_report_context<'s, 'd>(
+    state: Option<&'s InstanceState>,
+    defs: &'d dyn DefinitionLookup,
     input: &WorkflowEvent,
-) -> Decision {
-    let (def, task, attempt) = match task_context(state, defs, input) {
-        Ok(c) => c,
-        Err(d) => return d,
-    };
+) -> Result<
+    (
+        &'s InstanceState,
+        &'d WorkflowDefinition,
+        &'d TaskConfiguration,
+        u32,
+    ),
+    Decision,
+> {
+    let (def, task, attempt) = task_context(state, defs, input)?;
     let s = state.expect("task_context checked the instance");
-    let name = &task.name;
     if s.state.is_terminal() {
-        return stale(s, format!("workflow is already {}", s.state));
+        return Err(stale(s, format!("workflow is already {}", s.state)));
     }
     if matches!(
         task.task_type,
         TaskType::Wait | TaskType::Parallel | TaskType::Sequential
     ) {
         let what = format!(
-            "task '{name}' is a {} task the orchestrator runs itself",
-            task.task_type
+            "task '{}' is a {} task the orchestrator runs itself",
+            task.name, task.task_type
         );
-        return reject(Some(s), input, Rejection::IllegalTransition { what });
+        return Err(reject(
+            Some(s),
+            input,
+            Rejection::IllegalTransition { what },
+        ));
     }
+    Ok((s, def, task, attempt))
+}
+
+pub(super) fn task_result(
+    state: Option<&InstanceState>,
+    defs: &dyn DefinitionLookup,
+    input: &WorkflowEvent,
+) -> Decision {
+    let (s, def, task, attempt) = match worker_report_context(state, defs, input) {
+        Ok(c) => c,
+        Err(d) => return d,
+    };
+    let name = &task.name;
     let rt = s.task(name);
     if attempt != rt.attempt {
         let why = Rejection::StaleAttempt {
@@ -187,25 +211,11 @@ pub(super) fn checkpoint(
     defs: &dyn DefinitionLookup,
     input: &WorkflowEvent,
 ) -> Decision {
-    let (def, task, attempt) = match task_context(state, defs, input) {
+    let (s, def, task, attempt) = match worker_report_context(state, defs, input) {
         Ok(c) => c,
         Err(d) => return d,
     };
-    let s = state.expect("task_context checked the instance");
     let name = &task.name;
-    if s.state.is_terminal() {
-        return stale(s, format!("workflow is already {}", s.state));
-    }
-    if matches!(
-        task.task_type,
-        TaskType::Wait | TaskType::Parallel | TaskType::Sequential
-    ) {
-        let what = format!(
-            "task '{name}' is a {} task the orchestrator runs itself",
-            task.task_type
-        );
-        return reject(Some(s), input, Rejection::IllegalTransition { what });
-    }
     let rt = s.task(name);
     if attempt != rt.attempt || !matches!(rt.state, TaskState::Scheduled | TaskState::Running) {
         return stale(
