@@ -312,8 +312,9 @@ async fn run_attempt(
         started_data(d, &shared.node_id),
         &shared.node_id,
     );
-    // The handler runs while `task.started` travels; its ack is awaited
-    // before the result goes out (exactly-once: in its own transaction first).
+    // The handler runs while `task.started` travels, and the result follows
+    // it without waiting for its ack (exactly-once: `task.started` commits in
+    // its own transaction first).
     let started_in_flight = if transactional {
         if publish(shared, &started, &d.traceparent, true, None).await != Published::Yes {
             shared.metrics.finished(label, OUTCOME_ABANDONED);
@@ -386,12 +387,6 @@ async fn run_attempt(
             return;
         }
     };
-    if let Some(in_flight) = started_in_flight {
-        if confirm_started(shared, in_flight, &started, &d.traceparent).await != Published::Yes {
-            shared.metrics.finished(label, OUTCOME_ABANDONED);
-            return;
-        }
-    }
     if transactional {
         // The result commits its record's offset in its transaction, so it
         // waits for every earlier record of the partition (heartbeats go on).
@@ -425,7 +420,26 @@ async fn run_attempt(
         }
     };
     usage.write(&mut event.metadata);
-    let published = publish(shared, &event, &d.traceparent, transactional, Some(ticket)).await;
+    let result_out = publish(shared, &event, &d.traceparent, transactional, Some(ticket));
+    let published = match started_in_flight {
+        // The result is handed to the producer without waiting for the ack of
+        // `task.started`: the idempotent producer keeps the partition's order,
+        // so `task.started` lands first (one produce round trip less per task
+        // on the critical path). Should `task.started` fail and go out again
+        // after the result, the decider records it as stale: a task may
+        // complete from `scheduled`.
+        Some(in_flight) => {
+            let (started_out, published) = tokio::join!(
+                confirm_started(shared, in_flight, &started, &d.traceparent),
+                result_out
+            );
+            if started_out != Published::Yes {
+                tracing::warn!(outcome = ?started_out, "task.started was not published; the result was");
+            }
+            published
+        }
+        None => result_out.await,
+    };
     drop(beats);
     if published != Published::Yes {
         shared.metrics.finished(label, OUTCOME_ABANDONED);

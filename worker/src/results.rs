@@ -78,8 +78,8 @@ pub(crate) async fn wait_for_head(
 }
 
 /// A `task.started` on its way: handed to the producer, ack not awaited, so
-/// the handler runs during the round trip (the result is handed over after it,
-/// and the producer keeps a partition's records in order).
+/// the handler runs during the round trip and the result is handed over after
+/// it (the idempotent producer keeps a partition's records in order).
 pub(crate) struct StartedInFlight(rdkafka::producer::future_producer::DeliveryFuture);
 
 /// Hands `started` to the producer; `None` when the producer refused it at
@@ -102,7 +102,8 @@ pub(crate) async fn start(
 }
 
 /// Waits for the ack of a `task.started` handed over by [`start`]; when the
-/// broker did not take it, publishes it again (before any result goes out).
+/// broker did not take it, publishes it again (the result may then be ahead
+/// of it, and the decider records the late `task.started` as stale).
 pub(crate) async fn confirm_started(
     shared: &Shared,
     in_flight: StartedInFlight,
