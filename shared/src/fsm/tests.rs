@@ -604,3 +604,29 @@ fn analytics_count_attempts_by_the_node_that_ran_them() {
     let a = report.tasks.iter().find(|t| t.name == "a").unwrap();
     assert_eq!(a.nodes["gpu-1"], 1);
 }
+
+/// The worker hands a result to the producer without waiting for the ack of
+/// its `task.started`: should `task.started` fail and be published again, it
+/// lands after the result. The task completes from `scheduled`, the late
+/// `task.started` is stale and changes nothing, and the fold agrees.
+#[test]
+fn a_result_ahead_of_its_task_started_completes_the_task_and_the_started_is_stale() {
+    let mut d = Driver::new(diamond(1));
+    assert_eq!(
+        d.input(T::WorkflowCreated, None, DataMap::new()),
+        Outcome::Applied
+    );
+    assert_eq!(d.wf().task("a").state, TaskState::Scheduled);
+    assert_eq!(
+        d.input(T::TaskCompleted, Some(("a", 1)), DataMap::new()),
+        Outcome::Applied
+    );
+    assert_eq!(d.wf().task("a").state, TaskState::Completed);
+    assert_eq!(d.wf().task("b").state, TaskState::Scheduled);
+    let (before, state) = (d.history.len(), d.wf().clone());
+    let late = d.input(T::TaskStarted, Some(("a", 1)), DataMap::new());
+    assert!(matches!(late, Outcome::Stale { .. }), "{late:?}");
+    assert_eq!(d.history.len(), before, "a stale input appends nothing");
+    assert_eq!(*d.wf(), state);
+    assert_eq!(fold(&d.history), *d.wf());
+}
