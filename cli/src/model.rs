@@ -61,6 +61,31 @@ pub struct TaskView {
     pub attempt: u32,
     pub output: Option<Value>,
     pub error: Option<ErrorView>,
+    /// What the last ended attempt used, as its worker measured it
+    /// (`cpu_ms`, `wall_ms`, `peak_rss_kb`); kept raw (any JSON) to stay lenient.
+    pub resource_usage: Value,
+    /// Where the usage was measured: `child` or `process`.
+    pub usage_scope: Option<String>,
+    /// The metrics the last ended attempt's handler reported.
+    pub metrics: Value,
+    /// The last checkpoint an attempt saved (the next attempt starts from it).
+    pub checkpoint: Option<Value>,
+    /// Checkpoints saved over all attempts.
+    pub checkpoints: u64,
+}
+
+impl TaskView {
+    /// A whole number of `resource_usage` (`cpu_ms`, `wall_ms`, `peak_rss_kb`).
+    pub fn usage(&self, key: &str) -> Option<i64> {
+        let v = &self.resource_usage[key];
+        v.as_i64().or_else(|| v.as_f64().map(|f| f.round() as i64))
+    }
+
+    /// Whether the worker reported any usage or metric for the task.
+    pub fn has_usage(&self) -> bool {
+        let filled = |v: &Value| v.as_object().is_some_and(|m| !m.is_empty());
+        filled(&self.resource_usage) || filled(&self.metrics)
+    }
 }
 
 /// `{"error_type": ..., "message": ...}` of a task or instance.
@@ -105,6 +130,29 @@ mod tests {
         assert_eq!(i.server_duration_ms(), Some(2400));
         assert_eq!(i.task("b").unwrap().attempt, 3);
         assert_eq!(i.effective_error().unwrap().to_string(), "Boom: it broke");
+        assert!(!i.task("a").unwrap().has_usage());
+    }
+
+    #[test]
+    fn reads_usage_and_checkpoints_leniently() {
+        let v = json!({"tasks": [
+            {"name": "a", "resource_usage": {"cpu_ms": 412, "wall_ms": 430.4, "peak_rss_kb": 3172},
+             "usage_scope": "child", "metrics": {}, "checkpoint": {"next_step": 5}, "checkpoints": 5},
+            {"name": "b", "resource_usage": null, "usage_scope": null, "metrics": null, "checkpoint": null}
+        ]});
+        let i = InstanceView::from_json(&v).unwrap();
+        let a = i.task("a").unwrap();
+        assert!(a.has_usage());
+        assert_eq!(
+            (a.usage("cpu_ms"), a.usage("wall_ms"), a.usage("nope")),
+            (Some(412), Some(430), None)
+        );
+        assert_eq!(
+            (a.checkpoints, a.usage_scope.as_deref()),
+            (5, Some("child"))
+        );
+        let b = i.task("b").unwrap();
+        assert!(!b.has_usage() && b.checkpoint.is_none() && b.checkpoints == 0);
     }
 
     #[test]

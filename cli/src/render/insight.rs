@@ -1,14 +1,16 @@
 //! Text for `weft trace` (a waterfall of spans: offset from the workflow's
 //! start, duration, the span indented under its parent, its status) and
 //! `weft analytics` (counts and rates, duration percentiles, a task table,
-//! the bottleneck and insights). Both read the API's JSON leniently.
+//! the tasks' measured CPU, wall time and peak memory, the bottleneck and
+//! insights). Both read the API's JSON leniently.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::fmt_duration;
+use super::instance::fmt_kb;
+use super::{columns, fmt_duration};
 
 /// `850ms`, `1.2s`, `2m05.3s`.
 pub fn fmt_ms(ms: u64) -> String {
@@ -168,6 +170,7 @@ pub fn report(r: &Value) -> Vec<String> {
             pct(&t["time_share"])
         ));
     }
+    lines.extend(usage_table(r));
     lines.push(format!(
         "bottleneck: {}",
         r["bottleneck"].as_str().unwrap_or("none")
@@ -187,6 +190,67 @@ pub fn report(r: &Value) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What the workers measured, per task that reported any: attempts
+/// measured, CPU time (mean, p50/p95), wall time (p50/p95) and the largest
+/// peak memory; `usage: none reported` when no task did.
+fn usage_table(r: &Value) -> Vec<String> {
+    let pair = |v: &Value| {
+        if v["count"].as_u64().unwrap_or_default() == 0 {
+            return "-".to_owned();
+        }
+        format!(
+            "{}/{}",
+            fmt_ms(v["p50_ms"].as_u64().unwrap_or_default()),
+            fmt_ms(v["p95_ms"].as_u64().unwrap_or_default())
+        )
+    };
+    let mut rows = vec![[
+        "TASK",
+        "MEASURED",
+        "CPU avg",
+        "CPU p50/p95",
+        "WALL p50/p95",
+        "PEAK MEM",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for t in r["tasks"].as_array().into_iter().flatten() {
+        let (cpu, wall) = (&t["cpu"], &t["wall"]);
+        let count = |v: &Value| v["count"].as_u64().unwrap_or_default();
+        let peak = t["peak_rss_kb"].as_u64().unwrap_or_default();
+        let measured = count(cpu).max(count(wall));
+        if measured == 0 && peak == 0 {
+            continue;
+        }
+        rows.push(vec![
+            t["name"].as_str().unwrap_or("?").to_owned(),
+            measured.to_string(),
+            if count(cpu) == 0 {
+                "-".to_owned()
+            } else {
+                fmt_ms(cpu["avg_ms"].as_f64().unwrap_or_default().round() as u64)
+            },
+            pair(cpu),
+            pair(wall),
+            if peak == 0 {
+                "-".to_owned()
+            } else {
+                fmt_kb(peak)
+            },
+        ]);
+    }
+    if rows.len() == 1 {
+        return vec!["usage: none reported".into()];
+    }
+    std::iter::once("usage, as the workers measured it:".to_owned())
+        .chain(
+            columns(&rows, &[(1, 0)])
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -255,7 +319,36 @@ mod tests {
             lines[5]
         );
         assert!(lines[5].ends_with("80.0 %"), "{}", lines[5]);
-        assert_eq!(lines[6], "bottleneck: charge");
-        assert_eq!(lines[8], "  - [bottleneck] shop/charge: look here");
+        assert_eq!(lines[6], "usage: none reported");
+        assert_eq!(lines[7], "bottleneck: charge");
+        assert_eq!(lines[9], "  - [bottleneck] shop/charge: look here");
+    }
+
+    #[test]
+    fn report_shows_measured_usage_per_task() {
+        let none =
+            json!({"count": 0, "avg_ms": 0.0, "p50_ms": 0, "p95_ms": 0, "p99_ms": 0, "max_ms": 0});
+        let cpu = json!({"count": 1, "avg_ms": 411.6, "p50_ms": 405, "p95_ms": 405, "p99_ms": 405, "max_ms": 405});
+        let wall = json!({"count": 2, "avg_ms": 700.0, "p50_ms": 430, "p95_ms": 1240, "p99_ms": 1240, "max_ms": 1240});
+        let once = json!({"count": 1, "avg_ms": 430.0, "p50_ms": 430, "p95_ms": 430, "p99_ms": 430, "max_ms": 430});
+        let r = json!({"workflow_type": "ckpt", "tasks": [
+            {"name": "work", "cpu": none, "wall": wall, "peak_rss_kb": 9420},
+            {"name": "burn", "cpu": cpu, "wall": once, "peak_rss_kb": 812},
+            {"name": "wait", "cpu": none, "wall": none, "peak_rss_kb": 0}
+        ]});
+        let lines = report(&r);
+        let at = lines
+            .iter()
+            .position(|l| l == "usage, as the workers measured it:")
+            .expect("a usage table");
+        assert_eq!(
+            lines[at + 1..at + 4],
+            [
+                "  TASK  MEASURED  CPU avg  CPU p50/p95  WALL p50/p95  PEAK MEM",
+                "  work         2  -        -            430ms/1.2s    9.2 MiB",
+                "  burn         1  412ms    405ms/405ms  430ms/430ms   812 KiB",
+            ]
+        );
+        assert!(lines[at + 4].starts_with("bottleneck:"), "{lines:?}");
     }
 }

@@ -1,7 +1,8 @@
-//! All text the CLI prints: progress lines while waiting, the final verdict,
-//! the instance summary and history lines; [`list`] has the `weft list` table
-//! and the `weft watch` lines, [`nodes`] the `weft nodes` table. Pure
-//! functions of their inputs, so they are unit-tested without a server.
+//! All text the CLI prints: progress lines while waiting, the final verdict
+//! and history lines; [`instance`] has the instance summary (`weft get`),
+//! [`list`] the `weft list` table and the `weft watch` lines, [`nodes`] the
+//! `weft nodes` table. Pure functions of their inputs, so they are unit-tested
+//! without a server.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -10,8 +11,10 @@ use serde_json::Value;
 use crate::model::{InstanceView, TaskView};
 
 pub mod insight;
+mod instance;
 mod list;
 mod nodes;
+pub use instance::instance_summary;
 pub use list::{instance_table, watch_line};
 pub use nodes::node_table;
 
@@ -97,65 +100,6 @@ pub fn final_line(instance_id: &str, cur: &InstanceView, took: Duration) -> Stri
         line.push_str(&format!(": {err}"));
     }
     line
-}
-
-/// The readable form of `weft get`.
-pub fn instance_summary(i: &InstanceView) -> String {
-    let mut rows: Vec<(&str, String)> = vec![
-        ("instance", i.instance_id.clone()),
-        (
-            "workflow",
-            match i.definition_version {
-                Some(v) => format!("{} version {v}", i.workflow_type),
-                None => i.workflow_type.clone(),
-            },
-        ),
-        ("state", i.state.clone()),
-        ("sequence", i.sequence_number.to_string()),
-    ];
-    if let Some(c) = i.created_at_ms {
-        rows.push(("created", fmt_timestamp(c)));
-    }
-    if let Some(u) = i.updated_at_ms {
-        let mut s = fmt_timestamp(u);
-        if let Some(d) = i.server_duration_ms() {
-            s.push_str(&format!(" (+{})", fmt_duration(Duration::from_millis(d))));
-        }
-        rows.push(("updated", s));
-    }
-    if let Some(e) = &i.error {
-        rows.push(("error", e.to_string()));
-    }
-    let mut out: String = rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect();
-    if i.tasks.is_empty() {
-        out.push_str("tasks     none\n");
-        return out;
-    }
-    out.push_str("tasks:\n");
-    let table: Vec<Vec<String>> = std::iter::once(vec![
-        "NAME".into(),
-        "STATE".into(),
-        "ATTEMPT".into(),
-        "ERROR".into(),
-    ])
-    .chain(i.tasks.iter().map(|t| {
-        vec![
-            t.name.clone(),
-            t.state.clone(),
-            t.attempt.to_string(),
-            t.error
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ]
-    }))
-    .collect();
-    for line in columns(&table, &[]) {
-        out.push_str("  ");
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
 }
 
 /// One line per event: sequence, time since the first listed event, type,
@@ -438,36 +382,5 @@ mod tests {
             vec!["  3  +0.000s  task.failed", "  ?  -0.004s  task.started  c"]
         );
         assert!(history_lines(&[]).is_empty());
-    }
-
-    #[test]
-    fn summary_lists_tasks() {
-        let mut i = instance(
-            "failed",
-            vec![task("reserve", "completed", 1), task("charge", "failed", 3)],
-        );
-        i.sequence_number = 7;
-        i.created_at_ms = Some(1_714_564_800_000);
-        i.updated_at_ms = Some(1_714_564_802_400);
-        i.tasks[1].error = Some(ErrorView {
-            error_type: Some("PaymentDeclined".into()),
-            message: Some("card declined".into()),
-        });
-        i.error = i.tasks[1].error.clone();
-        assert_eq!(
-            instance_summary(&i),
-            "instance  i1\n\
-             workflow  demo version 2\n\
-             state     failed\n\
-             sequence  7\n\
-             created   2024-05-01T12:00:00.000Z\n\
-             updated   2024-05-01T12:00:02.400Z (+2.4s)\n\
-             error     PaymentDeclined: card declined\n\
-             tasks:\n\
-             \x20 NAME     STATE      ATTEMPT  ERROR\n\
-             \x20 reserve  completed  1\n\
-             \x20 charge   failed     3        PaymentDeclined: card declined\n"
-        );
-        assert!(instance_summary(&instance("running", vec![])).ends_with("tasks     none\n"));
     }
 }
