@@ -8,6 +8,7 @@ use crate::fsm::instance::{InstanceState, TaskRuntime};
 use crate::fsm::meta;
 use crate::fsm::timer::{timers_of, TimerKind};
 use crate::model::{CompensationAction, ErrorInfo};
+use crate::observe::trace::{parse_traceparent, META_PARENT_TRACEPARENT};
 use crate::state::{TaskState, WorkflowState};
 use crate::usage::Usage;
 
@@ -57,6 +58,7 @@ pub fn evolve(
                 timers: Default::default(),
                 signals: Default::default(),
                 compensations: Vec::new(),
+                trace_id: parent_trace_id(event),
             });
         }
         (None, _) => {
@@ -82,6 +84,13 @@ pub fn evolve(
         track_compensation(&mut s, name, ts);
     }
     Ok(s)
+}
+
+/// A child workflow's trace id: the parent's, when its `workflow.created`
+/// carries a well-formed `weft.parent_traceparent`.
+fn parent_trace_id(created: &WorkflowEvent) -> Option<String> {
+    let tp = created.metadata.get(META_PARENT_TRACEPARENT)?;
+    parse_traceparent(tp).map(|(trace_id, _)| trace_id)
 }
 
 /// The state change `event` makes (everything but timers).

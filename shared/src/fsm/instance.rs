@@ -101,9 +101,27 @@ pub struct InstanceState {
     /// The saga's compensation log, in the order compensations run.
     #[serde(default)]
     pub compensations: Vec<CompensationAction>,
+    /// The W3C trace id (32 hex digits) of the trace the instance belongs to
+    /// when it is not its own: a child workflow's parent's, from the
+    /// `weft.parent_traceparent` on its `workflow.created` (ADR 0019). `None`
+    /// for an ordinary instance, whose trace id is its instance id; see
+    /// [`InstanceState::trace_id_hex`]. Absent from projections stored before
+    /// it existed (those instances keep their own trace id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl InstanceState {
+    /// The W3C trace id of the instance's trace: its parent's for a child
+    /// workflow, else its own instance id (32 hex digits either way). Task
+    /// dispatches' `traceparent` and the trace built from the history use it.
+    pub fn trace_id_hex(&self) -> String {
+        match &self.trace_id {
+            Some(t) => t.clone(),
+            None => self.instance_id.0.simple().to_string(),
+        }
+    }
+
     /// The runtime of task `name` (pending if it never left it).
     pub fn task(&self, name: &str) -> TaskRuntime {
         self.tasks.get(name).cloned().unwrap_or_default()

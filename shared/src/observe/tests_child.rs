@@ -135,3 +135,65 @@ fn traceparents_parse_only_when_well_formed() {
         assert_eq!(parse_traceparent(bad), None, "{bad}");
     }
 }
+
+/// `(trace id, span id)` of a dispatch's traceparent.
+fn ids_of(tp: &str) -> (String, String) {
+    parse_traceparent(tp).unwrap_or_else(|| panic!("a well-formed traceparent: {tp}"))
+}
+
+#[test]
+fn a_childs_task_dispatches_carry_the_parents_trace() {
+    let parent = run("parent", b"p", &[]);
+    let tp = parent.dispatches[0].traceparent.clone();
+    let (parent_trace, _) = ids_of(&tp);
+    // A top-level instance's dispatches: its own instance id, as before.
+    assert_eq!(parent_trace, parent.id.0.simple().to_string());
+    assert_eq!(parent.wf().trace_id, None);
+
+    let child = run("child", b"c", &[(META_PARENT_TRACEPARENT, &tp)]);
+    let child_tp = child.dispatches[0].traceparent.clone();
+    let (trace, span) = ids_of(&child_tp);
+    assert_eq!(
+        trace, parent_trace,
+        "the child's dispatch is in the parent's trace"
+    );
+    assert_ne!(trace, child.id.0.simple().to_string());
+    assert_eq!(child.wf().trace_id.as_deref(), Some(parent_trace.as_str()));
+    // Its span is the child's task span of the one derived tree.
+    let ct = trace_of(&child);
+    assert_eq!(ct.trace_id, parent_trace);
+    let task_span = ct.spans.iter().find(|s| s.name == "task only").unwrap();
+    assert_eq!(span, task_span.span_id);
+
+    // A grandchild, started from the child's task, stays in the same trace.
+    let grand = run("grand", b"g", &[(META_PARENT_TRACEPARENT, &child_tp)]);
+    let (trace, _) = ids_of(&grand.dispatches[0].traceparent);
+    assert_eq!(trace, parent_trace);
+    assert_eq!(trace_of(&grand).spans[0].parent_span_id, Some(span));
+
+    // A malformed parent traceparent leaves the dispatch in the child's own trace.
+    let odd = run(
+        "child",
+        b"odd",
+        &[(META_PARENT_TRACEPARENT, "00-zz-0000000000000000-01")],
+    );
+    let (trace, _) = ids_of(&odd.dispatches[0].traceparent);
+    assert_eq!(trace, odd.id.0.simple().to_string());
+}
+
+#[test]
+fn the_trace_id_is_stored_only_for_a_child_and_old_projections_read() {
+    let parent = run("parent", b"p", &[]);
+    let json = serde_json::to_value(parent.wf()).unwrap();
+    assert!(json.get("trace_id").is_none(), "unchanged encoding: {json}");
+    let tp = parent.dispatches[0].traceparent.clone();
+    let child = run("child", b"c", &[(META_PARENT_TRACEPARENT, &tp)]);
+    let mut json = serde_json::to_value(child.wf()).unwrap();
+    let back: crate::fsm::InstanceState = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(&back, child.wf());
+    // A child's projection stored before the field existed still reads.
+    json.as_object_mut().unwrap().remove("trace_id").unwrap();
+    let old: crate::fsm::InstanceState = serde_json::from_value(json).unwrap();
+    assert_eq!(old.trace_id, None);
+    assert_eq!(old.trace_id_hex(), child.id.0.simple().to_string());
+}

@@ -190,12 +190,9 @@ pub fn build(
         root.attributes
             .insert("workflow.events".into(), s.last_seq.to_string());
     }
-    let trace_id = match &b.parent {
-        Some(p) => p.trace_id.clone(),
-        None => s.instance_id.0.simple().to_string(),
-    };
     Ok(Trace {
-        trace_id,
+        // The parent's trace id for a child workflow, as on its dispatches.
+        trace_id: s.trace_id_hex(),
         workflow_type: s.workflow_type,
         instance_id: s.instance_id,
         parent: b.parent,

@@ -275,10 +275,12 @@ impl<'a> Run<'a> {
     }
 }
 
-/// W3C traceparent: the trace is the instance, the span the scheduled event.
+/// W3C traceparent: the trace is the instance's (its parent's for a child
+/// workflow), the span the scheduled event — the task attempt's span id in the
+/// trace built from the history (`observe::trace::span_id_of`).
 fn traceparent(state: &InstanceState, span: EventId) -> String {
-    let trace = state.instance_id.0.simple().to_string();
-    let span = &span.0.simple().to_string()[..16];
+    let trace = state.trace_id_hex();
+    let span = crate::observe::trace::span_id_of(span);
     format!("00-{trace}-{span}-01")
 }
 
