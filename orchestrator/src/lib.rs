@@ -118,7 +118,7 @@ pub async fn run(
     let (events_tx, _) = tokio::sync::broadcast::channel(api::EVENT_FEED_CAPACITY);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let app = api::router(api::AppState {
+    let state = api::AppState {
         registry: registry.clone(),
         store: store.clone(),
         producer: producer.clone(),
@@ -128,7 +128,8 @@ pub async fn run(
         node_id: node_id.clone(),
         events: events_tx.clone(),
         shutdown: stop_rx.clone(),
-    });
+    };
+    let app = api::router(state.clone());
     let counts = Arc::new(partitioner::PartitionCounts::new(producer.clone()));
     // TLS problems (unreadable files, a key not matching) are start-up errors.
     let tls = api::tls::server_config(&config.api)?;
@@ -148,15 +149,7 @@ pub async fn run(
     let app = app.layer(axum::Extension(
         nodes.clone() as Arc<dyn protocol::WorkflowNodeRegistry>
     ));
-    let scheduler = schedules::runner::Scheduler::new(
-        config.kafka.clone(),
-        topics.clone(),
-        producer.clone(),
-        store.clone(),
-        registry.clone(),
-        forwarder,
-        node_id.clone(),
-    );
+    let scheduler = schedules::runner::Scheduler::new(config.kafka.clone(), state, forwarder);
     tokio::spawn(scheduler.clone().run(stop_rx.clone()));
     let app = app.layer(axum::Extension(scheduler));
     let archiver = archive::Archiver::new(

@@ -38,7 +38,7 @@ mod ops;
 mod params;
 mod placement;
 mod scatter;
-mod schedules;
+pub(crate) mod schedules;
 mod sealing;
 pub mod serve;
 pub mod tls;

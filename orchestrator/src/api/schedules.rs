@@ -32,6 +32,20 @@ impl From<Error> for ApiError {
     }
 }
 
+/// For the scheduler's overlap policy: waits (bounded) until this replica has
+/// folded everything `partition` of `topic` held when called (see
+/// [`super::applied::settle`]), so a run started a moment ago is seen; why not
+/// otherwise (not owned, the broker did not answer, the partition lags).
+pub(crate) async fn settle_partition(
+    s: &AppState,
+    topic: &str,
+    partition: i32,
+) -> Result<(), String> {
+    super::applied::settle(s, topic, &[partition])
+        .await
+        .map_err(|e| e.message)
+}
+
 fn scheduler(s: Option<Extension<Arc<Scheduler>>>) -> Result<Arc<Scheduler>, ApiError> {
     s.map(|Extension(s)| s)
         .ok_or_else(|| ApiError::unavailable("schedules are not running on this replica"))

@@ -8,15 +8,21 @@
 //!
 //! **One start per tick.** The instance a tick starts has an id derived from
 //! the schedule and the tick (`InstanceId::for_idempotency_key(type,
-//! "schedule:<name>:<tick ms>")`) and its `workflow.created` a derived event
-//! id and key, so however many replicas fire a tick, or fire it again after a
-//! crash before its progress was recorded, the partition applies one start
-//! and drops the others as duplicates. Normally one replica drives a schedule
-//! (the owner of the events partition its name hashes to), see [`runner`].
+//! "schedule:<name>:<tick ms>[:<k>]")`, the first that lands on the
+//! schedule's own partition, see [`placement`]) and its `workflow.created` a
+//! derived event id and key, so however many replicas fire a tick, or fire it
+//! again after a crash before its progress was recorded, the partition applies
+//! one start and drops the others as duplicates. Normally one replica drives a
+//! schedule (the owner of the events partition its name hashes to), see
+//! [`runner`]; the overlap policy finds the previous run in that replica's own
+//! projection ([`overlap`]).
 //!
 //! This module is the pure part: parsing and validating a spec, the ticks of
 //! a spec, and which ticks to fire after a pause or downtime ([`plan`]).
 
+mod firing;
+pub mod overlap;
+pub mod placement;
 pub mod runner;
 
 use std::str::FromStr;
@@ -103,6 +109,10 @@ pub struct Progress {
     pub started: u64,
     #[serde(default)]
     pub skipped: u64,
+    /// Since when `overlap: skip` has been skipping ticks because it could not
+    /// tell whether the previous run ended (see [`overlap::BLIND_SKIP_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind_since_ms: Option<i64>,
 }
 
 /// Why a spec is invalid.

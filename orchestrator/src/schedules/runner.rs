@@ -7,8 +7,10 @@
 //! kill, a rebalance). A tick fired twice around a handover, or again after a
 //! crash before its progress was recorded, starts nothing more: its instance
 //! id, event id and key are derived from the schedule and the tick (see the
-//! parent module). Progress records fold by the newest tick, so two drivers
-//! cannot move a schedule back.
+//! parent module), the id chosen to land on the schedule's own partition
+//! ([`super::placement`]), so the overlap policy finds the previous run here
+//! ([`super::overlap`]). Progress records fold by the newest tick, so two
+//! drivers cannot move a schedule back.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -17,26 +19,23 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde_json::{json, Value};
 use tokio::sync::watch;
-use weft_shared::avro::AvroRecord;
 use weft_shared::config::KafkaSettings;
-use weft_shared::data::{data_map_from_json, WorkflowData};
-use weft_shared::event::{now_ms, META_DEFINITION_VERSION, META_SOURCE_KIND};
-use weft_shared::ids::{EventId, InstanceId};
-use weft_shared::kafka::{client_config, ensure_topics, headers, Role, TopicSpec};
-use weft_shared::topics::headers as h;
-use weft_shared::{Topics, WorkflowEvent, WorkflowEventType};
+use weft_shared::event::now_ms;
+use weft_shared::kafka::{client_config, ensure_topics, Role, TopicSpec};
+use weft_shared::Topics;
 
-use super::{plan, Overlap, Progress, Spec};
+use super::placement::Placement;
+use super::{Progress, Spec};
 use crate::api::forward::Forwarder;
+use crate::api::AppState;
 use crate::definitions::Registry;
 use crate::status::scope;
 use crate::store::Store;
 
 /// How often due ticks are looked for.
 const POLL: Duration = Duration::from_millis(250);
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schedule errors.
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +71,15 @@ pub struct Scheduler {
     pub node_id: String,
     entries: RwLock<BTreeMap<String, Entry>>,
     next_offset: watch::Sender<i64>,
-    http: reqwest::Client,
+    /// What the API handlers share (the overlap policy waits on partitions with it).
+    pub(super) api: AppState,
+    /// Plain HTTP to a peer, for a previous run on a partition this replica does not own.
+    pub(super) http: reqwest::Client,
 }
 
 impl Scheduler {
-    pub fn new(
-        settings: KafkaSettings,
-        topics: Topics,
-        producer: FutureProducer,
-        store: Store,
-        registry: Arc<Registry>,
-        forwarder: Arc<Forwarder>,
-        node_id: String,
-    ) -> Arc<Self> {
+    /// The scheduler of the replica whose API shares `api`.
+    pub fn new(settings: KafkaSettings, api: AppState, forwarder: Arc<Forwarder>) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -93,14 +88,15 @@ impl Scheduler {
             .expect("an HTTP client without TLS builds");
         Arc::new(Self {
             settings,
-            topics,
-            producer,
-            store,
-            registry,
+            topics: api.topics.clone(),
+            producer: api.producer.clone(),
+            store: api.store.clone(),
+            registry: api.registry.clone(),
             forwarder,
-            node_id,
+            node_id: api.node_id.clone(),
             entries: RwLock::new(BTreeMap::new()),
             next_offset: watch::channel(0).0,
+            api,
             http,
         })
     }
@@ -232,183 +228,29 @@ impl Scheduler {
         }
     }
 
-    /// Whether this replica drives `spec`: it owns, live, the events partition
-    /// the schedule's name hashes to (every replica, when placement is unknown).
-    async fn drives(&self, spec: &Spec) -> bool {
+    /// Where the runs of `spec` go, if this replica drives it now: it owns,
+    /// live, the events partition the schedule's name hashes to. `None` when
+    /// another replica does, and when the placement is unknown this round
+    /// (the partition count, or a partitioner that does not hash keys): no
+    /// replica fires then, rather than start ids the others would not derive.
+    async fn drive(&self, spec: &Spec) -> Option<Placement> {
         let topic = self.topics.events(&spec.workflow_type);
-        let (Some(p), Some(n)) = (
-            self.forwarder.partitioner,
-            self.forwarder.counts.get(&topic).await,
-        ) else {
-            return true;
+        let partitioner = self.forwarder.partitioner?;
+        let Some(n) = self.forwarder.counts.get(&topic).await else {
+            tracing::debug!(schedule = %spec.name, %topic, "partition count unknown; the schedule waits");
+            return None;
         };
-        let partition = p.partition(spec.name.as_bytes(), n);
+        let at = Placement::of(partitioner, &spec.name, n);
         self.forwarder
             .status
-            .owns(&scope(&topic, partition))
+            .owns(&scope(&topic, at.partition))
             .is_some_and(|o| o.live)
-    }
-
-    /// Whether the instance has not ended: from the local projection when this
-    /// replica owns it, else from its owner; `None` when nobody can say.
-    async fn running(&self, ty: &str, id: InstanceId) -> Option<bool> {
-        if let Ok(Some(s)) = self.store.instance(ty, id) {
-            return Some(!s.state.is_terminal());
-        }
-        let topic = self.topics.events(ty);
-        let (p, n) = (
-            self.forwarder.partitioner?,
-            self.forwarder.counts.get(&topic).await?,
-        );
-        let part = scope(&topic, p.partition(id.to_string().as_bytes(), n));
-        let owner = self
-            .forwarder
-            .replicas
-            .owner(&part, now_ms(), &self.node_id)?;
-        let url = format!(
-            "{}/v1/workflows/{ty}/{id}",
-            owner.api_url.trim_end_matches('/')
-        );
-        let resp = self.http.get(&url).send().await.ok()?;
-        if !resp.status().is_success() {
-            tracing::warn!(%url, status = resp.status().as_u16(), "cannot read the previous run of a schedule");
-            return None;
-        }
-        let v: Value = resp.json().await.ok()?;
-        let state: weft_shared::state::WorkflowState = v["state"].as_str()?.parse().ok()?;
-        Some(!state.is_terminal())
-    }
-
-    /// The version a tick starts.
-    fn version(&self, spec: &Spec) -> Option<u32> {
-        if spec.version.is_some() {
-            return spec.version;
-        }
-        let catalog = self.registry.catalog();
-        let latest = catalog.latest(&spec.workflow_type)?.version;
-        let life = self.registry.lifecycle();
-        (1..=latest).rev().find(|v| {
-            life.deprecation(&spec.workflow_type, *v).is_none()
-                && !life.deleted(&spec.workflow_type, *v)
-        })
-    }
-
-    async fn publish(&self, e: &WorkflowEvent) -> Result<(), Error> {
-        let topic = self.topics.events(&e.workflow_type);
-        let (key, payload) = (e.instance_id.to_string(), e.encode());
-        let hdrs = headers(&[
-            (h::EVENT_TYPE, e.event_type.as_str()),
-            (h::IDEMPOTENCY_KEY, &e.idempotency_key),
-        ]);
-        self.producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(hdrs),
-                SEND_TIMEOUT,
-            )
-            .await
-            .map_err(|(err, _)| {
-                Error::Unavailable(format!("could not append {}: {err}", e.event_type))
-            })?;
-        Ok(())
-    }
-
-    /// Starts the instance of tick `t`; its id.
-    async fn start(&self, spec: &Spec, version: u32, t: i64) -> Result<InstanceId, Error> {
-        let id = InstanceId::for_idempotency_key(
-            &spec.workflow_type,
-            &format!("schedule:{}:{t}", spec.name),
-        );
-        let mut input = spec.input.clone();
-        input.insert(
-            "weft_schedule".into(),
-            json!({ "name": spec.name, "tick_ms": t }),
-        );
-        let data = data_map_from_json(&Value::Object(input), "input")
-            .map_err(|e| Error::Invalid(format!("schedule input: {e}")))?;
-        let mut e = WorkflowEvent::new(
-            WorkflowEventType::WorkflowCreated,
-            spec.workflow_type.clone(),
-            id,
-            format!("create:{id}"),
-            now_ms(),
-        );
-        e.event_id = EventId::derived(&[b"created", id.as_bytes()]);
-        e.data = data;
-        e.source_node_id = self.node_id.clone();
-        e.metadata
-            .insert(META_DEFINITION_VERSION.into(), version.to_string());
-        e.metadata.insert(META_SOURCE_KIND.into(), "input".into());
-        e.metadata.insert("weft.schedule".into(), spec.name.clone());
-        e.metadata
-            .insert("weft.schedule_tick_ms".into(), t.to_string());
-        self.publish(&e).await?;
-        Ok(id)
-    }
-
-    async fn cancel(&self, ty: &str, id: InstanceId, name: &str) -> Result<(), Error> {
-        let key = format!("schedule-overlap:{name}:{id}");
-        let mut e = WorkflowEvent::new(
-            WorkflowEventType::WorkflowCancelled,
-            ty,
-            id,
-            key.clone(),
-            now_ms(),
-        );
-        e.event_id = EventId::derived(&[b"input", ty.as_bytes(), id.as_bytes(), key.as_bytes()]);
-        e.data.insert(
-            "reason".into(),
-            WorkflowData::Str(format!("schedule {name}: overlap policy cancel_previous")),
-        );
-        e.source_node_id = self.node_id.clone();
-        e.metadata.insert(META_SOURCE_KIND.into(), "input".into());
-        self.publish(&e).await
-    }
-
-    /// Fires what is due of one schedule; records progress.
-    async fn fire(&self, entry: Entry) -> Result<(), Error> {
-        let Entry { spec, mut progress } = entry;
-        let timing = spec.timing().map_err(|e| Error::Invalid(e.0))?;
-        let last = progress.last_tick_ms.max(spec.start_after_ms);
-        let (ticks, newest) = plan(&spec, &timing, last, now_ms());
-        let Some(newest) = newest else { return Ok(()) };
-        let Some(version) = self.version(&spec) else {
-            tracing::warn!(schedule = %spec.name, workflow_type = %spec.workflow_type, "no startable version; the tick is skipped");
-            progress.skipped += 1;
-            progress.last_tick_ms = newest;
-            return self.record(&spec.name, &progress).await;
-        };
-        for t in ticks {
-            let previous = progress
-                .last_instance_id
-                .as_deref()
-                .and_then(|p| p.parse::<InstanceId>().ok());
-            if let (Some(prev), Overlap::Skip | Overlap::CancelPrevious) = (previous, spec.overlap)
-            {
-                if self.running(&spec.workflow_type, prev).await == Some(true) {
-                    if spec.overlap == Overlap::Skip {
-                        tracing::info!(schedule = %spec.name, tick_ms = t, previous = %prev, "previous run still running; tick skipped");
-                        progress.skipped += 1;
-                        continue;
-                    }
-                    self.cancel(&spec.workflow_type, prev, &spec.name).await?;
-                    tracing::info!(schedule = %spec.name, tick_ms = t, previous = %prev, "previous run cancelled");
-                }
-            }
-            let id = self.start(&spec, version, t).await?;
-            tracing::info!(schedule = %spec.name, tick_ms = t, instance_id = %id, "schedule fired");
-            progress.last_instance_id = Some(id.to_string());
-            progress.started += 1;
-        }
-        progress.last_tick_ms = newest;
-        self.record(&spec.name, &progress).await
+            .then_some(at)
     }
 
     /// Appends the progress and folds it here at once (the follower runs in
     /// the same task as the firing: it must not wait for its own read-back).
-    async fn record(&self, name: &str, p: &Progress) -> Result<(), Error> {
+    pub(super) async fn record(&self, name: &str, p: &Progress) -> Result<(), Error> {
         let bytes = serde_json::to_vec(p).expect("progress serialises");
         let key = format!("progress:{name}");
         self.append_only(&key, Some(bytes.clone())).await?;
@@ -461,6 +303,9 @@ impl Scheduler {
         .ok()
         .and_then(Result::ok)
         .unwrap_or(0);
+        if self.forwarder.partitioner.is_none() {
+            tracing::warn!("the Kafka partitioner does not hash record keys (kafka.properties.partitioner): schedules do not fire");
+        }
         let mut poll = tokio::time::interval(POLL);
         loop {
             let tick = tokio::select! {
@@ -496,11 +341,14 @@ impl Scheduler {
                 continue;
             }
             for entry in self.list() {
-                if entry.spec.paused || !self.drives(&entry.spec).await {
+                if entry.spec.paused {
                     continue;
                 }
+                let Some(at) = self.drive(&entry.spec).await else {
+                    continue;
+                };
                 let name = entry.spec.name.clone();
-                if let Err(e) = self.fire(entry).await {
+                if let Err(e) = self.fire(entry, at).await {
                     tracing::warn!(schedule = %name, error = %e, "schedule not fired; trying again");
                 }
             }
