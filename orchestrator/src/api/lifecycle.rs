@@ -142,7 +142,12 @@ pub async fn reinstate(
 }
 
 /// `DELETE /v1/definitions/{ty}`: refused (409) while any instance of the type
-/// has not ended, on any replica.
+/// has not ended, on any replica. A start is answered (202) before its
+/// partition's processor has folded it, so the list this decides on is a
+/// settled one (`settle=true`, passed on to every peer): each replica first
+/// folds everything its partitions of the type held when it was asked, and a
+/// replica that cannot (its processor lags, a rebalance) makes the delete a
+/// 503 rather than a delete that misses a start.
 pub async fn delete(
     State(s): State<AppState>,
     fw: Option<Extension<Arc<Forwarder>>>,
@@ -159,7 +164,7 @@ pub async fn delete(
         .filter(|st| !st.is_terminal())
         .map(|st| st.as_str())
         .collect();
-    let mut pairs = vec![("type", ty.as_str()), ("limit", "5")];
+    let mut pairs = vec![("type", ty.as_str()), ("limit", "5"), ("settle", "true")];
     pairs.extend(states.iter().map(|st| ("state", *st)));
     let query = pairs
         .iter()
@@ -176,7 +181,11 @@ pub async fn delete(
         uri,
         Params::from_pairs(&pairs),
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError {
+        message: format!("cannot delete '{ty}' now: {}", e.message),
+        ..e
+    })?;
     let items = running["items"].as_array().cloned().unwrap_or_default();
     if !items.is_empty() {
         let ids: Vec<String> = items

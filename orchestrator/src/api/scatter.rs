@@ -39,6 +39,14 @@ impl Plan {
             .is_none_or(|(_, owned)| owned.contains(&p))
     }
 
+    /// The partitions this replica answers for (`None`: keys do not decide
+    /// partitions, so every partition it owns).
+    pub fn owned_partitions(&self) -> Option<Vec<i32>> {
+        let mut ps: Vec<i32> = self.owned.as_ref()?.1.iter().copied().collect();
+        ps.sort_unstable();
+        Some(ps)
+    }
+
     /// Whether `s` belongs to a partition this replica owns.
     pub fn keeps(&self, fw: &Forwarder, s: &InstanceState) -> bool {
         let (Some((count, owned)), Some(partitioner)) = (&self.owned, fw.partitioner) else {

@@ -18,7 +18,7 @@ use weft_shared::lanes::{ContextLimits, NodeCapabilities, Requirements, SLOTS};
 use weft_shared::state::WorkflowState;
 use weft_shared::{WorkflowEvent, WorkflowEventType};
 
-use super::applied::instance_or_wait;
+use super::applied::{self, instance_or_wait};
 use super::control::publish;
 use super::forward::Forwarder;
 use super::params::{self, Params};
@@ -184,7 +184,10 @@ pub async fn get(
 
 /// `GET /v1/workflows?type=T&state=S&state=S2&created_after=..&limit=N&cursor=C`:
 /// this replica's partitions merged with the same page from the owners of the
-/// others (see [`scatter`]).
+/// others (see [`scatter`]). With `settle=true` (passed on to the peers) every
+/// replica first waits until its partitions have folded every write accepted
+/// before (see [`applied::settle`]), else answers 503: a list a decision is
+/// made on (a type's delete) misses no instance whose start was accepted.
 pub async fn list(
     State(s): State<AppState>,
     fw: Option<Extension<Arc<Forwarder>>>,
@@ -192,13 +195,28 @@ pub async fn list(
     uri: Uri,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    params.allow(&["type", "state", "created_after", "limit", "cursor"])?;
+    params.allow(&[
+        "type",
+        "state",
+        "created_after",
+        "limit",
+        "cursor",
+        "settle",
+    ])?;
     let query = list_query(&params)?;
     catalog_with(&s, &query.workflow_type)?;
     let plan = match &fw {
         Some(Extension(fw)) => Some(scatter::plan(fw, &query.workflow_type, &headers).await?),
         None => None,
     };
+    if settle_param(&params)? {
+        let topic = s.topics.events(&query.workflow_type);
+        let partitions = plan
+            .as_ref()
+            .and_then(scatter::Plan::owned_partitions)
+            .unwrap_or_else(|| applied::owned_partitions(&s, &topic));
+        applied::settle(&s, &topic, &partitions).await?;
+    }
     let keep = |st: &InstanceState| match (&fw, &plan) {
         (Some(Extension(fw)), Some(plan)) => plan.keeps(fw, st),
         _ => true,
@@ -231,6 +249,18 @@ pub async fn list(
     pages.push(local);
     let (items, next_cursor) = scatter::merge(pages, query.limit);
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// Query parameter `settle`: `true` or `false` (the default).
+fn settle_param(p: &Params) -> Result<bool, ApiError> {
+    match p.one("settle")? {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "query parameter 'settle': '{}' is not true or false",
+            params::truncate(other)
+        ))),
+    }
 }
 
 /// The store query a list request asks for.
@@ -308,5 +338,10 @@ mod tests {
         assert!(err(&[("limit", "0")]).contains("'limit'"));
         assert!(err(&[("created_after", "soon")]).contains("'created_after'"));
         assert!(err(&[("cursor", "")]).contains("'cursor'"));
+        assert!(!settle_param(&p).unwrap());
+        let settle = |v: &str| settle_param(&Params::from_pairs(&[("settle", v)]));
+        assert!(settle("true").unwrap());
+        assert!(!settle("false").unwrap());
+        assert!(settle("yes").unwrap_err().message.contains("'settle'"));
     }
 }
