@@ -362,6 +362,9 @@ async fn run_attempt(
         .task_duration_seconds
         .with_label_values(&[label])
         .observe(begun.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .observe_usage(&d.workflow_type, &d.task_name, label, &usage);
     let outcome = match outcome {
         Outcome::Finished(Err(_)) if shared.cancel.is_cancelled() => Outcome::Abandoned,
         other => other,
