@@ -9,7 +9,7 @@
 //! - `burn` (the `shell` kind) busy-loops for a few hundred ms: its result
 //!   reports the child's CPU time (plausible against the wall time) and peak
 //!   memory, which the instance, the type's analytics and the task's trace
-//!   span show.
+//!   span show, and the worker's `/metrics` histograms by type, task and scope.
 //! - After `--rebuild` the orchestrator serves the same instance, checkpoint
 //!   and usage included: they come from the log only.
 //! - The Python worker (the same wire protocol) does the same with its own
@@ -194,6 +194,7 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
         int_str(&result["metadata"]["weft.usage.cpu_ms"]) == Some(cpu),
         "{result}"
     );
+    usage_in_worker_metrics(cluster, cpu, rss).await?;
 
     // Analytics: per task, CPU and wall summaries and the peak memory.
     let report = get(&api, "/v1/analytics/ckpt").await?;
@@ -254,6 +255,32 @@ async fn body(cluster: &mut TestCluster, dir: &std::path::Path) -> Result<()> {
     )
     .await?;
     ensure!(rebuilt == done, "rebuilt:\n{rebuilt}\nlive:\n{done}");
+    Ok(())
+}
+
+/// The worker's usage histograms hold `burn`'s one attempt (observed before
+/// its result was published): its CPU (≥ 50 ms of busy loop), wall time and
+/// peak memory, labelled by workflow type, task and scope `child`.
+async fn usage_in_worker_metrics(cluster: &TestCluster, cpu_ms: i64, rss_kb: i64) -> Result<()> {
+    let labels = r#"scope="child",task="burn",workflow_type="ckpt""#;
+    let metric = move |name: &'static str| cluster.worker_metric_labelled(0, name, labels);
+    let cpu_count = metric("weft_worker_task_cpu_seconds_count").await?;
+    let cpu_sum = metric("weft_worker_task_cpu_seconds_sum").await?;
+    ensure!(
+        cpu_count >= 1.0 && cpu_sum >= 0.05,
+        "weft_worker_task_cpu_seconds{{{labels}}}: count {cpu_count}, sum {cpu_sum}"
+    );
+    // One attempt: exactly what its result reported.
+    ensure!(
+        cpu_count == 1.0 && (cpu_sum - cpu_ms as f64 / 1000.0).abs() < 1e-6,
+        "cpu sum {cpu_sum} s over {cpu_count}, result {cpu_ms} ms"
+    );
+    let wall = metric("weft_worker_task_wall_seconds_count").await?;
+    let peak = metric("weft_worker_task_peak_memory_bytes_sum").await?;
+    ensure!(
+        wall == 1.0 && peak == (rss_kb * 1024) as f64,
+        "wall count {wall}, peak memory sum {peak} (result {rss_kb} KiB)"
+    );
     Ok(())
 }
 

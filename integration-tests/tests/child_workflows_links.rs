@@ -6,7 +6,10 @@
 //! its parent (`x-weft-served-by` tells); and the
 //! child's trace nests under the parent's task span: the API's span list and
 //! OTLP (served, and pushed to a collector) give the child's spans the
-//! parent's trace id and the parent's task span as the child root's parent.
+//! parent's trace id and the parent's task span as the child root's parent;
+//! and the child's own task dispatches, read raw from its tasks topic (field
+//! and header), and the events its worker sent back carry a `traceparent` in
+//! the parent's trace whose span is the child's task span.
 
 use std::time::Duration;
 
@@ -18,6 +21,12 @@ use weft_integration_tests::collector::Collector;
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 
 mod issue18;
+mod security;
+
+use security::support::{read_all_topics, RawRecord};
+use weft_shared::avro::AvroRecord;
+use weft_shared::topics::headers;
+use weft_shared::{TaskDispatch, WorkflowEvent, WorkflowEventType};
 
 const KID: &str = "type: kid\ntasks:\n  - name: work\n    handler: noop\n";
 const MOM: &str = "type: mom\ntasks:\n  - name: spawn\n    handler: workflow\n    parameters: {workflow_type: kid}\n  - name: after\n    handler: noop\n    depends_on: [spawn]\n";
@@ -71,7 +80,7 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
     }
     // Parents until some child lives on the other replica than its parent
     // (each does with even odds), so the children query reads one remotely.
-    let (mut moms, mut crossed) = (Vec::new(), 0);
+    let (mut moms, mut kids, mut crossed) = (Vec::new(), Vec::new(), 0);
     let mut started = Vec::new();
     for n in 0..PARENTS {
         let v = apis[n % 2].start("mom", json!({ "n": n }), None).await?;
@@ -93,6 +102,7 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
         let child_at = served_by(&apis[0], &format!("/v1/workflows/kid/{child}")).await?;
         crossed += usize::from(parent_at != child_at);
         moms.push(mom);
+        kids.push(child);
     }
     ensure!(
         crossed > 0,
@@ -125,6 +135,62 @@ async fn scenario(cluster: &TestCluster, collector: &Collector) -> Result<()> {
             },
         )
         .await?;
+    }
+    child_dispatches_in_parent_trace(cluster, &apis[0], &moms, &kids).await
+}
+
+/// The dispatch of each child's task `work`, read raw from `weft.kid.tasks`,
+/// carries (field and header) the traceparent `00-<its parent's trace id>-<the
+/// child's work span>-01`, and the worker sent the child's `task.completed`
+/// with the same header: a handler's own spans join the parent's tree.
+async fn child_dispatches_in_parent_trace(
+    cluster: &TestCluster,
+    api: &ApiClient,
+    moms: &[String],
+    kids: &[String],
+) -> Result<()> {
+    let bootstrap = cluster.bootstrap();
+    let records = tokio::task::spawn_blocking(move || read_all_topics(&bootstrap)).await??;
+    let header = |r: &RawRecord, k: &str| {
+        r.headers
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    for (mom, kid) in moms.iter().zip(kids) {
+        let ct = get(api, &format!("/v1/workflows/kid/{kid}/trace?format=spans")).await?;
+        let work_span = ct["spans"]
+            .as_array()
+            .and_then(|ss| ss.iter().find(|s| s["name"] == "task work"))
+            .and_then(|s| s["span_id"].as_str())
+            .with_context(|| format!("the work span of {kid}: {ct}"))?;
+        let want = format!("00-{}-{work_span}-01", mom.replace('-', ""));
+        let dispatches: Vec<(TaskDispatch, Option<String>)> = records
+            .iter()
+            .filter(|r| r.topic == "weft.kid.tasks")
+            .filter_map(|r| Some((TaskDispatch::decode(&r.value).ok()?, r)))
+            .filter(|(d, _)| d.instance_id.to_string() == *kid && d.task_name == "work")
+            .map(|(d, r)| (d, header(r, headers::TRACEPARENT)))
+            .collect();
+        ensure!(!dispatches.is_empty(), "no dispatch of {kid}'s work");
+        for (d, h) in &dispatches {
+            ensure!(
+                d.traceparent == want && h.as_deref() == Some(want.as_str()),
+                "{kid}'s work dispatch in {mom}'s trace: field {}, header {h:?}, want {want}",
+                d.traceparent
+            );
+        }
+        // What the worker sent back (not the orchestrator's own decisions).
+        let completed: Vec<Option<String>> = records
+            .iter()
+            .filter(|r| r.topic == "weft.kid.events" && r.key == kid.as_bytes())
+            .filter_map(|r| Some((WorkflowEvent::decode(&r.value).ok()?, r)))
+            .filter(|(e, _)| e.event_type == WorkflowEventType::TaskCompleted && !e.is_decision())
+            .map(|(_, r)| header(r, headers::TRACEPARENT))
+            .collect();
+        ensure!(
+            !completed.is_empty() && completed.iter().all(|h| h.as_deref() == Some(&want)),
+            "{kid}'s task.completed headers: {completed:?}, want {want}"
+        );
     }
     Ok(())
 }
