@@ -6,7 +6,9 @@
 //! every round one replica starts an instance (no wait) and the other is asked
 //! at once to delete the type, which must be a 409 naming that instance (the
 //! first round through the CLI, the others through the API, alternating
-//! replicas). Once every instance has ended the delete succeeds and starts are
+//! replicas). A 503 (partitions moving between the replicas right after the
+//! registration: the delete will not decide then) is asked again; a 200 never
+//! is. Once every instance has ended the delete succeeds and starts are
 //! refused on both replicas.
 
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use weft_integration_tests::cli::weft;
+use weft_integration_tests::cli::{weft, CliRun};
 use weft_integration_tests::{wait_for, wait_until, ApiClient, ClusterOptions, TestCluster};
 
 mod issue18;
@@ -23,9 +25,10 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 const ROUNDS: usize = 10;
 
-/// Runs last a few seconds: longer than a round's start and delete.
+/// Runs for seconds: longer than a round's start and delete, even one asked
+/// again through a rebalance (each round cancels its instance).
 const DEFINITION: &str =
-    "type: dr\ntasks:\n  - name: hold\n    handler: sleep\n    parameters: {ms: 4000}\n";
+    "type: dr\ntasks:\n  - name: hold\n    handler: sleep\n    parameters: {ms: 10000}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delete_right_after_an_accepted_start_sees_the_instance() -> Result<()> {
@@ -37,19 +40,63 @@ async fn a_delete_right_after_an_accepted_start_sees_the_instance() -> Result<()
     result
 }
 
+/// `DELETE /v1/definitions/dr`, asked again while it answers 503 (partitions
+/// moving between the replicas: the delete refuses to decide then, which is
+/// right); any other answer, a 200 above all, is returned at once.
 async fn delete(api: &ApiClient) -> Result<(StatusCode, Value)> {
-    let r = api.send(Method::DELETE, "/v1/definitions/dr", None).await?;
-    Ok((r.status, r.body))
+    wait_for(
+        "a delete not refused by a rebalance",
+        DEADLINE,
+        POLL,
+        || async {
+            let r = api.send(Method::DELETE, "/v1/definitions/dr", None).await?;
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                anyhow::bail!("503: {}", r.body);
+            }
+            anyhow::Ok(Some((r.status, r.body)))
+        },
+    )
+    .await
 }
 
-/// Cancels `id` and waits until it has ended, so the next round's refusal
-/// names only the next instance.
+/// `weft def delete dr` through `api`, run again while it fails with a 503
+/// (`try again shortly`), like [`delete`].
+async fn cli_delete(api: &ApiClient) -> Result<CliRun> {
+    wait_for(
+        "a weft def delete not refused by a rebalance",
+        DEADLINE,
+        POLL,
+        || async {
+            let run = weft(api, &["def", "delete", "dr"], DEADLINE).await?;
+            if run.code == Some(1) && run.stderr.contains("try again shortly") {
+                anyhow::bail!("{}", run.stderr.trim());
+            }
+            anyhow::Ok(Some(run))
+        },
+    )
+    .await
+}
+
+/// Cancels `id` (again while a rebalance makes it a 503) and waits until it
+/// has ended, so the next round's refusal names only the next instance.
 async fn end(api: &ApiClient, id: &str) -> Result<()> {
-    let r = api.control("dr", id, "cancel", json!({}), None).await?;
-    ensure!(
-        r.status == StatusCode::ACCEPTED || r.status == StatusCode::CONFLICT,
-        "cancel {id}: {r:?}"
-    );
+    wait_for(
+        &format!("the cancel of dr {id}"),
+        DEADLINE,
+        POLL,
+        || async {
+            let r = api.control("dr", id, "cancel", json!({}), None).await?;
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                anyhow::bail!("503: {}", r.body);
+            }
+            ensure!(
+                r.status == StatusCode::ACCEPTED || r.status == StatusCode::CONFLICT,
+                "cancel {id}: {r:?}"
+            );
+            anyhow::Ok(Some(()))
+        },
+    )
+    .await?;
     wait_until(&format!("dr {id} has ended"), DEADLINE, POLL, || async {
         api.get("dr", id)
             .await
@@ -72,7 +119,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     // Through the CLI: `weft start` (no --wait), then at once `weft def delete`.
     let started = weft(&apis[0], &["start", "dr"], DEADLINE).await?;
     let id = started.ok()?.trim().to_owned();
-    let refused = weft(&apis[1], &["def", "delete", "dr"], DEADLINE).await?;
+    let refused = cli_delete(&apis[1]).await?;
     ensure!(
         refused.code == Some(1)
             && refused.stderr.contains("instances have not ended")
