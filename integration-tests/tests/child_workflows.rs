@@ -16,6 +16,8 @@ use weft_integration_tests::{wait_for, wait_until, ApiClient, ClusterOptions, Te
 
 mod issue18;
 
+use issue18::task;
+
 const KID: &str = "type: kid\ntasks:\n  - name: work\n    handler: sleep\n    parameters: {ms: 1500}\n  - name: tag\n    handler: noop\n    depends_on: [work]\n";
 const MOM: &str = "type: mom\ntasks:\n  - name: spawn\n    handler: workflow\n    parameters: {workflow_type: kid, input: {color: blue}}\n  - name: after\n    handler: noop\n    depends_on: [spawn]\n";
 const KID_LONG: &str =
@@ -31,20 +33,6 @@ async fn state(api: &ApiClient, ty: &str, id: &str) -> Result<Value> {
         api.get(ty, id).await.map(Some)
     })
     .await
-}
-
-fn task<'v>(inst: &'v Value, name: &str) -> Option<&'v Value> {
-    inst["tasks"].as_array()?.iter().find(|t| t["name"] == name)
-}
-
-async fn instances(api: &ApiClient, ty: &str) -> Result<Vec<String>> {
-    let v = api.list(&format!("type={ty}&limit=1000")).await?;
-    Ok(v["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .filter_map(|i| i["instance_id"].as_str().map(str::to_owned))
-        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -73,7 +61,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
         moms.push(v["instance_id"].as_str().context("id")?.to_owned());
     }
     wait_until("children are running", DEADLINE, POLL, || async {
-        instances(&b, "kid")
+        issue18::instance_ids(&b, "kid")
             .await
             .is_ok_and(|k| k.len() >= PARENTS / 2)
     })
@@ -135,7 +123,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     }
     // One child per attempt: every child of `kid` belongs to one parent attempt.
     let all = wait_for("the children listed", DEADLINE, POLL, || async {
-        instances(&a, "kid").await.map(Some)
+        issue18::instance_ids(&a, "kid").await.map(Some)
     })
     .await?;
     ensure!(
@@ -148,7 +136,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     let v = a.start("momlong", json!({}), None).await?;
     let parent = v["instance_id"].as_str().context("id")?.to_owned();
     let child = wait_for("the long child runs", DEADLINE, POLL, || async {
-        let Ok(ids) = instances(&a, "kidlong").await else {
+        let Ok(ids) = issue18::instance_ids(&a, "kidlong").await else {
             return anyhow::Ok(None);
         };
         let Some(id) = ids.first().cloned() else {

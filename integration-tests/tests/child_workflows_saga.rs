@@ -9,8 +9,12 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use serde_json::{json, Value};
-use weft_integration_tests::{wait_for, wait_until, ApiClient, ClusterOptions, TestCluster};
+use serde_json::json;
+use weft_integration_tests::{wait_for, wait_until, ClusterOptions, TestCluster};
+
+mod issue18;
+
+use issue18::task;
 
 const HOTEL: &str = "type: hotel\ntasks:\n  - name: reserve\n    handler: noop\n";
 const UNHOTEL: &str = "type: unhotel\ntasks:\n  - name: release\n    handler: noop\n";
@@ -23,20 +27,6 @@ tasks:
 ";
 const DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(200);
-
-fn task<'v>(inst: &'v Value, name: &str) -> Option<&'v Value> {
-    inst["tasks"].as_array()?.iter().find(|t| t["name"] == name)
-}
-
-async fn ids(api: &ApiClient, ty: &str) -> Result<Vec<String>> {
-    let v = api.list(&format!("type={ty}&limit=100")).await?;
-    Ok(v["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .filter_map(|i| i["instance_id"].as_str().map(str::to_owned))
-        .collect())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_parents_compensation_runs_a_compensating_child() -> Result<()> {
@@ -87,10 +77,14 @@ async fn scenario(cluster: &TestCluster) -> Result<()> {
         "the compensating child is listed",
         DEADLINE,
         POLL,
-        || async { ids(&api, "unhotel").await.is_ok_and(|v| !v.is_empty()) },
+        || async {
+            issue18::instance_ids(&api, "unhotel")
+                .await
+                .is_ok_and(|v| !v.is_empty())
+        },
     )
     .await?;
-    let undo = ids(&api, "unhotel").await?;
+    let undo = issue18::instance_ids(&api, "unhotel").await?;
     ensure!(undo.len() == 1, "one compensating child: {undo:?}");
     let undone = api.get("unhotel", &undo[0]).await?;
     ensure!(undone["state"] == "completed", "{undone}");

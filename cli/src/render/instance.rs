@@ -175,26 +175,7 @@ mod tests {
 
     use super::*;
     use crate::model::ErrorView;
-
-    fn task(name: &str, state: &str, attempt: u32) -> TaskView {
-        TaskView {
-            name: name.into(),
-            state: state.into(),
-            attempt,
-            ..TaskView::default()
-        }
-    }
-
-    fn instance(state: &str, tasks: Vec<TaskView>) -> InstanceView {
-        InstanceView {
-            instance_id: "i1".into(),
-            workflow_type: "demo".into(),
-            definition_version: Some(2),
-            state: state.into(),
-            tasks,
-            ..InstanceView::default()
-        }
-    }
+    use crate::render::tests::{instance, task};
 
     #[test]
     fn summary_lists_tasks() {

@@ -193,12 +193,13 @@ pub(crate) fn columns(rows: &[Vec<String>], right: &[(usize, usize)]) -> Vec<Str
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ErrorView;
     use serde_json::json;
 
-    fn task(name: &str, state: &str, attempt: u32) -> TaskView {
+    /// A task view for the render tests (also `instance.rs`'s).
+    pub(crate) fn task(name: &str, state: &str, attempt: u32) -> TaskView {
         TaskView {
             name: name.into(),
             state: state.into(),
@@ -207,7 +208,8 @@ mod tests {
         }
     }
 
-    fn instance(state: &str, tasks: Vec<TaskView>) -> InstanceView {
+    /// An instance view for the render tests (also `instance.rs`'s).
+    pub(crate) fn instance(state: &str, tasks: Vec<TaskView>) -> InstanceView {
         InstanceView {
             instance_id: "i1".into(),
             workflow_type: "demo".into(),

@@ -49,3 +49,19 @@ pub async fn wait_spread(cluster: &TestCluster, apis: &[ApiClient], ty: &str) ->
     )
     .await
 }
+
+/// Task `name` of an instance view.
+pub fn task<'v>(inst: &'v serde_json::Value, name: &str) -> Option<&'v serde_json::Value> {
+    inst["tasks"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
+/// The ids of the instances of `ty` (up to 1,000), as `GET /v1/workflows` lists them.
+pub async fn instance_ids(api: &ApiClient, ty: &str) -> Result<Vec<String>> {
+    let v = api.list(&format!("type={ty}&limit=1000")).await?;
+    Ok(v["items"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no items in {v}"))?
+        .iter()
+        .filter_map(|i| i["instance_id"].as_str().map(str::to_owned))
+        .collect())
+}
