@@ -48,14 +48,6 @@ async fn wait_ticks(api: &ApiClient, n: usize) -> Result<BTreeMap<i64, Vec<Strin
     .await
 }
 
-async fn schedule(api: &ApiClient, name: &str) -> Result<Value> {
-    let r = api
-        .send(Method::GET, &format!("/v1/schedules/{name}"), None)
-        .await?;
-    ensure!(r.status == StatusCode::OK, "{r:?}");
-    Ok(r.body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_start_per_tick_across_replicas_and_a_kill() -> Result<()> {
     let mut cluster = TestCluster::start(ClusterOptions::new(2, 1)).await?;
@@ -90,7 +82,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     )
     .await?;
     out.ok()?;
-    let n = schedule(&a, "nightly").await?;
+    let n = issue18::schedule(&a, "nightly").await?;
     ensure!(
         n["next_runs_ms"].as_array().is_some_and(Vec::is_empty),
         "a paused schedule runs never: {n}"
@@ -98,7 +90,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     weft(&a, &["schedule", "resume", "nightly"], DEADLINE)
         .await?
         .ok()?;
-    let n = schedule(&b, "nightly").await?;
+    let n = issue18::schedule(&b, "nightly").await?;
     let next: Vec<i64> = n["next_runs_ms"]
         .as_array()
         .context("next")?
@@ -137,7 +129,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
     )
     .await?;
     ensure!(out.ok()?.contains("every2"), "{out:?}");
-    let s = schedule(&b, "every2").await?;
+    let s = issue18::schedule(&b, "every2").await?;
     let next: Vec<i64> = s["next_runs_ms"]
         .as_array()
         .context("next")?
@@ -219,7 +211,7 @@ async fn scenario(cluster: &mut TestCluster) -> Result<()> {
         }
     }
     ensure!(late >= 1, "no tick was caught up after the kill");
-    let progress = schedule(&back, "every2").await?["progress"].clone();
+    let progress = issue18::schedule(&back, "every2").await?["progress"].clone();
     ensure!(
         progress["started"]
             .as_u64()

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use weft_integration_tests::{wait_for, ApiClient, ClusterOptions, TestCluster};
 use weft_orchestrator::partitioner::Partitioner;
 use weft_shared::event::now_ms;
@@ -112,14 +112,6 @@ async fn create(api: &ApiClient, name: &str, overlap: &str) -> Result<()> {
         .await?;
     ensure!(r.status.is_success(), "create {name}: {r:?}");
     Ok(())
-}
-
-async fn schedule(api: &ApiClient, name: &str) -> Result<Value> {
-    let r = api
-        .send(Method::GET, &format!("/v1/schedules/{name}"), None)
-        .await?;
-    ensure!(r.status == StatusCode::OK, "{r:?}");
-    Ok(r.body)
 }
 
 /// The runs of schedule `name`, oldest first.
@@ -214,7 +206,7 @@ async fn scenario(cluster: &TestCluster, token: &str) -> Result<()> {
     let s = runs(&b, &skip).await?;
     overlap_free(&s)?;
     on_partition_of(&s, &skip, partitions)?;
-    let progress = schedule(&b, &skip).await?["progress"].clone();
+    let progress = issue18::schedule(&b, &skip).await?["progress"].clone();
     ensure!(
         progress["skipped"].as_u64().is_some_and(|n| n >= 1),
         "no tick of {skip} was skipped: {progress}"

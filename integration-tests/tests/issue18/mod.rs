@@ -65,3 +65,12 @@ pub async fn instance_ids(api: &ApiClient, ty: &str) -> Result<Vec<String>> {
         .filter_map(|i| i["instance_id"].as_str().map(str::to_owned))
         .collect())
 }
+
+/// `GET /v1/schedules/{name}`: the schedule, its progress and next runs (200 expected).
+pub async fn schedule(api: &ApiClient, name: &str) -> Result<serde_json::Value> {
+    let r = api
+        .send(Method::GET, &format!("/v1/schedules/{name}"), None)
+        .await?;
+    anyhow::ensure!(r.status == reqwest::StatusCode::OK, "{r:?}");
+    Ok(r.body)
+}
